@@ -21,7 +21,6 @@ from sqlalchemy import (
     Integer,
     MetaData,
     SmallInteger,
-    String,
     Text,
     Time,
     UniqueConstraint,
@@ -118,6 +117,7 @@ class Campaign(TimestampMixin, Base):
             "end_at IS NULL OR start_at IS NULL OR end_at > start_at", name="end_after_start"
         ),
         CheckConstraint("jsonb_typeof(retry_delays) = 'object'", name="retry_delays_object"),
+        CheckConstraint("region ~ '^[A-Z]{2}$'", name="region_iso"),
     )
 
     id: Mapped[int] = mapped_column(Integer, Identity(), primary_key=True)
@@ -134,10 +134,10 @@ class Campaign(TimestampMixin, Base):
     ivr_vm_file: Mapped[str] = mapped_column(server_default="")
     transfer_number: Mapped[str] = mapped_column(server_default="")
     transfer_prefix: Mapped[str] = mapped_column(server_default="")
-    press_key: Mapped[str] = mapped_column(String(1), server_default="1")
+    press_key: Mapped[str] = mapped_column(server_default="1")
     wait_strategy: Mapped[str] = mapped_column(server_default="random")
     amd_enabled: Mapped[bool] = mapped_column(server_default=text("true"))
-    opt_out_key: Mapped[str | None] = mapped_column(String(1))
+    opt_out_key: Mapped[str | None]
     record_calls: Mapped[bool] = mapped_column(server_default=text("false"))
     max_attempts: Mapped[int] = mapped_column(Integer, server_default="3")
     # {outcome: seconds before the next attempt}; outcomes absent here use dialer.retry defaults.
@@ -151,7 +151,7 @@ class Campaign(TimestampMixin, Base):
     start_at: Mapped[dt.datetime | None]
     end_at: Mapped[dt.datetime | None]
     # Region for numbers written in national format (ISO 3166 alpha-2).
-    region: Mapped[str] = mapped_column(String(2), server_default="US")
+    region: Mapped[str] = mapped_column(server_default="US")
 
     trunk: Mapped[Trunk] = relationship(back_populates="campaigns")
 

@@ -32,6 +32,9 @@ def cli() -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    # Migration chatter is noise for operators unless they asked for debug output.
+    if settings.log_level != "DEBUG":
+        logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
 cli.add_command(db.db)

@@ -1,0 +1,48 @@
+"""Settings come from the environment, are validated, and never leak the AMI secret."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from dialer.settings import DEFAULT_DATABASE_URL, Settings, SettingsError, redact_url
+
+
+def test_defaults_work_on_the_local_machine() -> None:
+    s = Settings.from_env({})
+    assert s.database_url == DEFAULT_DATABASE_URL
+    assert s.broker_url.startswith("redis://127.0.0.1:6379")
+    assert (s.ami.host, s.ami.port) == ("127.0.0.1", 5038)
+
+
+def test_secret_not_in_repr_or_logs(caplog: pytest.LogCaptureFixture) -> None:
+    s = Settings.from_env({"DIALER_AMI_SECRET": "s3cr3t-value"})
+    assert s.ami.secret == "s3cr3t-value"
+    assert "s3cr3t-value" not in repr(s)
+    with caplog.at_level(logging.INFO):
+        logging.getLogger("test").info("settings %s %r", s, s.ami)
+    assert "s3cr3t-value" not in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("env", "field"),
+    [
+        ({"DIALER_DATABASE_URL": "postgresql://x@h/db"}, "DIALER_DATABASE_URL"),
+        ({"DIALER_AMI_PORT": "five"}, "DIALER_AMI_PORT"),
+        ({"DIALER_AMI_PORT": "70000"}, "DIALER_AMI_PORT"),
+        ({"DIALER_LOG_LEVEL": "LOUD"}, "DIALER_LOG_LEVEL"),
+    ],
+)
+def test_bad_settings_name_the_variable(env: dict[str, str], field: str) -> None:
+    with pytest.raises(SettingsError, match=field):
+        Settings.from_env(env)
+
+
+def test_unknown_pbx_is_a_clear_error() -> None:
+    with pytest.raises(SettingsError, match="lab"):
+        Settings.from_env({}).ami_for("lab")
+
+
+def test_redact_url_hides_password() -> None:
+    assert "hunter2" not in redact_url("postgresql+psycopg://u:hunter2@h/db")
