@@ -24,7 +24,9 @@ from dialer.settings import AmiServer, Settings
 # Fixtures of other areas live in their own modules.
 pytest_plugins: list[str] = []
 
-SERVER_URL = os.environ.get("DIALER_TEST_SERVER_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+SERVER_URL = os.environ.get(
+    "DIALER_TEST_SERVER_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+)
 RUN_ID = uuid.uuid4().hex[:8]
 
 
@@ -116,7 +118,5 @@ def settings(database_url: str) -> Settings:
         database_url=database_url,
         broker_url=os.environ.get("DIALER_TEST_BROKER_URL", "redis://127.0.0.1:6379/0"),
         log_level="DEBUG",
-        ami_servers={
-            "default": AmiServer("default", "127.0.0.1", 5038, "dialer", "dialerpass")
-        },
+        ami_servers={"default": AmiServer("default", "127.0.0.1", 5038, "dialer", "dialerpass")},
     )

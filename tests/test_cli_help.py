@@ -19,7 +19,9 @@ def _walk(command: click.Command, path: tuple[str, ...] = ()):
 COMMANDS = list(_walk(cli))
 
 
-@pytest.mark.parametrize(("path", "command"), COMMANDS, ids=[" ".join(p) or "dialer" for p, _ in COMMANDS])
+@pytest.mark.parametrize(
+    ("path", "command"), COMMANDS, ids=[" ".join(p) or "dialer" for p, _ in COMMANDS]
+)
 def test_command_has_help_with_example(path: tuple[str, ...], command: click.Command) -> None:
     assert command.help and command.help.strip(), f"`dialer {' '.join(path)}` has no help text"
     assert "Example" in command.help, f"`dialer {' '.join(path)}` help has no example"

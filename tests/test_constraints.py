@@ -84,7 +84,10 @@ REFUSED = [
         " (1, 'Hangup', 'f', '{}'), (1, 'Hangup', 'f', '{}')",
         "uq_call_events_call_attempt_id_fingerprint",
     ),
-    ("INSERT INTO dnc_numbers (phone_e164) VALUES ('+12125550199')", "uq_dnc_numbers_phone_e164_campaign_id"),
+    (
+        "INSERT INTO dnc_numbers (phone_e164) VALUES ('+12125550199')",
+        "uq_dnc_numbers_phone_e164_campaign_id",
+    ),
     ("INSERT INTO dnc_numbers (phone_e164) VALUES ('12345')", "ck_dnc_numbers_phone_e164_format"),
 ]
 
