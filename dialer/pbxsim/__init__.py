@@ -1,0 +1,32 @@
+"""A PBX simulator speaking Asterisk 22's AMI: the dialer's test peer, demo PBX and load target.
+
+Modelled on real Asterisk sessions (shared/ami-transcripts): the same frames, header order,
+Originate results, channel naming, Uniqueid/Linkedid rules and Q.850 causes, with callees whose
+behaviour is chosen by the last two digits of the dialled number.
+
+    async with PbxSimulator(SimConfig(port=0, speed=50)) as sim:
+        ...  # connect to sim.host, sim.port
+
+    sim = start_in_thread(port=0, speed=50)   # from synchronous code; sim.stop() at the end
+"""
+
+from dialer.pbxsim.behaviour import Callee, Timings, callee_for
+from dialer.pbxsim.config import ConfigError, SimConfig
+from dialer.pbxsim.dialplan import Context, Dialplan, Role
+from dialer.pbxsim.record import read_records
+from dialer.pbxsim.server import PbxSimulator, SimulatorThread, start_in_thread
+
+__all__ = [
+    "Callee",
+    "ConfigError",
+    "Context",
+    "Dialplan",
+    "PbxSimulator",
+    "Role",
+    "SimConfig",
+    "SimulatorThread",
+    "Timings",
+    "callee_for",
+    "read_records",
+    "start_in_thread",
+]

@@ -1,0 +1,433 @@
+"""An originated call: channel creation, dialling, the Originate result, then the dialplan.
+
+Event sequences follow shared/ami-transcripts (busy, congestion, no_answer, answer_then_hangup,
+originate_bad_channel, originate_channelid); PJSIP calls use one channel where Local calls use
+the `;1`/`;2` pair.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+from dialer.pbxsim import codes
+from dialer.pbxsim.behaviour import (
+    ANSWERING,
+    ANSWERS_AT_ONCE,
+    Callee,
+    parse_dial_string,
+    user_event_fields,
+)
+from dialer.pbxsim.channels import Channel
+from dialer.pbxsim.dialplan import Role
+from dialer.pbxsim.engine import originate_target
+from dialer.pbxsim.ivr import Ivr
+from dialer.pbxsim.legs import Leg
+from dialer.pbxsim.parties import FAR_END, Party, transfer_target
+from dialer.pbxsim.queues import STATUS_INUSE, STATUS_NOT_INUSE, Member, Queue
+
+if TYPE_CHECKING:
+    from dialer.pbxsim.engine import Engine, OriginateRequest
+
+
+class Call(Party):
+    def __init__(self, engine: Engine, request: OriginateRequest, callee: Callee) -> None:
+        super().__init__(engine)
+        self.request = request
+        self.target = request.target
+        self.callee = callee
+        self.partner = None
+        self.phase = "new"  # dialing -> up -> ended
+        self.answered_at: float | None = None
+        self.ivr: Ivr | None = None
+        self.queue: Queue | None = None
+        self.queue_member: Member | None = None
+        self.queue_joined_at = 0.0
+        self.agent_connected_at: float | None = None
+
+    @property
+    def custom_call_id(self) -> str:
+        return self.near.variables.get("custom_call_id", "")
+
+    # -- start ----------------------------------------------------------------------------------
+
+    def _create_channels(self) -> None:
+        engine, request, target = self.engine, self.request, self.target
+        registry = engine.registry
+        uniqueid = request.channel_id or registry.next_uniqueid()
+        if target.tech == "Local":
+            base = f"Local/{target.number}@{target.context}-{registry.next_suffix('Local')}"
+            self.near = engine.new_channel(
+                name=base + ";1",
+                uniqueid=uniqueid,
+                linkedid=None,
+                state=codes.STATE_DOWN,
+                context=target.context,
+                exten=target.number,
+                owner=self,
+            )
+            other = request.other_channel_id or (
+                f"{request.channel_id};2" if request.channel_id else registry.next_uniqueid()
+            )
+            self.partner = engine.new_channel(
+                name=base + ";2",
+                uniqueid=other,
+                linkedid=uniqueid,
+                state=codes.STATE_RING,
+                context=target.context,
+                exten=target.number,
+                owner=self,
+            )
+        else:
+            self.near = engine.new_channel(
+                name=f"PJSIP/{target.endpoint}-{registry.next_suffix('PJSIP')}",
+                uniqueid=uniqueid,
+                linkedid=None,
+                state=codes.STATE_DOWN,
+                context="default",
+                exten="s",
+                owner=self,
+            )
+        near = self.near
+        # The Originate's CallerID is set once the channel exists (a Local call passes it on
+        # to its other half).
+        for channel in (near, self.partner):
+            if channel is None:
+                continue
+            channel.caller_num = request.caller_num or channel.caller_num
+            channel.caller_name = request.caller_name or channel.caller_name
+            channel.changed()
+            engine.set_variables(channel, request.variables, reverse=channel is near)
+        near.dialed = target.number
+        near.application, near.app_data = "AppDial2", "(Outgoing Line)"
+
+    def start(self) -> None:
+        self.phase = "dialing"
+        self._create_channels()
+        self.after("dial", self.t.setup, self._dial)
+
+    def start_unroutable(self) -> None:
+        """Local channel into a context or extension that does not exist."""
+        self.phase = "dialing"
+        self._create_channels()
+        self.after("dial", self.t.setup, self._unroutable)
+
+    def start_overloaded(self) -> None:
+        """Over --max-channels: the trunk refuses the call as congested."""
+        self._create_channels()
+        if self.partner is not None:
+            self.engine.destroy(self.partner, codes.CAUSE_CONGESTION)
+        self.engine.destroy(self.near, codes.CAUSE_CONGESTION)
+        self._fail(codes.REASON_FAILED)
+
+    def _unroutable(self) -> None:
+        assert self.partner is not None
+        self.engine.destroy(self.partner, 0)
+        self._fail(codes.REASON_FAILED)
+        self.engine.destroy(self.near, 0)
+
+    def _fail(self, reason: int) -> None:
+        self.finish()
+        self.engine.fail_originate(self.request, reason)
+
+    # -- dialling -------------------------------------------------------------------------------
+
+    def _dial(self) -> None:
+        events, near, target, callee = self.events, self.near, self.target, self.callee
+        if self.partner is not None:
+            events.local_bridge(near, self.partner, target.context, target.number)
+            code = callee.value if callee is not Callee.HUMAN else "default"
+            self.partner.goto(f"{target.context}-behaviour", code, 1)
+        events.dial_begin(None, near, target.data)
+        timeout = max(0, self.request.timeout_ms) / 1000 / self.engine.config.speed
+        t = self.t
+        if callee is Callee.BUSY:
+            self.after("dial", t.reject, self._busy)
+        elif callee is Callee.CONGESTION:
+            self.after("dial", t.reject, self._congestion)
+        elif callee in ANSWERING:
+            at_once = callee in ANSWERS_AT_ONCE
+            if not at_once:
+                self._ringing()
+            delay = t.instant_answer if at_once else t.ring
+            if delay >= timeout:
+                self.after("dial", timeout, self._no_answer)
+            else:
+                self.after("dial", delay, self._answer)
+        else:
+            self._ringing()
+            self.after("dial", timeout, self._no_answer)
+
+    def _ringing(self) -> None:
+        self.near.set_state(codes.STATE_RINGING)
+        self.events.newstate(self.near)
+        self.events.dial_state(None, self.near, "RINGING")
+
+    def _busy(self) -> None:
+        engine, events, near, partner = self.engine, self.events, self.near, self.partner
+        if partner is not None:
+            partner.set_state(codes.STATE_BUSY)
+            events.newstate(partner)
+            self._fail(codes.REASON_BUSY)
+            events.dial_end(None, near, "BUSY")
+            events.hangup_request(partner, 0)
+            engine.destroy(near, 0)
+            events.soft_hangup_request(partner)
+            engine.destroy(partner, codes.CAUSE_USER_BUSY)
+        else:
+            # PJSIP 486: the channel is hung up with cause 17 before the dial loop reports.
+            events.dial_end(None, near, "BUSY")
+            engine.destroy(near, codes.CAUSE_USER_BUSY)
+            self._fail(codes.REASON_FAILED)
+
+    def _congestion(self) -> None:
+        engine, events, near, partner = self.engine, self.events, self.near, self.partner
+        if partner is not None:
+            self._fail(codes.REASON_CONGESTION)
+            partner.set_state(codes.STATE_BUSY)
+            events.newstate(partner)
+            events.dial_end(None, near, "CONGESTION")
+            events.hangup_request(partner, 0)
+            engine.destroy(near, 0)
+            events.soft_hangup_request(partner)
+            engine.destroy(partner, codes.CAUSE_CONGESTION)
+        else:
+            events.dial_end(None, near, "CONGESTION")
+            engine.destroy(near, codes.CAUSE_CONGESTION)
+            self._fail(codes.REASON_CONGESTION)
+
+    def _no_answer(self) -> None:
+        """The Originate Timeout tripped: ast_dial hangs the channel up with cause 19."""
+        engine, events, near, partner = self.engine, self.events, self.near, self.partner
+        if partner is not None:
+            events.hangup_request(partner, codes.CAUSE_NO_ANSWER)
+            events.soft_hangup_request(partner)
+            engine.destroy(partner, codes.CAUSE_NO_ANSWER)
+        self.finish()
+        engine.fail_originate(self.request, codes.REASON_NO_ANSWER)
+        engine.destroy(near, codes.CAUSE_NO_ANSWER)
+
+    def _answer(self) -> None:
+        events, near, partner, request = self.events, self.near, self.partner, self.request
+        self.phase = "up"
+        self.answered_at = self.engine.now()
+        if partner is not None:
+            partner.set_state(codes.STATE_UP)
+            partner.at(3, "Playback", "callee_silence_60s")
+            events.newstate(partner)
+        near.set_state(codes.STATE_UP)
+        events.newstate(near)
+        events.dial_end(None, near, "ANSWER")
+        if request.send_event:
+            events.originate_response(
+                action_id=request.action_id,
+                success=True,
+                channel_name=near.name,
+                target=originate_target(request),
+                reason=codes.REASON_ANSWERED,
+                uniqueid=near.uniqueid,
+                caller_num=request.caller_num or "<unknown>",
+                caller_name=request.caller_name or "<unknown>",
+                channel=near,
+            )
+        if request.on_result is not None:
+            request.on_result(True)
+        stays = {
+            Callee.ANSWERS_THEN_HANGS_UP: self.t.callee_hangup,
+            Callee.HUMAN: self.t.human_stays,
+            Callee.LONG_LIVED: self.t.long_lived_stays,
+        }.get(self.callee)
+        if stays is not None:
+            self.after(FAR_END, stays, self.remote_hang_up)
+        if self.ended:
+            return
+        if request.application:
+            near.application, near.app_data = request.application, request.app_data
+            near.changed()
+            return
+        self.enter(request.context, request.exten)
+
+    # -- dialplan -------------------------------------------------------------------------------
+
+    def enter(self, context: str, exten: str) -> None:
+        dialplan = self.engine.dialplan
+        found = dialplan.context(context)
+        if found is None or not dialplan.exists(context, exten, self.engine.queues.names()):
+            # "sent to invalid extension": the channel is hung up with no cause.
+            self.hang_up(0)
+            return
+        self.near.goto(context, exten, 1)
+        if found.role is Role.IVR:
+            self.dial_mode = "ivr"
+            self.ivr = Ivr(self)
+            self.ivr.start()
+        elif found.role is Role.QUEUE:
+            self.dial_mode = "queue"
+            self._join_queue(exten)
+        else:
+            self.dial_mode = "redirect"
+            self.dial(transfer_target(self, context, exten), self.t.transfer_timeout)
+
+    def dial_result(self, status: str, answered_seconds: float) -> None:
+        if self.dial_mode == "ivr":
+            self.near.at(26)
+            self.events.user_event(
+                self.near,
+                "DialerTransferResult",
+                _fields(
+                    ("custom_call_id", self.custom_call_id),
+                    ("DIALSTATUS", status),
+                    ("ANSWEREDTIME", str(int(answered_seconds * self.engine.config.speed))),
+                ),
+            )
+            self.hang_up()
+        elif self.dial_mode == "queue":
+            if status == "ANSWER":
+                self._agent_complete("agent")
+                self.hang_up()
+            # A member that did not answer leaves the caller waiting in the queue.
+        else:
+            self.hang_up()
+
+    def redirect(self, channel: Channel, context: str, exten: str) -> bool:
+        """AMI Redirect; False when the channel is not up (Asterisk: Redirect failed)."""
+        if self.ended or self.phase != "up":
+            return False
+        if channel is not self.near:
+            self.ami_hangup(channel, 0)
+            return True
+        self.leave_dialplan()
+        peer = self.leave_bridge()
+        if peer is not None:
+            peer.peer_left()
+        self.enter(context, exten)
+        return True
+
+    def leave_dialplan(self) -> None:
+        super().leave_dialplan()
+        self.ivr = None
+        self._leave_queue(abandoned=False)
+
+    def ami_hangup(self, channel: Channel, cause: int | None) -> None:
+        if self.phase == "dialing":
+            code = cause if cause is not None else 0
+            self.cancel()
+            if channel is self.near:
+                self.engine.hangup_from(self.near, self.partner, code)
+            else:
+                self.engine.hangup_from(channel, self.near, code)
+            self._fail(codes.REASON_HANGUP)
+            return
+        super().ami_hangup(channel, cause)
+
+    def finish(self) -> None:
+        if self.agent_connected_at is not None:
+            self._agent_complete("caller")
+        self._leave_queue(abandoned=True)
+        self.phase = "ended"
+        super().finish()
+        self.engine.calls.discard(self)
+
+    # -- queue ----------------------------------------------------------------------------------
+
+    def _join_queue(self, name: str) -> None:
+        queue = self.engine.queues.get(name)
+        if queue is None:
+            self.hang_up(0)
+            return
+        self.queue = queue
+        self.near.at(2, "Queue", name)
+        queue.callers.append(self.near)
+        self.queue_joined_at = self.engine.now()
+        self.events.queue_channel(
+            "QueueCallerJoin",
+            self.near,
+            f"Queue: {queue.name}\r\nPosition: {len(queue.callers)}\r\nCount: {len(queue.callers)}\r\n",
+        )
+        member = queue.available_member()
+        if member is None:
+            return
+        target = parse_dial_string(member.interface)
+        if target is None:
+            return
+        self.queue_member = member
+        self.dial(target, self.t.transfer_timeout, _QueueHooks(self, queue, member))
+
+    def _leave_queue(self, *, abandoned: bool) -> None:
+        queue, near = self.queue, getattr(self, "near", None)
+        if queue is None or near is None or near not in queue.callers:
+            return
+        position = queue.callers.index(near) + 1
+        queue.callers.remove(near)
+        if abandoned:
+            queue.abandoned += 1
+            hold = self._simulated_seconds(self.queue_joined_at)
+            self.events.queue_channel(
+                "QueueCallerAbandon",
+                near,
+                f"Queue: {queue.name}\r\nPosition: {position}\r\n"
+                f"OriginalPosition: {position}\r\nHoldTime: {hold}\r\n",
+            )
+        self.events.queue_channel(
+            "QueueCallerLeave",
+            near,
+            f"Queue: {queue.name}\r\nPosition: {position}\r\nCount: {len(queue.callers)}\r\n",
+        )
+
+    def _simulated_seconds(self, since: float) -> int:
+        """Whole seconds since `since`, in the call's own (speed-scaled) time."""
+        return int((self.engine.now() - since) * self.engine.config.speed)
+
+    def _agent_complete(self, reason: str) -> None:
+        queue, member = self.queue, self.queue_member
+        if queue is None or member is None or self.agent_connected_at is None:
+            return
+        talk = self._simulated_seconds(self.agent_connected_at)
+        self.agent_connected_at = None
+        queue.completed += 1
+        queue.talk_time = talk
+        self.events.queue(
+            "AgentComplete",
+            f"Queue: {queue.name}\r\nInterface: {member.interface}\r\n"
+            f"MemberName: {member.name}\r\nHoldTime: 0\r\nTalkTime: {talk}\r\nReason: {reason}\r\n",
+        )
+        member.in_call = False
+        member.status = STATUS_NOT_INUSE
+        member.calls_taken += 1
+        member.last_call = int(time.time())
+        self.events.queue("QueueMemberStatus", member.event_body(queue.name))
+
+
+class _QueueHooks:
+    def __init__(self, call: Call, queue: Queue, member: Member) -> None:
+        self.call, self.queue, self.member = call, queue, member
+
+    def _agent_fields(self) -> str:
+        member = self.member
+        return f"Queue: {self.queue.name}\r\nInterface: {member.interface}\r\nMemberName: {member.name}\r\n"
+
+    def dial_started(self, leg: Leg) -> None:
+        near = self.call.near
+        self.call.events.queue(
+            "AgentCalled", near.block() + leg.near.block("Dest") + self._agent_fields()
+        )
+
+    def answered(self, leg: Leg) -> None:
+        call, queue, member = self.call, self.queue, self.member
+        member.in_call = True
+        member.status = STATUS_INUSE
+        call.events.queue("QueueMemberStatus", member.event_body(queue.name))
+        call._leave_queue(abandoned=False)
+        hold = call._simulated_seconds(call.queue_joined_at)
+        call.events.queue(
+            "AgentConnect",
+            call.near.block()
+            + leg.near.block("Dest")
+            + self._agent_fields()
+            + f"HoldTime: {hold}\r\nRingTime: 0\r\n",
+        )
+        call.agent_connected_at = call.engine.now()
+
+
+def _fields(*pairs: tuple[str, str]) -> list[tuple[str, str]]:
+    return user_event_fields(list(pairs))

@@ -1,0 +1,292 @@
+"""The telephony core: creates and destroys channels, starts originated calls, owns their timers.
+
+Everything runs on one event loop; a call's timeline is a chain of `loop.call_later` timers (no
+task per call), so thousands of concurrent calls cost a heap entry each.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import math
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from dialer.pbxsim import codes
+from dialer.pbxsim.behaviour import DialTarget, Timings, callee_for
+from dialer.pbxsim.channels import Channel, ChannelRegistry
+from dialer.pbxsim.config import SimConfig
+from dialer.pbxsim.dialplan import Role
+from dialer.pbxsim.events import Events
+from dialer.pbxsim.queues import Queues
+
+if TYPE_CHECKING:
+    from dialer.pbxsim.calls import Call
+    from dialer.pbxsim.parties import Party
+
+log = logging.getLogger(__name__)
+
+ResultCallback = Callable[[bool], None]
+
+# Timeline steps due within the same millisecond run in one loop iteration (in exact time
+# order), so their events leave in one write instead of one per step.
+TICK = 0.001
+
+
+class Timer:
+    __slots__ = ("deadline", "sequence", "callback", "args", "cancelled")
+
+    def __init__(
+        self, deadline: float, sequence: int, callback: Callable[..., Any], args: tuple[Any, ...]
+    ) -> None:
+        self.deadline = deadline
+        self.sequence = sequence
+        self.callback = callback
+        self.args = args
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+    def when(self) -> float:
+        return self.deadline
+
+
+@dataclass
+class OriginateRequest:
+    """An Originate as Asterisk's fast_originate keeps it until the call is placed."""
+
+    target: DialTarget
+    channel: str  # the Channel header as sent (a failed OriginateResponse echoes it)
+    context: str = ""
+    exten: str = ""
+    priority: int = 0
+    application: str = ""
+    app_data: str = ""
+    caller_num: str = ""
+    caller_name: str = ""
+    timeout_ms: int = 30000
+    action_id: str = ""
+    channel_id: str = ""
+    other_channel_id: str = ""
+    variables: dict[str, str] = field(default_factory=dict)
+    send_event: bool = True  # async originates report with an OriginateResponse event
+    on_result: ResultCallback | None = None  # synchronous originates wait for this
+
+
+class Engine:
+    def __init__(self, config: SimConfig, events: Events, queues: Queues) -> None:
+        self.config = config
+        self.events = events
+        self.queues = queues
+        self.timings: Timings = config.scaled_timings
+        self.dialplan = config.dialplan
+        self.registry = ChannelRegistry()
+        self.calls: set[Call] = set()  # originated calls not yet ended (--max-channels)
+        self.parties: set[Party] = set()  # everything with a timeline, transfer legs included
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._virtual_now: float | None = None
+        self._ticks: dict[int, list[Timer]] = {}
+        self._sequence = itertools.count()
+        # Exceptions a timeline step raised (kept for tests; the other calls carry on).
+        self.errors: list[str] = []
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+        return self._loop
+
+    def later(self, delay: float, callback: Callable[..., Any], *args: Any) -> asyncio.TimerHandle:
+        return self.loop.call_later(delay, callback, *args)
+
+    def schedule(self, deadline: float, callback: Callable[..., Any], *args: Any) -> Timer:
+        """Run `callback(*args)` at `deadline` (loop time), batched per TICK."""
+        timer = Timer(deadline, next(self._sequence), callback, args)
+        tick = math.ceil(deadline / TICK)
+        bucket = self._ticks.get(tick)
+        if bucket is None:
+            bucket = self._ticks[tick] = []
+            self.loop.call_at(tick * TICK, self._run_tick, tick)
+        bucket.append(timer)
+        return timer
+
+    def next_deadline(self) -> float | None:
+        """Loop time of the earliest pending timeline step, None when every call is idle."""
+        return min(self._ticks) * TICK if self._ticks else None
+
+    def _run_tick(self, tick: int) -> None:
+        bucket = self._ticks.pop(tick, None)
+        if not bucket:
+            return
+        bucket.sort(key=_timer_order)
+        for timer in bucket:
+            if not timer.cancelled:
+                try:
+                    timer.callback(*timer.args)
+                except Exception as exc:
+                    self.record_error(exc)
+
+    def record_error(self, exc: Exception) -> None:
+        log.exception("PBX simulator step failed", exc_info=exc)
+        self.errors.append(f"{type(exc).__name__}: {exc}")
+
+    def now(self) -> float:
+        """Loop time; inside a timeline step, the time the step was scheduled for."""
+        if self._virtual_now is not None:
+            return self._virtual_now
+        return self.loop.time()
+
+    @contextmanager
+    def at_time(self, when: float | None) -> Iterator[None]:
+        previous, self._virtual_now = self._virtual_now, when
+        try:
+            yield
+        finally:
+            self._virtual_now = previous
+
+    # -- channels -------------------------------------------------------------------------------
+
+    def new_channel(
+        self,
+        *,
+        name: str,
+        uniqueid: str,
+        linkedid: str | None,
+        state: int,
+        context: str,
+        exten: str,
+        owner: Any,
+    ) -> Channel:
+        channel = Channel(
+            name=name,
+            uniqueid=uniqueid,
+            linkedid=linkedid or uniqueid,
+            tech=name.split("/", 1)[0],
+            state=state,
+            context=context,
+            exten=exten,
+            channelvars=self.config.channelvars,
+            owner=owner,
+        )
+        self.registry.add(channel)
+        self.events.newchannel(channel)
+        return channel
+
+    def set_variables(
+        self, channel: Channel, values: dict[str, str], *, reverse: bool = True
+    ) -> None:
+        """Set channel variables, with a VarSet each when asked for. An Originate's list is
+        applied reversed on the originated channel, in order on a Local channel's other half."""
+        if not self.config.varset_events:
+            channel.set_vars(values)
+            return
+        items = list(values.items())
+        if reverse:
+            items.reverse()
+        for name, value in items:
+            channel.set_vars({name: value})
+            self.events.varset(channel, name, value)
+
+    def destroy(self, channel: Channel, cause: int) -> None:
+        if not channel.alive:
+            return
+        self.events.hangup(channel, cause)
+        self.registry.remove(channel)
+
+    def hangup_from(self, near: Channel, partner: Channel | None, cause: int) -> None:
+        """`near` is hung up (its dialplan ended, or an AMI Hangup/Redirect ended it); a Local
+        partner half follows. Cause 16 is the dialplan's Hangup(), AMI gives 0 or its Cause."""
+        events = self.events
+        events.soft_hangup_request(near, codes.CAUSE_NORMAL_CLEARING)
+        if partner is not None and partner.alive:
+            events.hangup_request(partner, cause)
+        self.destroy(near, cause)
+        if partner is not None and partner.alive:
+            events.soft_hangup_request(partner, codes.CAUSE_NORMAL_CLEARING)
+            self.destroy(partner, cause)
+
+    def remote_hangup(self, near: Channel, far: Channel | None) -> None:
+        """The far end hung up: the callee half of a Local pair, or the PJSIP peer (BYE)."""
+        if far is not None and far.alive:
+            self.hangup_from(far, near, codes.CAUSE_NORMAL_CLEARING)
+            return
+        self.events.hangup_request(near, codes.CAUSE_NORMAL_CLEARING)
+        self.destroy(near, codes.CAUSE_NORMAL_CLEARING)
+
+    # -- originate ------------------------------------------------------------------------------
+
+    def originate(self, request: OriginateRequest) -> None:
+        """Start an originate: fail it at once when Asterisk would, else run its call."""
+        from dialer.pbxsim.calls import Call
+
+        target = request.target
+        if target.tech not in ("Local", "PJSIP") or (
+            target.tech == "PJSIP"
+            and self.config.endpoints is not None
+            and target.endpoint not in self.config.endpoints
+        ):
+            self.fail_originate(request, codes.REASON_FAILED)
+            return
+        ids = [i for i in (request.channel_id, request.other_channel_id) if i]
+        if len(set(ids)) != len(ids) or any(self.registry.in_use(i) for i in ids):
+            # ast_channel_alloc refuses a duplicate Uniqueid: no channel, Reason 0.
+            self.fail_originate(request, codes.REASON_FAILED)
+            return
+        call = Call(self, request, callee_for(target.number))
+        limit = self.config.max_channels
+        if limit is not None and len(self.calls) >= limit:
+            call.start_overloaded()
+            return
+        self.calls.add(call)
+        if target.tech == "Local":
+            context = self.dialplan.context(target.context)
+            reachable = context is not None and (
+                context.role is not Role.QUEUE
+                and context.matches(target.number, self.queues.names())
+            )
+            if not reachable:
+                call.start_unroutable()
+                return
+        call.start()
+
+    def fail_originate(self, request: OriginateRequest, reason: int) -> None:
+        """The OriginateResponse of an originate that created no channel that survived."""
+        if request.send_event:
+            self.events.originate_response(
+                action_id=request.action_id,
+                success=False,
+                channel_name=request.channel,
+                target=originate_target(request),
+                reason=reason,
+                uniqueid=request.channel_id or "<unknown>",
+                caller_num=request.caller_num or "<unknown>",
+                caller_name=request.caller_name or "<unknown>",
+                channel=None,
+            )
+        if request.on_result is not None:
+            request.on_result(False)
+
+    # -- shutdown -------------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Drop every call without events: the PBX went away."""
+        for party in list(self.parties):
+            party.abandon()
+        self.parties.clear()
+        self.calls.clear()
+        self._ticks.clear()
+        self.registry.clear()
+
+
+def _timer_order(timer: Timer) -> tuple[float, int]:
+    return timer.deadline, timer.sequence
+
+
+def originate_target(request: OriginateRequest) -> list[tuple[str, str]]:
+    if request.application:
+        return [("Application", request.application), ("Data", request.app_data)]
+    return [("Context", request.context), ("Exten", request.exten)]

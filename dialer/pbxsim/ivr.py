@@ -1,0 +1,146 @@
+"""The dialer's IVR context as the simulator plays it, emitting the project's UserEvents.
+
+After answer: optional recording (DialerRecording), AMD (DialerAMD), then either the voicemail
+path for machines (DialerVoicemail) or the prompt and Read() (DialerDTMF), and for the press key
+the transfer (DialerTransfer, Dial, DialerTransferResult). Every UserEvent carries
+`custom_call_id`, split on commas like the dialplan's UserEvent() arguments.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from dialer.pbxsim.behaviour import (
+    Callee,
+    DialTarget,
+    amd_result,
+    digit_pressed,
+    user_event_fields,
+)
+from dialer.pbxsim.codes import is_false, is_true
+
+if TYPE_CHECKING:
+    from dialer.pbxsim.calls import Call
+
+STEP = "ivr"
+
+
+class Ivr:
+    def __init__(self, call: Call) -> None:
+        self.call = call
+        self.t = call.engine.timings
+        self.started = call.engine.now()
+        self.reading = False
+        self.press_key = self.var("PRESS_KEY") or "1"
+
+    def var(self, upper: str) -> str:
+        """A dialer variable, sent in both cases; the uppercase one wins when both are set."""
+        variables = self.call.near.variables
+        return variables.get(upper) or variables.get(upper.lower(), "")
+
+    def _at(self, offset: float) -> float:
+        """Delay until `offset` seconds after the IVR started (the answer)."""
+        return self.started + offset - self.call.engine.now()
+
+    def _user_event(self, name: str, *pairs: tuple[str, str]) -> None:
+        call = self.call
+        fields = user_event_fields([("custom_call_id", call.custom_call_id), *pairs])
+        call.events.user_event(call.near, name, fields)
+
+    def start(self) -> None:
+        call, t = self.call, self.t
+        if is_true(self.var("RECORD_CALLS")):
+            call.after("ivr-recording", t.recording, self._recording)
+        if is_false(self.var("AMD_ENABLED") or "true"):
+            self._prompt()
+            return
+        call.near.at(12, "AMD", "")
+        result = amd_result(call.callee)
+        if result is None:
+            return  # the callee hangs up while AMD listens
+        delay = {
+            Callee.MACHINE: t.amd_machine,
+            Callee.SILENT: t.amd_silence,
+        }.get(call.callee, t.amd_human)
+        call.after(STEP, self._at(delay), self._amd, *result)
+
+    def _recording(self) -> None:
+        near = self.call.near
+        near.mixmonitor = True
+        self.call.events.mixmonitor(near, True)
+        self._user_event("DialerRecording", ("RECORDING_FILE", f"{self.call.custom_call_id}.wav"))
+
+    def _amd(self, status: str, cause: str) -> None:
+        call, t = self.call, self.t
+        call.near.set_vars({"AMDSTATUS": status, "AMDCAUSE": cause})
+        call.near.at(13)
+        self._user_event("DialerAMD", ("AMDSTATUS", status), ("AMDCAUSE", cause))
+        if status == "MACHINE":
+            offset = t.voicemail_machine if call.callee is Callee.MACHINE else t.voicemail_silence
+            call.near.at(15, "WaitForSilence", "1200,1,10")
+            call.after(STEP, self._at(offset), self._voicemail)
+        else:
+            self._prompt()
+
+    def _prompt(self) -> None:
+        call, t = self.call, self.t
+        call.near.at(19, "Read", f"DTMF_DIGIT,{self.var('IVR_FILE')},1,,1,10")
+        self.reading = True
+        digit = digit_pressed(call.callee, self.press_key)
+        if digit is None:
+            call.after(STEP, self._at(t.read_timeout), self._read_done, "", "TIMEOUT")
+        else:
+            call.after(STEP, self._at(t.dtmf), self._dtmf_begin, digit)
+
+    def _dtmf_begin(self, digit: str) -> None:
+        self.call.events.dtmf_begin(self.call.near, digit)
+        self.call.after(STEP, self.t.dtmf_length, self._dtmf_end, digit)
+
+    def _dtmf_end(self, digit: str) -> None:
+        self.call.events.dtmf_end(
+            self.call.near, digit, int(self.t.dtmf_length * 1000 * self.call.engine.config.speed)
+        )
+        self.call.after(STEP, self.t.after_dtmf, self._read_done, digit, "OK")
+
+    def digit_received(self, digit: str) -> None:
+        """A digit from outside (Atxfer's feature code) ends the Read() like a keypress."""
+        if self.reading:
+            self.call.after(STEP, self.t.after_dtmf, self._read_done, digit, "OK")
+
+    def _read_done(self, digit: str, status: str) -> None:
+        call = self.call
+        self.reading = False
+        call.near.set_vars({"DTMF_DIGIT": digit, "READSTATUS": status})
+        call.near.at(20)
+        self._user_event("DialerDTMF", ("DTMF", digit), ("READSTATUS", status))
+        number = self.var("TRANSFER_NUMBER")
+        if digit and digit == self.press_key and number:
+            call.after(STEP, self.t.after_dtmf, self._transfer, number)
+        else:
+            call.near.at(22, "Hangup", "")
+            call.hang_up()
+
+    def _transfer(self, number: str) -> None:
+        call = self.call
+        dialled = self.var("TRANSFER_PREFIX") + number
+        if call.near.tech == "PJSIP":
+            endpoint = self.var("TRUNK") or call.target.endpoint
+            target = DialTarget("PJSIP", f"{dialled}@{endpoint}", dialled, endpoint=endpoint)
+        else:
+            context = call.target.context
+            target = DialTarget("Local", f"{dialled}@{context}", dialled, context=context)
+        channel = f"{target.tech}/{target.data}"
+        call.near.at(24)
+        self._user_event(
+            "DialerTransfer", ("TRANSFER_NUMBER", number), ("TRANSFER_CHANNEL", channel)
+        )
+        call.near.at(25, "Dial", f"{channel},30")
+        call.dial_mode = "ivr"
+        call.dial(target, self.t.transfer_timeout)
+
+    def _voicemail(self) -> None:
+        call = self.call
+        vm_file = self.var("IVR_VM_FILE")
+        call.near.at(17, "Playback", vm_file)
+        self._user_event("DialerVoicemail", ("IVR_VM_FILE", vm_file), ("WAITSTATUS", "SILENCE"))
+        call.hang_up()

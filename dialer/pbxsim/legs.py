@@ -1,0 +1,188 @@
+"""A leg: the channel(s) a party's Dial() creates, ringing, answering and bridging like app_dial."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Protocol
+
+from dialer.pbxsim import codes
+from dialer.pbxsim.behaviour import ANSWERING, Callee, DialTarget, callee_for
+from dialer.pbxsim.channels import Bridge, Channel
+from dialer.pbxsim.parties import FAR_END, Party, enter
+
+if TYPE_CHECKING:
+    from dialer.pbxsim.engine import Engine
+
+
+class LegHooks(Protocol):
+    """Extra events around a leg (the queue's AgentCalled/AgentConnect...)."""
+
+    def dial_started(self, leg: Leg) -> None: ...
+
+    def answered(self, leg: Leg) -> None: ...
+
+
+class Leg(Party):
+    def __init__(
+        self,
+        engine: Engine,
+        caller: Party,
+        target: DialTarget,
+        timeout: float,
+        hooks: LegHooks | None = None,
+    ) -> None:
+        super().__init__(engine)
+        self.caller = caller
+        self.target = target
+        self.timeout = timeout
+        self.hooks = hooks
+        self.callee = callee_for(target.number)
+        self.partner = None
+        self.answered = False
+
+    def start(self) -> None:
+        engine, target = self.engine, self.target
+        caller = self.caller.near
+        caller.application, caller.app_data = "Dial", f"{target.tech}/{target.data},30"
+        caller.changed()
+        registry = engine.registry
+        if target.tech == "Local":
+            base = f"Local/{target.number}@{target.context}-{registry.next_suffix('Local')}"
+            self.near = engine.new_channel(
+                name=base + ";1",
+                uniqueid=registry.next_uniqueid(),
+                linkedid=caller.linkedid,
+                state=codes.STATE_DOWN,
+                context=target.context,
+                exten=target.number,
+                owner=self,
+            )
+            self.partner = engine.new_channel(
+                name=base + ";2",
+                uniqueid=registry.next_uniqueid(),
+                linkedid=caller.linkedid,
+                state=codes.STATE_RING,
+                context=target.context,
+                exten=target.number,
+                owner=self,
+            )
+            self._present_caller(caller)
+            self.events.local_bridge(self.near, self.partner, target.context, target.number)
+            self.near.application, self.near.app_data = "AppDial", "(Outgoing Line)"
+            self.events.dial_begin(caller, self.near, target.data)
+            if not engine.dialplan.exists(target.context, target.number):
+                self.after("unroutable", self.t.setup, self._unroutable)
+                return
+        elif target.tech == "PJSIP" and (
+            engine.config.endpoints is None or target.endpoint in engine.config.endpoints
+        ):
+            self.near = engine.new_channel(
+                name=f"PJSIP/{target.endpoint}-{registry.next_suffix('PJSIP')}",
+                uniqueid=registry.next_uniqueid(),
+                linkedid=caller.linkedid,
+                state=codes.STATE_DOWN,
+                context="default",
+                exten="s",
+                owner=self,
+            )
+            self.near.application, self.near.app_data = "AppDial", "(Outgoing Line)"
+            self._present_caller(caller)
+            self.events.dial_begin(caller, self.near, target.data)
+        else:
+            # No such technology or endpoint: Dial() fails before any channel exists.
+            self.ended = True
+            engine.later(0, self._return, "CHANUNAVAIL")
+            return
+        if self.hooks is not None:
+            self.hooks.dial_started(self)
+        callee = self.callee
+        if callee is Callee.BUSY:
+            self.after("dial", self.t.reject, self._rejected, "BUSY", codes.CAUSE_USER_BUSY)
+        elif callee is Callee.CONGESTION:
+            self.after("dial", self.t.reject, self._rejected, "CONGESTION", codes.CAUSE_CONGESTION)
+        elif callee in ANSWERING:
+            self.after("dial", self.t.instant_answer, self._answer)
+        else:
+            self._ringing()
+            self.after("dial", self.timeout, self._no_answer)
+
+    def _present_caller(self, caller: Channel) -> None:
+        """Dial() presents the caller's number, or its extension when it has none."""
+        presented = caller.caller_num if caller.caller_num != "<unknown>" else caller.exten
+        self.near.caller_num = presented
+        self.near.changed()
+        if self.partner is not None:
+            self.partner.connected_num = presented
+            self.partner.changed()
+
+    def _return(self, status: str) -> None:
+        self.finish()
+        caller = self.caller
+        if caller.dialing is self:
+            caller.dialing = None
+            if caller.atxfer is not None:
+                caller.atxfer.consult_failed()
+            else:
+                caller.dial_result(status, 0)
+
+    def _ringing(self) -> None:
+        self.near.set_state(codes.STATE_RINGING)
+        self.events.newstate(self.near)
+        self.events.dial_state(self.caller.near, self.near, "RINGING")
+
+    def _unroutable(self) -> None:
+        engine = self.engine
+        if self.partner is not None:
+            engine.destroy(self.partner, 0)
+        self.events.dial_end(self.caller.near, self.near, "CHANUNAVAIL")
+        engine.destroy(self.near, 0)
+        self._return("CHANUNAVAIL")
+
+    def _rejected(self, status: str, cause: int) -> None:
+        engine, events = self.engine, self.events
+        if self.partner is not None:
+            self.partner.set_state(codes.STATE_BUSY)
+            events.newstate(self.partner)
+            events.dial_end(self.caller.near, self.near, status)
+            events.hangup_request(self.partner, 0)
+            engine.destroy(self.near, 0)
+            events.soft_hangup_request(self.partner)
+            engine.destroy(self.partner, cause)
+        else:
+            events.dial_end(self.caller.near, self.near, status)
+            engine.destroy(self.near, cause)
+        self._return(status)
+
+    def _no_answer(self) -> None:
+        self.events.dial_end(self.caller.near, self.near, "NOANSWER")
+        self.engine.hangup_from(self.near, self.partner, codes.CAUSE_NO_ANSWER)
+        self._return("NOANSWER")
+
+    def _answer(self) -> None:
+        events, caller = self.events, self.caller.near
+        self.answered = True
+        if self.partner is not None:
+            self.partner.set_state(codes.STATE_UP)
+            events.newstate(self.partner)
+        self.near.set_state(codes.STATE_UP)
+        events.newstate(self.near)
+        events.dial_end(caller, self.near, "ANSWER")
+        if self.hooks is not None:
+            self.hooks.answered(self)
+        bridge = Bridge()
+        events.bridge_create(bridge)
+        enter(self.engine, bridge, self.near)
+        enter(self.engine, bridge, caller)
+        self.caller.dial_answered(self)
+        stays = {
+            Callee.ANSWERS_THEN_HANGS_UP: self.t.callee_hangup,
+            Callee.LONG_LIVED: self.t.long_lived_stays,
+        }.get(self.callee, self.t.target_stays)
+        self.after(FAR_END, stays, self.remote_hang_up)
+
+    def cancel_dial(self) -> None:
+        """The caller gave up while this leg was still ringing."""
+        if self.ended:
+            return
+        self.events.dial_end(self.caller.near, self.near, "CANCEL")
+        self.engine.hangup_from(self.near, self.partner, 0)
+        self.finish()
