@@ -1,0 +1,789 @@
+"""The AMI adapter: the only module that talks to Asterisk's Manager Interface.
+
+`AmiClient` is the asyncio client (the listener uses it with events on); `SyncAmiClient` is the
+blocking facade for Celery worker processes (one persistent connection per process, events off).
+
+panoramisk 1.4 is used for what it does well, parsing AMI frames into headers
+(`panoramisk.message.Message.from_line`). Its connection manager is not used, because each of its
+verified defects would hurt a dialer, and each is handled here instead:
+
+- Pending actions re-sent after a reconnect (`forgetable_actions` holds only ping and login):
+  nothing is ever queued for re-sending. When a connection is lost every action still waiting
+  for its response fails: an Originate with `OriginateFateUnknown`, any other action with
+  `ActionFateUnknown`. Callers reconcile; the adapter never writes an action twice.
+- No CR/LF/NUL checks, header order lost (`Action.__str__` sorts), dict values sent as repr:
+  every frame is built by `dialer.amiwire.encode_action`, which keeps order and refuses unsafe
+  values with `UnsafeHeaderValue` before any byte exists.
+- Each TCP chunk decoded with `errors='ignore'` (a UTF-8 character split across reads is lost):
+  frames are read as bytes up to their blank line and decoded whole, so a split character is
+  joined first; an invalid byte becomes U+FFFD instead of vanishing.
+- `Async: true` Originates resolve only on the OriginateResponse (never, if the connection drops;
+  and that event is then hidden from event handlers); a bool `Async` hangs: responses are matched
+  here by ActionID, so an Originate completes on Asterisk's "successfully queued" response and
+  the later OriginateResponse is an ordinary event. `Async` is always the string `true`.
+- Fixed reconnect delay truncated to an int (0 s for fractions), and a failed login that silently
+  loops: reconnects back off exponentially with jitter; a refused login raises
+  `AmiAuthenticationError` and is never retried.
+- Ping replies never checked: a watchdog sends Ping every `ping_interval` and drops the
+  connection (then reconnects) when no answer arrives within `ping_timeout`.
+- No timeouts anywhere: connect, greeting, login, every write (drain) and every response wait
+  has a deadline.
+- Event callbacks run detached (`ensure_future`), losing order and errors: one reader task per
+  connection puts events on an asyncio.Queue in arrival order; `events()` yields them, with the
+  markers `DialerConnected` and `DialerDisconnected` around every connection.
+- `Action` objects need a running event loop: `SyncAmiClient` owns a loop in a background
+  thread, and no AMI object is created outside it.
+- `Message.from_line` takes the last line of a `Response: Follows`/`Fail` frame as a body, and
+  keeps it under the key `content`: that line is turned back into a header (a real header named
+  `Content`, which no AMI frame we use carries, would be lost).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import itertools
+import logging
+import os
+import random
+import threading
+import weakref
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from panoramisk.message import Message
+
+from dialer import amiwire
+from dialer.settings import AmiServer
+
+log = logging.getLogger(__name__)
+
+FRAME_END = b"\r\n\r\n"
+GREETING_PREFIX = b"Asterisk Call Manager/"
+MAX_FRAME_BYTES = 8 * 1024 * 1024
+CONNECTED_EVENT = "DialerConnected"
+DISCONNECTED_EVENT = "DialerDisconnected"
+
+Event = dict[str, Any]
+T = TypeVar("T")
+
+
+class AmiError(Exception):
+    """Anything that went wrong talking to the AMI."""
+
+
+class AmiAuthenticationError(AmiError):
+    """Asterisk refused the username/secret; retrying would not help."""
+
+
+class AmiConnectionError(AmiError):
+    """Not connected, or the server could not be reached or logged in to: nothing was sent."""
+
+
+class ActionFateUnknown(AmiError):
+    """The action may have been written, but no response arrived; never resend it blindly."""
+
+
+class OriginateFateUnknown(ActionFateUnknown):
+    """The Originate may have reached Asterisk; the call attempt must be reconciled, not retried."""
+
+
+class OriginateRejected(AmiError):
+    """Asterisk answered the Originate with an error: no call was queued."""
+
+
+def backoff_delay(
+    attempt: int, initial: float, maximum: float, rng: Callable[[], float] = random.random
+) -> float:
+    """Seconds before reconnect attempt `attempt` (0-based): doubling, capped, with jitter.
+
+    The delay is drawn from [d/2, d] with d = min(maximum, initial * 2**attempt), so many
+    dialer processes that lost the same PBX do not reconnect in lockstep.
+    """
+    ceiling = min(maximum, initial * 2 ** min(attempt, 30))
+    return ceiling / 2 + rng() * ceiling / 2
+
+
+def parse_frame(raw: bytes) -> Event | None:
+    """A received frame as a plain dict, or None if it is neither a response nor an event.
+
+    `ChanVariable: name=value` headers (manager.conf `channelvars`) become one dict, as do the
+    prefixed forms of multi-channel events (`DestChanVariable`, `LocalOneChanVariable`...);
+    OriginateResponse's `ChanVariable(<channel>)` form is folded into `ChanVariable`. Other
+    repeated headers (e.g. Command `Output`) are joined with newlines.
+    """
+    message = Message.from_line(raw.decode("utf-8", errors="replace").strip("\r\n"))
+    if message is None:
+        return None
+    event: Event = {}
+    for name, value in message.items():
+        if name == "content":
+            continue  # panoramisk stores the Follows/Fail body under this key; handled below
+        folded = "ChanVariable" if name.startswith("ChanVariable(") else name
+        if folded.endswith("ChanVariable"):
+            variables = event.setdefault(folded, {})
+            variables.update(_split_assignment(v) for v in _as_list(value))
+        elif isinstance(value, list):
+            event[name] = "\n".join(value)
+        else:
+            event[name] = value
+    if message.content:
+        name, sep, value = message.content.partition(": ")
+        if sep and name not in event:
+            event[name] = value
+        else:
+            event.setdefault("Output", message.content)
+    return event
+
+
+def _as_list(value: str | list[str]) -> list[str]:
+    return value if isinstance(value, list) else [value]
+
+
+def _split_assignment(text: str) -> tuple[str, str]:
+    name, _, value = text.partition("=")
+    return name, value
+
+
+class _ConnectionLost(Exception):
+    """Internal: the connection ended while an action waited for its response."""
+
+
+@dataclass(eq=False)
+class _Pending:
+    future: asyncio.Future[Any]
+    as_list: bool
+    items: list[Event] = field(default_factory=list)
+    started: bool = False
+
+
+class _Session:
+    """One logged-in TCP connection: its reader task, its watchdog, its pending actions."""
+
+    def __init__(
+        self,
+        client: AmiClient,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+    ) -> None:
+        self.client = client
+        self.reader = reader
+        self.writer = writer
+        self.pending: dict[str, _Pending] = {}
+        self.closed = asyncio.Event()
+        self.close_reason = ""
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def start(self) -> None:
+        self._tasks = [
+            asyncio.create_task(self._read_loop(), name="ami-reader"),
+            asyncio.create_task(self._watchdog(), name="ami-watchdog"),
+        ]
+
+    @property
+    def usable(self) -> bool:
+        return not self.closed.is_set() and not self.writer.is_closing()
+
+    async def _read_loop(self) -> None:
+        reason = "connection closed by the server"
+        try:
+            while True:
+                raw = await self.reader.readuntil(FRAME_END)
+                frame = parse_frame(raw)
+                if frame is not None:
+                    self.client._dispatch(self, frame)
+        except asyncio.IncompleteReadError:
+            pass
+        except asyncio.LimitOverrunError:
+            reason = f"frame larger than {MAX_FRAME_BYTES} bytes"
+        except OSError as exc:
+            reason = f"connection error: {exc}"
+        except Exception as exc:  # a bug must not leave callers waiting on a dead reader
+            log.exception("AMI %s: reader failed", self.client.server.name)
+            reason = f"reader failed: {exc!r}"
+        self.close(reason)
+
+    async def _watchdog(self) -> None:
+        client = self.client
+        while self.usable:
+            await asyncio.sleep(client.ping_interval)
+            try:
+                await client._exchange(
+                    self, {"Action": "Ping"}, timeout=client.ping_timeout, as_list=False
+                )
+            except AmiConnectionError:
+                return
+            except ActionFateUnknown:
+                if self.usable:
+                    log.warning(
+                        "AMI %s: no answer to Ping within %.1fs; dropping the connection",
+                        client.server.name,
+                        client.ping_timeout,
+                    )
+                    self.close("peer stopped answering Ping")
+                return
+
+    def close(self, reason: str) -> None:
+        """Idempotent: fail every pending action and abort the socket (unsent bytes dropped)."""
+        if self.closed.is_set():
+            return
+        self.close_reason = reason
+        self.closed.set()
+        for pending in self.pending.values():
+            if not pending.future.done():
+                pending.future.set_exception(_ConnectionLost(reason))
+                pending.future.exception()  # retrieved: no warning if its waiter is gone
+        self.pending.clear()
+        self.writer.transport.abort()
+        current = asyncio.current_task()
+        for task in self._tasks:
+            if task is not current:
+                task.cancel()
+
+
+_STOP = object()
+
+
+class AmiClient:
+    """An asyncio AMI client with reconnect, watchdog and per-action deadlines.
+
+    `await connect()` connects and logs in once (raising `AmiConnectionError` or
+    `AmiAuthenticationError`); afterwards the client reconnects by itself until `close()`.
+    Actions issued while it is reconnecting wait for the connection until their deadline, then
+    fail with `AmiConnectionError` (nothing sent).
+    """
+
+    def __init__(
+        self,
+        server: AmiServer,
+        *,
+        events: bool,
+        connect_timeout: float = 5.0,
+        login_timeout: float = 5.0,
+        action_timeout: float = 10.0,
+        ping_interval: float = 10.0,
+        # Generous: a loaded Asterisk answers late, and a false alarm costs a reconnect.
+        ping_timeout: float = 10.0,
+        reconnect_initial: float = 0.5,
+        reconnect_max: float = 30.0,
+    ) -> None:
+        self.server = server
+        self.events_enabled = events
+        self.connect_timeout = connect_timeout
+        self.login_timeout = login_timeout
+        self.action_timeout = action_timeout
+        self.ping_interval = ping_interval
+        self.ping_timeout = ping_timeout
+        self.reconnect_initial = reconnect_initial
+        self.reconnect_max = reconnect_max
+        self._session: _Session | None = None
+        self._ready = asyncio.Event()
+        self._stopped = asyncio.Event()
+        self._supervisor: asyncio.Task[None] | None = None
+        self._closing = False
+        self._fatal: AmiError | None = None
+        self._events: asyncio.Queue[Any] = asyncio.Queue()
+        self._ids = itertools.count(1)
+        self._id_prefix = f"dialer-{os.getpid()}-{id(self):x}"
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    @property
+    def connected(self) -> bool:
+        return self._session is not None and self._session.usable
+
+    @property
+    def stopped(self) -> bool:
+        """Closed, or given up after Asterisk refused a re-login."""
+        return self._stopped.is_set()
+
+    async def connect(self, *, retry: bool = False) -> None:
+        """Connect and log in; afterwards the client keeps itself connected until `close()`.
+
+        retry: keep trying (with the reconnect back-off) while the server cannot be reached,
+        e.g. for a long-running process started before Asterisk. A refused login is never retried.
+        """
+        if self._supervisor is not None:
+            if self._stopped.is_set():
+                raise AmiConnectionError("client is closed")
+            return
+        try:
+            session = await self._open_session()
+        except AmiConnectionError as exc:
+            if not retry:
+                raise
+            log.warning("AMI %s: %s; retrying", self.server.name, exc)
+            session = await self._reconnect()
+        self._adopt(session)
+        self._supervisor = asyncio.create_task(self._supervise(session), name="ami-supervisor")
+
+    async def close(self) -> None:
+        """Log off (best effort, 1 s), close the connection and end `events()`."""
+        if self._closing:
+            return
+        self._closing = True
+        session = self._session
+        if session is not None and session.usable:
+            with contextlib.suppress(AmiError):
+                await self._exchange(session, {"Action": "Logoff"}, timeout=1.0, as_list=False)
+            session.close("closed by the dialer")
+        supervisor = self._supervisor
+        if supervisor is not None:
+            supervisor.cancel()
+            await asyncio.wait({supervisor}, timeout=1.0)
+        self._stop()
+
+    async def __aenter__(self) -> AmiClient:
+        await self.connect()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def _open_session(self) -> _Session:
+        server = self.server
+        where = f"{server.host}:{server.port}"
+        action_id = self._next_id()
+        # Encoded (and so checked) before connecting; the secret is never logged.
+        login = amiwire.encode_action(
+            {
+                "Action": "Login",
+                "ActionID": action_id,
+                "Username": server.username,
+                "Secret": server.secret,
+                "Events": "on" if self.events_enabled else "off",
+            }
+        )
+        try:
+            reader, writer = await asyncio.wait_for(
+                asyncio.open_connection(server.host, server.port, limit=MAX_FRAME_BYTES),
+                self.connect_timeout,
+            )
+        except (OSError, TimeoutError) as exc:
+            raise AmiConnectionError(f"cannot reach AMI {server.name} at {where}: {exc}") from None
+        logged_in = False
+        try:
+            async with asyncio.timeout(self.login_timeout):
+                greeting = await reader.readline()
+                if not greeting.startswith(GREETING_PREFIX):
+                    raise AmiConnectionError(f"{where} is not an Asterisk Manager Interface")
+                writer.write(login)
+                await writer.drain()
+                response = await _read_response(reader, action_id)
+            if response.get("Response") != "Success":
+                raise AmiAuthenticationError(
+                    f"AMI {server.name} at {where} refused login as {server.username!r}: "
+                    f"{response.get('Message', response.get('Response'))}"
+                )
+            logged_in = True
+        except TimeoutError:
+            raise AmiConnectionError(
+                f"AMI {server.name} at {where}: no login answer within {self.login_timeout}s"
+            ) from None
+        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError) as exc:
+            raise AmiConnectionError(
+                f"AMI {server.name} at {where}: connection lost during login ({exc!r})"
+            ) from None
+        finally:
+            if not logged_in:  # refused, failed or cancelled: never leave the socket open
+                writer.transport.abort()
+        log.info("AMI %s: logged in at %s", server.name, where)
+        return _Session(self, reader, writer)
+
+    def _adopt(self, session: _Session) -> None:
+        """Make `session` current; its marker is queued before any of its events."""
+        self._session = session
+        self._ready.set()
+        self._emit({"Event": CONNECTED_EVENT, "Server": self.server.name})
+        session.start()
+
+    async def _supervise(self, session: _Session) -> None:
+        try:
+            while True:
+                await session.closed.wait()
+                self._ready.clear()
+                self._session = None
+                self._emit(
+                    {
+                        "Event": DISCONNECTED_EVENT,
+                        "Server": self.server.name,
+                        "Reason": session.close_reason,
+                    }
+                )
+                if self._closing:
+                    return
+                log.warning(
+                    "AMI %s: connection lost (%s); reconnecting",
+                    self.server.name,
+                    session.close_reason,
+                )
+                session = await self._reconnect()
+                self._adopt(session)
+        except AmiAuthenticationError as exc:
+            log.error("AMI %s: %s; giving up", self.server.name, exc)
+            self._fatal = exc
+        finally:
+            if self._session is not None:
+                self._session.close("client stopped")
+            self._ready.clear()
+            self._session = None
+            self._stop()
+
+    async def _reconnect(self) -> _Session:
+        for attempt in itertools.count():
+            await asyncio.sleep(backoff_delay(attempt, self.reconnect_initial, self.reconnect_max))
+            try:
+                return await self._open_session()
+            except AmiAuthenticationError:
+                raise
+            except AmiConnectionError as exc:
+                log.info("AMI %s: reconnect attempt %d failed: %s", self.server.name, attempt, exc)
+        raise AssertionError("unreachable")
+
+    def _stop(self) -> None:
+        if not self._stopped.is_set():
+            self._stopped.set()
+            self._events.put_nowait(_STOP)
+
+    # -- actions ---------------------------------------------------------------------------
+
+    async def action(self, headers: Mapping[str, Any], *, timeout: float | None = None) -> Event:
+        """Send one action and return its response (whatever its `Response` says).
+
+        Raises `AmiConnectionError` (nothing sent), `ActionFateUnknown` (sent, no answer in
+        time or connection lost) or `UnsafeHeaderValue`.
+        """
+        return await self._request(headers, timeout, as_list=False, unknown=ActionFateUnknown)
+
+    async def action_list(
+        self, headers: Mapping[str, Any], *, timeout: float | None = None
+    ) -> list[Event]:
+        """Send an action answered by an event list (CoreShowChannels, QueueStatus, Status...)
+        and return the list's events, without the closing `...Complete` event.
+        Raises `AmiError` if Asterisk answers with an error.
+        """
+        result = await self._request(headers, timeout, as_list=True, unknown=ActionFateUnknown)
+        if isinstance(result, dict):
+            if result.get("Response") == "Success":
+                return []
+            raise AmiError(f"{headers.get('Action')}: {result.get('Message', 'error')}")
+        return result
+
+    async def originate(self, payload: Mapping[str, Any], *, timeout: float | None = None) -> None:
+        """Send the Originate for a payload built by `dialer.payload`; return once queued.
+
+        The call's result arrives later as an OriginateResponse event (ActionID = the call's
+        custom_call_id). Raises `UnsafeHeaderValue`/`ValueError` (refused, nothing sent),
+        `AmiConnectionError` (nothing sent), `OriginateRejected` (Asterisk refused; no call),
+        `OriginateFateUnknown` (sent, fate unknown: reconcile, never resend).
+        """
+        headers = amiwire.originate_headers(payload)
+        response = await self._request(
+            headers, timeout, as_list=False, unknown=OriginateFateUnknown
+        )
+        if response.get("Response") != "Success":
+            raise OriginateRejected(
+                f"Originate {payload['actionid']} refused: {response.get('Message', 'error')}"
+            )
+
+    async def _request(
+        self,
+        headers: Mapping[str, Any] | list[tuple[str, str]],
+        timeout: float | None,
+        *,
+        as_list: bool,
+        unknown: type[ActionFateUnknown],
+    ) -> Any:
+        timeout = self.action_timeout if timeout is None else timeout
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        lines = amiwire.header_lines(headers)
+        amiwire.encode_action(lines)  # refuse unsafe input before waiting for anything
+        session = await self._live_session(deadline)
+        return await self._exchange(
+            session, lines, timeout=max(0.0, deadline - loop.time()), as_list=as_list,
+            unknown=unknown,
+        )  # fmt: skip
+
+    async def _live_session(self, deadline: float) -> _Session:
+        if self._supervisor is None:
+            raise AmiConnectionError(f"AMI {self.server.name}: not connected")
+        loop = asyncio.get_running_loop()
+        while True:
+            session = self._session
+            if session is not None and session.usable:
+                return session
+            if self._stopped.is_set():
+                raise AmiConnectionError(
+                    f"AMI {self.server.name}: client stopped"
+                    + (f" ({self._fatal})" if self._fatal else "")
+                )
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise AmiConnectionError(
+                    f"AMI {self.server.name}: not connected (reconnecting); nothing sent"
+                )
+            waiters = [
+                asyncio.ensure_future(self._ready.wait()),
+                asyncio.ensure_future(self._stopped.wait()),
+            ]
+            try:
+                await asyncio.wait(waiters, timeout=remaining, return_when="FIRST_COMPLETED")
+            finally:
+                for waiter in waiters:
+                    waiter.cancel()
+
+    async def _exchange(
+        self,
+        session: _Session,
+        headers: Mapping[str, Any] | list[tuple[str, str]],
+        *,
+        timeout: float,
+        as_list: bool,
+        unknown: type[ActionFateUnknown] = ActionFateUnknown,
+    ) -> Any:
+        """Write one action on `session` and wait for its answer; at most one write, ever."""
+        lines = amiwire.header_lines(headers)
+        action_id = next((v for n, v in lines if n.lower() == "actionid"), None)
+        if action_id is None:
+            action_id = self._next_id()
+            lines.insert(1, ("ActionID", action_id))
+        frame = amiwire.encode_action(lines)
+        action = next((v for n, v in lines if n.lower() == "action"), "?")
+        if not session.usable:
+            raise AmiConnectionError(f"AMI {self.server.name}: not connected; nothing sent")
+        if action_id in session.pending:
+            raise AmiError(f"an action with ActionID {action_id!r} is already waiting; not sent")
+        pending = _Pending(asyncio.get_running_loop().create_future(), as_list)
+        session.pending[action_id] = pending
+        drained = False
+        try:
+            async with asyncio.timeout(timeout):
+                session.writer.write(frame)
+                await session.writer.drain()
+                drained = True
+                return await pending.future
+        except TimeoutError:
+            if not drained:
+                # A half-written frame would corrupt whatever is sent next on this socket.
+                session.close(f"{action} write not completed within {timeout:.1f}s")
+            raise unknown(
+                f"{action} {action_id}: no response within {timeout:.1f}s (it may have been executed)"
+            ) from None
+        except (_ConnectionLost, OSError) as exc:
+            raise unknown(
+                f"{action} {action_id}: connection lost before the response ({exc})"
+            ) from None
+        finally:
+            if session.pending.get(action_id) is pending:
+                del session.pending[action_id]
+
+    def _dispatch(self, session: _Session, frame: Event) -> None:
+        action_id = frame.get("ActionID")
+        pending = session.pending.get(action_id) if action_id is not None else None
+        if pending is not None and not pending.future.done():
+            # OriginateResponse is an event carrying `Response` and the Originate's ActionID.
+            if "Response" in frame and "Event" not in frame:
+                if (
+                    pending.as_list
+                    and frame["Response"] == "Success"
+                    and frame.get("EventList", "").lower() == "start"
+                ):
+                    pending.started = True
+                else:
+                    pending.future.set_result(frame)
+                return
+            if pending.as_list and pending.started:
+                if frame.get("EventList", "").lower() == "complete":
+                    pending.future.set_result(pending.items)
+                else:
+                    pending.items.append(frame)
+                return
+        if "Event" in frame:
+            self._emit(frame)
+        elif "Response" in frame:
+            log.debug("AMI %s: late response for %s ignored", self.server.name, action_id)
+
+    # -- events ----------------------------------------------------------------------------
+
+    def _emit(self, event: Event) -> None:
+        if self.events_enabled:
+            self._events.put_nowait(event)
+
+    async def events(self) -> AsyncIterator[Event]:
+        """Every event in arrival order, with `DialerConnected`/`DialerDisconnected` markers.
+
+        Ends after `close()`; raises `AmiAuthenticationError` if a re-login was refused.
+        Meant for one consumer.
+        """
+        if not self.events_enabled:
+            raise AmiError("this client was created with events=False")
+        while True:
+            item = await self._events.get()
+            if item is _STOP:
+                self._events.put_nowait(_STOP)  # later calls end too
+                if self._fatal is not None:
+                    raise self._fatal
+                return
+            yield item
+
+    def _next_id(self) -> str:
+        return f"{self._id_prefix}-{next(self._ids)}"
+
+
+async def _read_response(reader: asyncio.StreamReader, action_id: str) -> Event:
+    while True:
+        frame = parse_frame(await reader.readuntil(FRAME_END))
+        if frame is not None and frame.get("ActionID") == action_id and "Response" in frame:
+            return frame
+
+
+# -- the blocking facade for worker processes ---------------------------------------------
+
+_SYNC_CLIENTS: weakref.WeakSet[SyncAmiClient] = weakref.WeakSet()
+# Loops and threads inherited from the parent process. They are kept referenced, never used
+# and never closed: closing one would unregister the parent's sockets from the epoll instance
+# that parent and child share after fork.
+_INHERITED_AT_FORK: list[object] = []
+
+
+class SyncAmiClient:
+    """Blocking AMI client for worker processes: one persistent connection, events off.
+
+    A background thread runs an event loop with one `AmiClient`, connected on first use.
+    Thread-safe. After a fork the child starts its own thread and connection on first use;
+    it never touches the parent's socket.
+    """
+
+    def __init__(self, server: AmiServer, **client_options: Any) -> None:
+        self.server = server
+        self._options = {"events": False, **client_options}
+        self._options["events"] = False
+        self._lock = threading.Lock()
+        self._pid = os.getpid()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._client: AmiClient | None = None
+        self._connect_lock: asyncio.Lock | None = None
+        _SYNC_CLIENTS.add(self)
+
+    def originate(self, payload: Mapping[str, Any], *, timeout: float | None = None) -> None:
+        """Send the Originate and return once Asterisk queued it (see `AmiClient.originate`)."""
+        amiwire.originate_frame(payload)  # refuse unsafe input in the caller's thread
+        self._call(
+            lambda client: client.originate(payload, timeout=timeout), timeout, OriginateFateUnknown
+        )
+
+    def action(self, headers: Mapping[str, Any], *, timeout: float | None = None) -> Event:
+        return self._call(
+            lambda client: client.action(headers, timeout=timeout), timeout, ActionFateUnknown
+        )
+
+    def action_list(
+        self, headers: Mapping[str, Any], *, timeout: float | None = None
+    ) -> list[Event]:
+        return self._call(
+            lambda client: client.action_list(headers, timeout=timeout), timeout, ActionFateUnknown
+        )
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Log off and stop the background thread (a later call reconnects)."""
+        with self._lock:
+            self._adopt_fork()
+            loop, thread = self._loop, self._thread
+            self._loop = self._thread = None
+            self._connect_lock = None
+        if loop is None or thread is None:
+            return
+        with contextlib.suppress(concurrent.futures.TimeoutError, AmiError, RuntimeError):
+            asyncio.run_coroutine_threadsafe(self._shutdown(), loop).result(timeout)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout)
+        if not thread.is_alive():
+            loop.close()
+        self._client = None
+
+    def _call(
+        self,
+        operation: Callable[[AmiClient], Awaitable[T]],
+        timeout: float | None,
+        unknown: type[ActionFateUnknown],
+    ) -> T:
+        loop = self._ensure_loop()
+        options = self._options
+        budget = (
+            options.get("connect_timeout", 5.0)
+            + options.get("login_timeout", 5.0)
+            + (timeout if timeout is not None else options.get("action_timeout", 10.0))
+            + 5.0
+        )
+
+        async def run() -> T:
+            return await operation(await self._connected_client())
+
+        future = asyncio.run_coroutine_threadsafe(run(), loop)
+        try:
+            return future.result(budget)
+        except concurrent.futures.TimeoutError:
+            # The inner deadlines should have fired first; the loop is stuck, so assume the worst.
+            future.cancel()
+            raise unknown(f"AMI {self.server.name}: no result within {budget:.0f}s") from None
+
+    async def _connected_client(self) -> AmiClient:
+        if self._connect_lock is None:
+            self._connect_lock = asyncio.Lock()
+        async with self._connect_lock:
+            client = self._client
+            if client is None or client.stopped:
+                client = AmiClient(self.server, **self._options)
+                await client.connect()
+                self._client = client
+            return client
+
+    async def _shutdown(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            await client.close()
+
+    def _ensure_loop(self) -> asyncio.AbstractEventLoop:
+        with self._lock:
+            self._adopt_fork()
+            if self._loop is None:
+                loop = asyncio.new_event_loop()
+                ready = threading.Event()
+
+                def run() -> None:
+                    asyncio.set_event_loop(loop)
+                    loop.call_soon(ready.set)
+                    loop.run_forever()
+
+                thread = threading.Thread(target=run, name="ami-sync-loop", daemon=True)
+                thread.start()
+                ready.wait(5.0)
+                self._loop, self._thread = loop, thread
+            return self._loop
+
+    def _adopt_fork(self) -> None:
+        """In a forked child, forget the parent's loop, thread and connection (caller locks)."""
+        if self._pid == os.getpid():
+            return
+        _INHERITED_AT_FORK.append((self._loop, self._thread, self._client))
+        self._pid = os.getpid()
+        self._loop = self._thread = None
+        self._client = None
+        self._connect_lock = None
+
+    def _after_fork_in_child(self) -> None:
+        # The parent's lock may have been held by another thread at fork time.
+        self._lock = threading.Lock()
+        self._adopt_fork()
+
+
+def _reset_sync_clients_after_fork() -> None:
+    for client in list(_SYNC_CLIENTS):
+        client._after_fork_in_child()
+
+
+os.register_at_fork(after_in_child=_reset_sync_clients_after_fork)

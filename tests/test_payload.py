@@ -1,0 +1,187 @@
+"""The Originate payload reproduces the specification's scenarios exactly, and refuses bad input."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from dialer.cli import cli
+from dialer.payload import (
+    PAYLOAD_KEYS,
+    VARIABLE_ORDER,
+    CallSettings,
+    PayloadError,
+    TrunkRoute,
+    build_originate_payload,
+    custom_call_id,
+    is_local_channel,
+)
+
+SPEC = (Path(__file__).parent / "data" / "originate_payload_spec.md").read_text()
+SEED_CALL = ["--to", "+1234567890", "--from", "+19876543210", "--trunk", "MC"]
+SEED_CALL += ["--call-id", "1704067200000_12345"]
+
+
+def _spec_json(heading: str) -> str:
+    """The JSON block that follows `heading` in the specification, verbatim."""
+    section = SPEC.split(heading, 1)[1]
+    return re.search(r"```json\n(.*?)\n```", section, re.S).group(1)
+
+
+SCENARIOS = {
+    "scenario 1: with transfer number": (
+        _spec_json("### Scenario 1"),
+        [
+            *SEED_CALL,
+            "--transfer-number",
+            "+15551234567",
+            "--ivr-file",
+            "appointment_reminder",
+            "--ivr-vm-file",
+            "appointment_reminder",
+        ],
+    ),
+    "scenario 2: without transfer number": (_spec_json("### Scenario 2"), SEED_CALL),
+}
+
+
+@pytest.mark.parametrize(("expected", "args"), SCENARIOS.values(), ids=SCENARIOS.keys())
+def test_preview_prints_the_spec_scenario_exactly(expected: str, args: list[str]) -> None:
+    result = CliRunner().invoke(cli, ["payload", "preview", *args])
+    assert result.exit_code == 0, result.output
+    assert result.output == expected + "\n"
+    # Structure too: key order at both levels (json.loads keeps order).
+    printed, spec = json.loads(result.output), json.loads(expected)
+    assert list(printed) == list(spec) == list(PAYLOAD_KEYS)
+    assert list(printed["variable"]) == list(spec["variable"]) == list(VARIABLE_ORDER)
+
+
+def test_library_builds_the_spec_payload() -> None:
+    payload = build_originate_payload(
+        call_id=custom_call_id(1704067200000, 12345),
+        to_number="+1234567890",
+        from_number="+19876543210",
+        settings=CallSettings(ivr_file="welcome_message"),
+        trunk=TrunkRoute(),
+    )
+    assert json.dumps(payload, indent=2) == _spec_json("### Scenario 2")
+    assert payload["priority"] == 1 and payload["timeout"] == 30000 and payload["async"] is True
+
+
+def test_national_numbers_use_the_region_and_names_default_to_the_number() -> None:
+    payload = build_originate_payload(
+        call_id="1_2",
+        to_number="+1 (212) 555-0101",
+        from_number="020 7946 0018",
+        settings=CallSettings(
+            region="GB",
+            transfer_number="07700 900123",
+            caller_id_name=None,
+            amd_enabled=False,
+            press_key="#",
+        ),
+        trunk=TrunkRoute(),
+    )
+    assert payload["variable"]["to"] == payload["variable"]["TO_NUMBER"] == "+12125550101"
+    assert payload["variable"]["from"] == "+442079460018"
+    assert payload["variable"]["transfer_number"] == "+447700900123"
+    assert payload["callerid"] == '"+442079460018" <+442079460018>'
+    assert payload["variable"]["AMD_ENABLED"] == "false"
+    assert payload["variable"]["PRESS_KEY"] == "#"
+
+
+def test_caller_name_and_local_channel_template() -> None:
+    payload = build_originate_payload(
+        call_id="1704067200000_7",
+        to_number="5550000001",
+        from_number="5559990000",
+        settings=CallSettings(caller_id_name="Clinic Reminders"),
+        trunk=TrunkRoute(name="lab", channel_template="Local/{number}@pstn-sim"),
+    )
+    assert payload["channel"] == "Local/+15550000001@pstn-sim"
+    assert payload["callerid"] == '"Clinic Reminders" <+15559990000>'
+    assert payload["variable"]["trunk"] == payload["variable"]["TRUNK"] == "lab"
+    assert is_local_channel(payload["channel"])
+    assert not is_local_channel("PJSIP/+15550000001@MC")
+
+
+def test_custom_call_id_shape() -> None:
+    assert custom_call_id(1704067200000, 12345) == "1704067200000_12345"
+    with pytest.raises(PayloadError):
+        custom_call_id(-1, 3)
+
+
+BASE = {
+    "call_id": "1704067200000_1",
+    "to_number": "+15550000001",
+    "from_number": "+15559990000",
+    "settings": CallSettings(),
+    "trunk": TrunkRoute(),
+}
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"to_number": "not a number"}, "to:"),
+        ({"to_number": ""}, "to:"),
+        ({"from_number": "+1"}, "from:"),
+        ({"settings": CallSettings(transfer_number="call me")}, "transfer number:"),
+        ({"call_id": "abc"}, "call id"),
+        ({"call_id": "1704067200000_1,x"}, "call id"),
+        ({"settings": CallSettings(press_key="12")}, "press key"),
+        ({"settings": CallSettings(priority=0)}, "priority"),
+        ({"settings": CallSettings(timeout_ms=0)}, "timeout"),
+        ({"settings": CallSettings(context="")}, "context"),
+        ({"settings": CallSettings(caller_id_name='a" <1>')}, "caller name"),
+        ({"trunk": TrunkRoute(channel_template="PJSIP/fixed@MC")}, "{number}"),
+        ({"trunk": TrunkRoute(name="")}, "trunk"),
+    ],
+)
+def test_bad_input_is_refused_with_the_field_named(change: dict, message: str) -> None:
+    with pytest.raises(PayloadError, match=re.escape(message)):
+        build_originate_payload(**{**BASE, **change})
+
+
+def test_cli_refuses_invalid_number_and_unsafe_value() -> None:
+    runner = CliRunner()
+    bad_number = runner.invoke(
+        cli, ["payload", "preview", "--to", "nobody", "--from", "+15559990000"]
+    )
+    assert bad_number.exit_code != 0
+    assert "to:" in bad_number.output
+    unsafe = runner.invoke(
+        cli,
+        [*["payload", "preview", *SEED_CALL], "--ivr-file", "x\r\n\r\nAction: Hangup"],
+    )
+    assert unsafe.exit_code != 0
+    assert "CR, LF or NUL" in unsafe.output
+    assert "Action: Hangup" not in unsafe.output
+
+
+def test_cli_wire_prints_the_ami_frame() -> None:
+    result = CliRunner().invoke(
+        cli,
+        [
+            *["payload", "preview", *SEED_CALL, "--wire"],
+            *["--channel-template", "Local/{number}@pstn-sim", "--ivr-file", "a,b"],
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    lines = result.output.split("\n")
+    assert lines[:3] == ["Action: Originate", "ActionID: 1704067200000_12345",
+                         "Channel: Local/+1234567890@pstn-sim"]  # fmt: skip
+    assert "Async: true" in lines
+    assert "Variable: ivr_file=a\\,b" in lines
+    assert lines[-4:] == [
+        "ChannelId: 1704067200000_12345",
+        "OtherChannelId: 1704067200000_12345-2",
+        "",
+        "",
+    ]
+    as_json = CliRunner().invoke(cli, ["payload", "preview", *SEED_CALL, "--wire", "--json"])
+    assert json.loads(as_json.output)[0] == ["Action", "Originate"]
