@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass
 
 import phonenumbers
-from phonenumbers import NumberParseException, PhoneNumberFormat, timezone
+from phonenumbers import NumberParseException, PhoneNumber, PhoneNumberFormat, timezone
 
 _E164 = re.compile(r"^\+[1-9][0-9]{1,14}$")
 _UNKNOWN_ZONE = "Etc/Unknown"
@@ -43,6 +43,11 @@ def normalize(raw: str, region: str | None = "US", *, strict: bool = True) -> No
         number = phonenumbers.parse(text, region)
     except NumberParseException as exc:
         raise InvalidNumber(f"not a phone number: {_parse_reason(exc)}") from None
+    return from_parsed(number, strict=strict)
+
+
+def from_parsed(number: PhoneNumber, *, strict: bool = True) -> NormalizedNumber:
+    """The E.164 form and time zones of an already parsed number (checks as in `normalize`)."""
     e164 = phonenumbers.format_number(number, PhoneNumberFormat.E164)
     if strict:
         if not phonenumbers.is_possible_number(number):

@@ -1,0 +1,214 @@
+"""`dialer campaign`: create and change campaigns, follow their progress, run their lifecycle."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from dialer import campaigns, validation
+from dialer.cli.common import echo_fields, echo_table, emit, json_option, unit_of_work
+
+
+@click.group()
+def campaign() -> None:
+    """Campaigns: settings, progress, and start/pause/resume/stop.
+
+    \b
+    Example:
+        dialer campaign create spring --trunk MC --caller-id +12125550100 --ivr-file welcome
+        dialer contacts import spring contacts.csv
+        dialer campaign start spring
+    """
+
+
+def setting_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """The settings `create` and `set` share; an option not given leaves the setting alone."""
+    options = [
+        click.option("--trunk", help="Trunk the calls leave through."),
+        click.option("--caller-id", help="Caller ID number (valid, E.164 or national)."),
+        click.option("--caller-name", help="Caller ID name (default: the number)."),
+        click.option("--ivr-file", help="Sound played to people, without extension."),
+        click.option("--ivr-vm-file", help="Sound left on answering machines."),
+        click.option("--transfer-number", help="Where a key press transfers the call."),
+        click.option("--transfer-prefix", help="Digits dialled before the transfer number."),
+        click.option("--press-key", help="Key that asks for the transfer [default: 1]."),
+        click.option("--opt-out-key", help="Key that puts the number on the DNC list."),
+        click.option("--amd/--no-amd", default=None, help="Answering machine detection [on]."),
+        click.option("--record/--no-record", "record_calls", default=None, help="Record calls."),
+        click.option("--wait-strategy", help="IVR wait strategy [default: random]."),
+        click.option("--context", help="Dialplan context [default: DynamicIVR]."),
+        click.option("--exten", help="Dialplan extension [default: s]."),
+        click.option("--priority", help="Dialplan priority [default: 1]."),
+        click.option("--timeout-ms", help="Ring time before giving up [default: 30000]."),
+        click.option("--max-attempts", help="Calls per contact, at most [default: 3]."),
+        click.option(
+            "--retry",
+            multiple=True,
+            help="OUTCOME=DELAY, e.g. busy=30m no_answer=2h (repeatable; replaces all).",
+        ),
+        click.option("--hours", help="Callee-local calling hours [default: 09:00-20:00]."),
+        click.option("--days", help="Calling days: mon-fri, mon,wed,sat [default: mon-fri]."),
+        click.option("--region", help="Region for national-format numbers [default: US]."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def _changes(settings: dict[str, Any]) -> campaigns.CampaignChanges:
+    retry = settings.pop("retry")
+    return campaigns.CampaignChanges(retry=list(retry) if retry else None, **settings)
+
+
+@campaign.command()
+@click.argument("name")
+@setting_options
+@json_option
+def create(name: str, as_json: bool, **settings: Any) -> None:
+    """Create a draft campaign (--trunk, --caller-id and --ivr-file are required).
+
+    \b
+    Example:
+        dialer campaign create spring --trunk MC --caller-id +12125550100 \\
+            --ivr-file welcome --ivr-vm-file welcome_vm --transfer-number +12125550199 \\
+            --retry busy=30m --retry no_answer=2h --hours 09:00-20:00 --days mon-fri
+    """
+    with unit_of_work() as session:
+        created = campaigns.create(session, name, _changes(settings))
+        data = campaigns.show(session, created.name)["settings"]
+    emit(data, as_json, lambda: click.echo(f"created campaign {data['name']} (draft)"))
+
+
+@campaign.command("set")
+@click.argument("name")
+@setting_options
+@json_option
+def set_(name: str, as_json: bool, **settings: Any) -> None:
+    """Change a campaign's settings (only those given); refused while it is running.
+
+    \b
+    Example:
+        dialer campaign pause spring
+        dialer campaign set spring --hours 10:00-19:00 --max-attempts 5
+        dialer campaign resume spring
+    """
+    with unit_of_work() as session:
+        campaigns.update_settings(session, name, _changes(settings))
+        data = campaigns.show(session, name)["settings"]
+    emit(data, as_json, lambda: echo_fields(data))
+
+
+@campaign.command("list")
+@json_option
+def list_(as_json: bool) -> None:
+    """List campaigns with their status and contact counts.
+
+    \b
+    Example:
+        dialer campaign list
+    """
+    with unit_of_work() as session:
+        rows = campaigns.list_campaigns(session)
+    columns = ("name", "status", "trunk", "region", "contacts", "pending", "start_at")
+    emit(rows, as_json, lambda: echo_table(rows, columns))
+
+
+@campaign.command()
+@click.argument("name")
+@json_option
+def show(name: str, as_json: bool) -> None:
+    """Show a campaign's settings and progress: contacts, attempts and outcomes so far.
+
+    \b
+    Example:
+        dialer campaign show spring --json
+    """
+    with unit_of_work() as session:
+        data = campaigns.show(session, name)
+    emit(data, as_json, lambda: _print_show(data))
+
+
+def _print_show(data: dict[str, Any]) -> None:
+    echo_fields(data["settings"])
+    progress = data["progress"]
+    for title in ("contacts", "attempts", "outcomes"):
+        click.echo(f"\n{title}:")
+        if progress[title]:
+            echo_fields(progress[title])
+        else:
+            click.echo("(none yet)")
+    if data["imports"]:
+        click.echo("\nimports:")
+        columns = ("id", "filename", "status", "rows_total", "accepted", "on_dnc")
+        echo_table(data["imports"], (*columns, "duplicates", "rejected", "error"))
+
+
+@campaign.command("schedule")
+@click.argument("name")
+@click.option("--start", "start_at", required=True, help="ISO 8601 with offset.")
+@click.option("--end", "end_at", help="ISO 8601 with offset; dialling stops then.")
+@json_option
+def schedule_(name: str, start_at: str, end_at: str | None, as_json: bool) -> None:
+    """Schedule a draft campaign to start (and optionally end) at given times.
+
+    \b
+    Example:
+        dialer campaign schedule spring --start 2026-03-02T09:00:00-05:00 \\
+            --end 2026-03-06T18:00:00-05:00
+    """
+    with unit_of_work() as session:
+        start = validation.timestamp(start_at, "start")
+        end = validation.timestamp(end_at, "end") if end_at else None
+        found = campaigns.schedule(session, name, start, end)
+        data = _status(found)
+    emit(data, as_json, lambda: click.echo(f"campaign {name} scheduled for {data['start_at']}"))
+
+
+def _lifecycle(action: str, verb: str, summary: str, example: str) -> click.Command:
+    @click.argument("name")
+    @json_option
+    def command(name: str, as_json: bool) -> None:
+        with unit_of_work() as session:
+            if action == "start":
+                found = campaigns.start(session, name)
+            elif action == "resume":
+                found = campaigns.resume(session, name)
+            else:
+                found = campaigns.transition(session, name, action)
+            data = _status(found)
+        emit(data, as_json, lambda: click.echo(f"campaign {name} {verb}: now {data['status']}"))
+
+    command.__doc__ = f"{summary}\n\n\b\nExample:\n    {example}\n"
+    return campaign.command(action)(command)
+
+
+def _status(found: Any) -> dict[str, Any]:
+    return {
+        "name": found.name,
+        "status": found.status,
+        "start_at": found.start_at.isoformat() if found.start_at else None,
+        "end_at": found.end_at.isoformat() if found.end_at else None,
+    }
+
+
+_lifecycle(
+    "start",
+    "started",
+    "Start dialling now (a draft or scheduled campaign with contacts to dial).",
+    "dialer campaign start spring",
+)
+_lifecycle("pause", "paused", "Pause a running campaign.", "dialer campaign pause spring")
+_lifecycle(
+    "resume",
+    "resumed",
+    "Resume a paused campaign (it completes if nothing is left to dial).",
+    "dialer campaign resume spring",
+)
+_lifecycle(
+    "stop",
+    "stopped",
+    "Cancel a campaign for good; calls in progress finish, no new ones start.",
+    "dialer campaign stop spring",
+)

@@ -1,0 +1,93 @@
+"""What the admin commands share: a database session per command, errors, output."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import click
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from dialer.campaigns import IllegalTransition
+from dialer.contactrows import HeaderError
+from dialer.db import make_engine, make_sessionmaker, transaction
+from dialer.importer import ImportFailed
+from dialer.settings import get_settings
+from dialer.validation import AlreadyExists, NotFound, SettingError
+
+# Errors an operator can act on: shown as one line, exit status 1, no traceback.
+OPERATOR_ERRORS = (
+    SettingError,
+    NotFound,
+    AlreadyExists,
+    IllegalTransition,
+    ImportFailed,
+    HeaderError,
+)
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON (for scripts).")
+
+
+@contextmanager
+def session_factory() -> Iterator[sessionmaker[Session]]:
+    """A session factory on the configured database, its connections closed afterwards."""
+    engine = make_engine(get_settings().database_url)
+    try:
+        yield make_sessionmaker(engine)
+    finally:
+        engine.dispose()
+
+
+@contextmanager
+def unit_of_work() -> Iterator[Session]:
+    """One transaction for the whole command: all of it happens, or none of it."""
+    with operator_errors(), session_factory() as factory, transaction(factory) as session:
+        yield session
+
+
+@contextmanager
+def operator_errors() -> Iterator[None]:
+    try:
+        yield
+    except OPERATOR_ERRORS as exc:
+        raise click.ClickException(str(exc)) from None
+    except IntegrityError as exc:
+        detail = getattr(getattr(exc.orig, "diag", None), "message_primary", None) or exc.orig
+        raise click.ClickException(f"refused by the database: {detail}") from None
+
+
+def emit(data: Any, as_json: bool, human: Callable[[], None]) -> None:
+    """Print `data` as JSON, or call `human` to print it for people."""
+    if as_json:
+        click.echo(json.dumps(data, indent=2, ensure_ascii=False, default=str))
+    else:
+        human()
+
+
+def echo_table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> None:
+    """Rows as aligned columns under a header; `-` for empty values."""
+    cells = [[_cell(row.get(c)) for c in columns] for row in rows]
+    widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
+    click.echo("  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip())
+    for row in cells:
+        click.echo("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
+
+
+def echo_fields(data: dict[str, Any]) -> None:
+    """`key: value` lines, keys aligned."""
+    width = max((len(k) for k in data), default=0)
+    for key, value in data.items():
+        click.echo(f"{key.ljust(width)}  {_cell(value)}")
+
+
+def _cell(value: Any) -> str:
+    if value is None or value == "":
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={v}" for k, v in value.items()) or "-"
+    return str(value)
