@@ -1,0 +1,376 @@
+"""Dialing throughput: a 20,000-contact campaign against the PBX simulator, trunks not limiting.
+
+Creates a throwaway database and a Redis key prefix of its own, starts `dialer pbx-sim` with
+`--record`, loads the contacts, starts Celery workers running the dialer (this script in
+`--worker` mode: the dialer's app with the benchmark's key prefix; the first worker carries the
+dispatch tick), then starts the campaigns and waits until every attempt was sent. It prints:
+
+- attempts/s sustained (Originates the simulator received, middle 90% of the run) and overall;
+- dialer CPU per attempt: user + system time of every dialer process (worker parents, pool
+  processes, the embedded beat), read from /proc before and after;
+- the most calls any trunk started within a sliding 1-s window, against the trunk's limit.
+
+The machine is shared and has 2 cores: the simulator, Postgres and Redis run on the same cores,
+so figures vary from run to run.
+
+Example:
+    .venv/bin/python bench/dial_throughput.py
+    .venv/bin/python bench/dial_throughput.py --contacts 5000 --workers 1 --pool prefork -c 4
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import redis
+from psycopg import sql
+from sqlalchemy import insert, text
+from sqlalchemy.engine import make_url
+
+from dialer import migrate
+from dialer.db import make_engine
+from dialer.models import Campaign, Contact, Trunk
+
+SERVER_URL = os.environ.get(
+    "DIALER_BENCH_SERVER_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+)
+BROKER_URL = os.environ.get("DIALER_BENCH_BROKER_URL", "redis://127.0.0.1:6379/0")
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--contacts", type=int, default=20_000)
+    parser.add_argument("--trunks", type=int, default=2, help="campaigns, one per trunk")
+    parser.add_argument("--cps", type=float, default=100_000.0, help="each trunk's limit")
+    parser.add_argument("--workers", type=int, default=2, help="worker processes (parents)")
+    parser.add_argument("--concurrency", type=int, default=6, help="pool size of each worker")
+    parser.add_argument("--pool", default="threads", choices=["prefork", "threads", "solo"])
+    parser.add_argument("--prefetch", type=int, default=1, help="worker prefetch multiplier")
+    parser.add_argument("--speed", type=float, default=50.0, help="simulator speed factor")
+    parser.add_argument("--timeout", type=float, default=600.0)
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    args, rest = parser.parse_known_args()
+    if args.worker:
+        run_worker(rest)
+    else:
+        run_benchmark(args)
+
+
+# -- worker mode: the dialer's Celery app with the benchmark's key prefix --------------------
+
+
+def run_worker(argv: list[str]) -> None:
+    from dialer.celery_app import WorkerOptions, make_celery_app
+    from dialer.settings import Settings
+
+    options = WorkerOptions(broker_key_prefix=os.environ["DIALER_BENCH_BROKER_PREFIX"])
+    app = make_celery_app(Settings.from_env(), options)
+    app.worker_main(["worker", *argv])
+
+
+# -- the benchmark ----------------------------------------------------------------------------
+
+
+def run_benchmark(args: argparse.Namespace) -> None:
+    run = uuid.uuid4().hex[:8]
+    db_name = f"dialer_bench_{run}"
+    prefix = f"dialer-bench:{run}:"
+    work = Path(tempfile.mkdtemp(prefix="dial-bench-"))
+    admin = make_url(SERVER_URL).set(drivername="postgresql").render_as_string(hide_password=False)
+    database_url = make_url(SERVER_URL).set(database=db_name).render_as_string(hide_password=False)
+    processes: list[subprocess.Popen[bytes]] = []
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(db_name)))
+    try:
+        migrate.upgrade(database_url)
+        engine = make_engine(database_url)
+        port = free_port()
+        record = work / "actions.jsonl"
+        sim = spawn(
+            [sys.executable, "-m", "dialer", "pbx-sim", "--host", "127.0.0.1", "--port",
+             str(port), "--speed", str(args.speed), "--record", str(record)],
+            work / "pbx-sim.log", {"DIALER_LOG_LEVEL": "WARNING"},
+        )  # fmt: skip
+        processes.append(sim)
+        wait_for_port(port, sim)
+
+        trunk_limits = load(engine, args)
+        env = {
+            "DIALER_DATABASE_URL": database_url,
+            "DIALER_BROKER_URL": BROKER_URL,
+            "DIALER_AMI_HOST": "127.0.0.1",
+            "DIALER_AMI_PORT": str(port),
+            "DIALER_LOG_LEVEL": "WARNING",
+            "DIALER_BENCH_BROKER_PREFIX": prefix,
+        }
+        workers = []
+        for n in range(args.workers):
+            argv = [sys.executable, __file__, "--worker", "-P", args.pool, "-c",
+                    str(args.concurrency), "--prefetch-multiplier", str(args.prefetch), "-l", "INFO", "--without-gossip", "--without-mingle",
+                    "--without-heartbeat", "-n", f"bench{n}-{run}@%h", *(["-B"] if n == 0 else [])]  # fmt: skip
+            log_path = work / f"worker-{n}.log"
+            worker = spawn(argv, log_path, env)
+            processes.append(worker)
+            workers.append(worker)
+            wait_for_text(log_path, "ready.", worker)
+        time.sleep(1.0)  # pool processes settle (imports, first connections)
+
+        before = {p: c for w in workers for p, c in process_cpu(w.pid).items()}
+        cpu_before = sum(before.values())
+        started = time.monotonic()
+        with engine.begin() as conn:
+            conn.execute(text("UPDATE campaigns SET status = 'running'"))
+        sent = wait_for_sends(engine, args.contacts, args.timeout)
+        elapsed = time.monotonic() - started
+        after = {p: c for w in workers for p, c in process_cpu(w.pid).items()}
+        cpu_after = sum(after.values())
+        sim_cpu = tree_cpu_seconds(sim.pid)
+        parents = {w.pid for w in workers}
+        for pid, cpu in sorted(after.items()):
+            role = "worker" if pid in parents else "child"
+            print(f"  {role} {pid}: {cpu - before.get(pid, 0.0):.1f} s CPU")
+
+        report(args, record, trunk_limits, sent, elapsed, cpu_after - cpu_before, sim_cpu, engine)
+        engine.dispose()
+    finally:
+        for proc in reversed(processes):
+            stop(proc)
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(db_name))
+            )
+        client = redis.Redis.from_url(BROKER_URL)
+        for key in client.scan_iter(match=f"*{prefix}*", count=1000):
+            client.delete(key)
+        client.close()
+
+
+def load(engine: Any, args: argparse.Namespace) -> dict[str, float]:
+    """Trunks, one draft campaign per trunk, and the contacts split between them."""
+    now = dt.datetime.now(dt.UTC)
+    offset = 14 - now.hour  # a fixed-offset zone where it is about 14:00: always in hours
+    zone = "Etc/UTC" if offset == 0 else f"Etc/GMT{-offset:+d}"
+    limits = {}
+    with engine.begin() as conn:
+        for t in range(args.trunks):
+            name = f"T{t}"
+            trunk_id = conn.execute(
+                insert(Trunk)
+                .values(name=name, cps=args.cps, max_channels=10 * args.contacts)
+                .returning(Trunk.id)
+            ).scalar_one()
+            limits[name] = args.cps
+            campaign_id = conn.execute(
+                insert(Campaign)
+                .values(
+                    name=f"bench {t}",
+                    trunk_id=trunk_id,
+                    status="draft",
+                    caller_id_number="+19876543210",
+                    ivr_file="welcome_message",
+                    calling_days=[1, 2, 3, 4, 5, 6, 7],
+                )
+                .returning(Campaign.id)
+            ).scalar_one()
+            share = range(t, args.contacts, args.trunks)
+            conn.execute(
+                insert(Contact),
+                [
+                    {
+                        "campaign_id": campaign_id,
+                        # +1 212 EEE MM TT, unique per i; TT 10-99: a human who answers
+                        # and stays on briefly.
+                        "phone_e164": f"+1212{200 + i // 100:03d}{i % 100:02d}{10 + i % 90:02d}",
+                        "phone_raw": "-",
+                        "timezones": [zone],
+                    }
+                    for i in share
+                ],
+            )
+    return limits
+
+
+def wait_for_sends(engine: Any, expected: int, timeout: float) -> int:
+    deadline = time.monotonic() + timeout
+    sent = 0
+    with engine.connect() as conn:
+        while time.monotonic() < deadline:
+            sent = conn.execute(
+                text("SELECT count(*) FROM call_attempts WHERE sent_at IS NOT NULL")
+            ).scalar_one()
+            conn.commit()
+            if sent >= expected:
+                break
+            time.sleep(0.5)
+    return sent
+
+
+def report(
+    args: argparse.Namespace,
+    record: Path,
+    limits: dict[str, float],
+    sent: int,
+    elapsed: float,
+    cpu_s: float,
+    sim_cpu_s: float,
+    engine: Any,
+) -> None:
+    originates = [r for r in read_records(record) if r.get("action") == "Originate"]
+    times = sorted(r["mono"] for r in originates)
+    ids = [r["action_id"] for r in originates]
+    with engine.connect() as conn:
+        statuses = dict(
+            conn.execute(text("SELECT status, count(*) FROM call_attempts GROUP BY 1")).all()
+        )
+    print(f"contacts: {args.contacts}   trunks: {args.trunks} x {args.cps:g} cps")
+    print(
+        f"workers: {args.workers} x {args.pool} {args.concurrency}   simulator speed {args.speed:g}"
+    )
+    print(f"attempts sent: {sent} (DB), Originates received: {len(originates)} (simulator)")
+    print(f"attempt statuses: {statuses}")
+    print(f"duplicate custom_call_ids received: {len(ids) - len(set(ids))}")
+    if len(times) < 2:
+        print("not enough sends to measure")
+        return
+    span = times[-1] - times[0]
+    lo, hi = times[len(times) // 20], times[len(times) * 19 // 20]
+    middle = len(times) * 9 // 10
+    print(f"overall: {len(times) / elapsed:,.0f} attempts/s ({len(times)} in {elapsed:.1f} s)")
+    print(
+        f"sustained (middle 90%): {middle / (hi - lo):,.0f} attempts/s; first-to-last {span:.1f} s"
+    )
+    print(
+        f"dialer CPU: {cpu_s * 1000 / max(1, len(times)):.2f} ms per attempt ({cpu_s:.1f} s total)"
+    )
+    print(
+        f"simulator CPU (not the dialer): {sim_cpu_s * 1000 / max(1, len(times)):.2f} ms per call"
+    )
+    for trunk, limit in sorted(limits.items()):
+        trunk_times = [
+            r["mono"] for r in originates if (r.get("channel") or "").endswith(f"@{trunk}")
+        ]
+        print(
+            f"trunk {trunk}: max {max_in_window(trunk_times)} calls in any 1-s window "
+            f"(limit {limit:g}), {len(trunk_times)} calls"
+        )
+    print("note: shared 2-core machine; simulator, Postgres and Redis compete for the same CPUs")
+
+
+# -- helpers ----------------------------------------------------------------------------------
+
+
+def max_in_window(times: list[float], width: float = 1.0) -> int:
+    ordered = sorted(times)
+    best = first = 0
+    for last, t in enumerate(ordered):
+        while ordered[first] <= t - width:
+            first += 1
+        best = max(best, last - first + 1)
+    return best
+
+
+def read_records(path: Path) -> list[dict[str, Any]]:
+    lines = path.read_text(encoding="ascii", errors="replace").split("\n")
+    return [json.loads(line) for line in lines[:-1] if line]
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process and all its live descendants (and reaped children)."""
+    return sum(process_cpu(pid).values())
+
+
+def process_cpu(pid: int) -> dict[int, float]:
+    """CPU seconds of a process and each live descendant (reaped children count with their
+    parent)."""
+    found = {}
+    for member in descendants(pid):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            # Fields after the command name (which may contain spaces) start after ')'.
+            fields = Path(f"/proc/{member}/stat").read_text().rsplit(")", 1)[1].split()
+            utime, stime, cutime, cstime = (int(fields[i]) for i in (11, 12, 13, 14))
+            found[member] = (utime + stime + cutime + cstime) / CLOCK_TICKS
+    return found
+
+
+def descendants(pid: int) -> list[int]:
+    found, stack = [], [pid]
+    while stack:
+        current = stack.pop()
+        found.append(current)
+        with contextlib.suppress(OSError):
+            for task in os.listdir(f"/proc/{current}/task"):
+                children = Path(f"/proc/{current}/task/{task}/children").read_text().split()
+                stack.extend(int(c) for c in children)
+    return found
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def spawn(argv: list[str], log_path: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    with open(log_path, "wb") as log:
+        return subprocess.Popen(
+            argv,
+            cwd=ROOT,
+            env={**os.environ, "PYTHONPATH": str(ROOT), **env},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+def wait_for_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"simulator exited with {proc.returncode}")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.5):
+            return
+        time.sleep(0.1)
+    raise SystemExit("simulator did not start listening")
+
+
+def wait_for_text(path: Path, needle: str, proc: subprocess.Popen[bytes], timeout=60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if needle in path.read_text(errors="replace"):
+            return
+        if proc.poll() is not None:
+            raise SystemExit(f"{proc.args!r} exited:\n{path.read_text(errors='replace')}")
+        time.sleep(0.1)
+    raise SystemExit(f"timed out waiting for {needle!r} in {path}")
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(5)
+
+
+if __name__ == "__main__":
+    main()
