@@ -1,0 +1,324 @@
+"""`dialer listen`: follow one PBX's AMI events and record every call's facts and outcome.
+
+One asyncio task reads events in arrival order (the AMI adapter queues them), keeps only the
+ones the dialer uses, correlates and extracts them (`dialer.events`) and buffers them. Another
+writes the buffer to Postgres every `flush_interval` seconds or `max_batch` events, in one
+transaction on a worker thread (`dialer.callstore`), one batch at a time, so each call's events
+are applied in order while the socket keeps being read. A batch that cannot be written is kept
+and tried again.
+
+A failed OriginateResponse does not close its call at once: when a channel was created its
+Hangup follows and carries the better cause (a PJSIP 486 Busy gives Reason 0 but cause 17), so
+the listener waits `originate_settle` seconds for it first.
+
+After every (re)connect the listener asks for its events only (Filter actions; manager.conf
+`eventfilter` lines do the same without the `system` privilege the action needs) and
+reconciles open attempts with the PBX (`dialer.reconcile`); it does so again periodically.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Engine
+
+from dialer import reconcile
+from dialer.ami import CONNECTED_EVENT, DISCONNECTED_EVENT, AmiClient, AmiError
+from dialer.callstore import BatchResult, CallStore, Closed, Observation
+from dialer.events import EVENT_FILTERS, USED_EVENTS, Correlator, Event, event_time, extract
+from dialer.settings import AmiServer
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class ListenerOptions:
+    flush_interval: float = 0.05  # seconds between batch writes
+    max_batch: int = 5000  # events that trigger a write before the interval is up
+    originate_settle: float = 1.0  # wait for the Hangup after a failed OriginateResponse
+    reconcile_interval: float = 30.0
+    reconcile: reconcile.ReconcileOptions = field(default_factory=reconcile.ReconcileOptions)
+    # After the channel snapshot, let events already on their way arrive before judging.
+    snapshot_settle: float = 1.0
+    filter_events: bool = True
+    # Events kept while the database is unreachable; beyond this the oldest are dropped
+    # (reconciliation closes those calls later).
+    max_backlog: int = 1_000_000
+    retry_delay_max: float = 10.0
+
+
+@dataclass
+class ListenerStats:
+    events: int = 0  # every event received
+    used: int = 0  # correlated events that gave facts
+    stored: int = 0  # of those, written for a known call
+    unknown: int = 0  # events of calls that are not in the database
+    uncorrelated: int = 0  # used kinds of events without a call id
+    batches: int = 0
+    closed: int = 0
+    dnc_added: int = 0
+    reconciled: int = 0  # attempts closed by reconciliation
+    write_errors: int = 0
+    dropped: int = 0
+    latencies: deque[float] = field(default_factory=lambda: deque(maxlen=1_000_000))
+
+    def percentile(self, q: float) -> float | None:
+        if not self.latencies:
+            return None
+        ordered = sorted(self.latencies)
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+    def summary(self) -> dict[str, Any]:
+        p99 = self.percentile(0.99)
+        return {
+            "events": self.events,
+            "used": self.used,
+            "stored": self.stored,
+            "unknown": self.unknown,
+            "uncorrelated": self.uncorrelated,
+            "batches": self.batches,
+            "closed": self.closed,
+            "reconciled": self.reconciled,
+            "dnc_added": self.dnc_added,
+            "write_errors": self.write_errors,
+            "dropped": self.dropped,
+            "p99_latency_ms": None if p99 is None else round(p99 * 1000, 1),
+        }
+
+
+def observe(event: Event, call_id: str, wall: float) -> Observation | None:
+    """The buffered form of a used event of call `call_id` received at `wall` (epoch seconds);
+    None if it says nothing about the call."""
+    at = event_time(event, dt.datetime.fromtimestamp(wall, dt.UTC))
+    facts = extract(event, call_id, at)
+    if facts is None:
+        return None
+    # Latency counts from when the PBX stamped the event (manager.conf timestampevents).
+    origin = min(at.timestamp(), wall) if "Timestamp" in event else wall
+    return Observation(call_id, event, facts, at, origin)
+
+
+class Listener:
+    def __init__(
+        self,
+        engine: Engine,
+        server: AmiServer,
+        *,
+        options: ListenerOptions | None = None,
+        client_factory: Callable[[AmiServer], AmiClient] | None = None,
+    ) -> None:
+        self.engine = engine
+        self.server = server
+        self.pbx = server.name
+        self.options = options or ListenerOptions()
+        self.stats = ListenerStats()
+        self.store = CallStore(engine)
+        self.correlator = Correlator()
+        self._client_factory = client_factory or (lambda s: AmiClient(s, events=True))
+        self._buffer: list[Observation] = []
+        self._settling: dict[str, float] = {}  # call id -> loop time its close is due
+        self._wake = asyncio.Event()
+        self._write_lock = asyncio.Lock()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._reconciling = asyncio.Lock()
+        self._failures = 0
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event | None = None) -> None:
+        """Listen until `stop` is set (or the task is cancelled); flush what is buffered."""
+        client = self._client_factory(self.server)
+        await client.connect(retry=True)
+        stop = stop or asyncio.Event()
+        background = [
+            asyncio.create_task(self._write_loop(), name="listener-writer"),
+            asyncio.create_task(self._reconcile_loop(client), name="listener-reconcile"),
+            asyncio.create_task(self._close_on(stop, client), name="listener-stop"),
+        ]
+        try:
+            async for event in client.events():
+                self.handle(event, client)
+        finally:
+            for task in [*background, *self._tasks]:
+                task.cancel()
+            await asyncio.gather(*background, *self._tasks, return_exceptions=True)
+            await client.close()
+            await self.flush(final=True)
+            log.info("listener %s stopped: %s", self.pbx, self.stats.summary())
+
+    async def _close_on(self, stop: asyncio.Event, client: AmiClient) -> None:
+        await stop.wait()
+        await client.close()
+
+    # -- events ---------------------------------------------------------------------------------
+
+    def handle(self, event: Event, client: AmiClient | None = None) -> None:
+        """Take one event from the AMI stream (cheap: no I/O)."""
+        stats = self.stats
+        stats.events += 1
+        name = event.get("Event")
+        if name not in USED_EVENTS:
+            if name == CONNECTED_EVENT and client is not None:
+                self._spawn(self._on_connected(client))
+            elif name == DISCONNECTED_EVENT:
+                log.warning("AMI %s: connection lost; events may be missed", self.pbx)
+            return
+        call_id = self.correlator.key(event)
+        if call_id is None:
+            stats.uncorrelated += 1
+            return
+        observation = observe(event, call_id, time.time())
+        if observation is None:
+            return
+        stats.used += 1
+        self._buffer.append(observation)
+        facts = observation.facts
+        if facts.final:
+            self._settling.pop(call_id, None)
+        elif facts.originate_failed:
+            loop = asyncio.get_running_loop()
+            self._settling[call_id] = loop.time() + self.options.originate_settle
+        if len(self._buffer) >= self.options.max_batch:
+            self._wake.set()
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- writing --------------------------------------------------------------------------------
+
+    async def _write_loop(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.options.flush_interval)
+            self._wake.clear()
+            await self.flush()
+            if self._failures:
+                await asyncio.sleep(min(self.options.retry_delay_max, 0.5 * 2**self._failures))
+
+    async def flush(self, *, final: bool = False) -> BatchResult | None:
+        """Write what is buffered (and closes that are due); None if there was nothing."""
+        async with self._write_lock:
+            loop = asyncio.get_running_loop()
+            now = loop.time()
+            due = [c for c, t in self._settling.items() if final or t <= now]
+            batch, self._buffer = self._buffer, []
+            if not batch and not due:
+                return None
+            for call_id in due:
+                del self._settling[call_id]
+            try:
+                result = await asyncio.to_thread(self.store.apply, batch, due)
+            except Exception:
+                self._failures += 1
+                self.stats.write_errors += 1
+                log.exception("listener %s: batch of %d events not written", self.pbx, len(batch))
+                self._requeue(batch, due, now)
+                return None
+            self._failures = 0
+            self._account(batch, result)
+            return result
+
+    def _requeue(self, batch: list[Observation], due: list[str], now: float) -> None:
+        self._buffer[:0] = batch
+        for call_id in due:
+            self._settling.setdefault(call_id, now)
+        excess = len(self._buffer) - self.options.max_backlog
+        if excess > 0:
+            del self._buffer[:excess]
+            self.stats.dropped += excess
+            log.error("listener %s: backlog full, %d oldest events dropped", self.pbx, excess)
+
+    def _account(self, batch: list[Observation], result: BatchResult) -> None:
+        stats = self.stats
+        stats.batches += 1
+        stats.stored += result.stored
+        stats.unknown += result.unknown
+        stats.dnc_added += result.dnc_added
+        stats.closed += len(result.closed)
+        done = time.time()
+        stats.latencies.extend(done - o.origin for o in batch)
+        for closed in result.closed:
+            log.debug("call %s: %s (%s)", closed.call_id, closed.outcome, closed.reason)
+
+    # -- (re)connect and reconciliation ---------------------------------------------------------
+
+    async def _on_connected(self, client: AmiClient) -> None:
+        log.info("AMI %s: connected", self.pbx)
+        if self.options.filter_events:
+            await self._install_filters(client)
+        await self.reconcile(client, on_connect=True)
+
+    async def _install_filters(self, client: AmiClient) -> None:
+        for criteria, pattern in EVENT_FILTERS:
+            try:
+                response = await client.action(
+                    {
+                        "Action": "Filter",
+                        "Operation": "Add",
+                        "MatchCriteria": criteria,
+                        "Filter": pattern,
+                    }
+                )
+            except AmiError as exc:
+                log.warning("AMI %s: Filter not installed: %s", self.pbx, exc)
+                return
+            if response.get("Response") != "Success":
+                # Without the `system` privilege; manager.conf eventfilter lines do the job.
+                log.info(
+                    "AMI %s: Filter refused (%s); relying on manager.conf eventfilter",
+                    self.pbx,
+                    response.get("Message", "error"),
+                )
+                return
+
+    async def _reconcile_loop(self, client: AmiClient) -> None:
+        while True:
+            await asyncio.sleep(self.options.reconcile_interval)
+            await self.reconcile(client, on_connect=False)
+
+    async def reconcile(self, client: AmiClient, *, on_connect: bool) -> int:
+        """Close the open attempts the PBX no longer has; returns how many were closed."""
+        async with self._reconciling:
+            try:
+                channels = await client.action_list({"Action": "CoreShowChannels"})
+            except AmiError as exc:
+                log.warning("AMI %s: reconciliation skipped: %s", self.pbx, exc)
+                return 0
+            snapshot = dt.datetime.now(dt.UTC)
+            present = reconcile.present_call_ids(channels)
+            await asyncio.sleep(self.options.snapshot_settle)
+            await self.flush()
+            async with self._write_lock:
+                closed = await asyncio.to_thread(self._close_gone, present, snapshot, on_connect)
+            self.store.forget(c.call_id for c in closed)
+            if closed:
+                log.info(
+                    "AMI %s: reconciliation closed %d attempts the PBX no longer has",
+                    self.pbx,
+                    len(closed),
+                )
+            self.stats.reconciled += len(closed)
+            return len(closed)
+
+    def _close_gone(
+        self, present: set[str], snapshot: dt.datetime, on_connect: bool
+    ) -> list[Closed]:
+        with self.engine.begin() as conn:
+            return reconcile.close_gone(
+                conn,
+                pbx=self.pbx,
+                present=present,
+                snapshot=snapshot,
+                on_connect=on_connect,
+                options=self.options.reconcile,
+            )

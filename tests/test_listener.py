@@ -1,0 +1,431 @@
+"""The listener's batches against real Postgres: facts in any order, once, outcomes, retries,
+opt-outs, failed Originates, reconciliation; and the listener over TCP with the simulator."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import random
+import time
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, event
+
+from dialer.ami import AmiClient
+from dialer.callstore import CallStore, CloseReason
+from dialer.events import Correlator, Event
+from dialer.listener import Listener, ListenerOptions, observe
+from dialer.payload import CallSettings, TrunkRoute, build_originate_payload
+from dialer.reconcile import ReconcileOptions, close_gone, present_call_ids
+from tests.support_listener import Attempt, add_attempts, add_campaign, fetch
+
+# -- events as the simulator and Asterisk shape them (PJSIP, ChannelId = custom_call_id) ----------
+
+
+def _chan(cid: str, **extra: str) -> dict[str, Any]:
+    return {
+        "Privilege": "call,all",
+        "Channel": "PJSIP/MC-00000001",
+        "ChannelState": "6",
+        "Uniqueid": cid,
+        "Linkedid": cid,
+        "ChanVariable": {"custom_call_id": cid},
+        **extra,
+    }
+
+
+def answered(cid: str) -> list[Event]:
+    return [
+        {"Event": "DialEnd", "DestChannel": "PJSIP/MC-00000001", "DestUniqueid": cid,
+         "DestLinkedid": cid, "DestChanVariable": {"custom_call_id": cid}, "DialStatus": "ANSWER"},
+        {"Event": "OriginateResponse", "ActionID": cid, "Response": "Success",
+         "Channel": "PJSIP/MC-00000001", "Reason": "4", "Uniqueid": cid},
+    ]  # fmt: skip
+
+
+def user_event(cid: str, name: str, **fields: str) -> Event:
+    return {"Event": "UserEvent", **_chan(cid), "UserEvent": name, "custom_call_id": cid, **fields}
+
+
+def hangup(cid: str, cause: int) -> Event:
+    return {"Event": "Hangup", **_chan(cid), "Cause": str(cause), "Cause-txt": "x"}
+
+
+def failed(cid: str, reason: int) -> Event:
+    return {"Event": "OriginateResponse", "ActionID": cid, "Response": "Failure",
+            "Channel": "PJSIP/+15550000004@MC", "Reason": str(reason), "Uniqueid": cid}  # fmt: skip
+
+
+def human(cid: str, digit: str, status: str = "OK") -> list[Event]:
+    return [
+        *answered(cid),
+        user_event(cid, "DialerAMD", AMDSTATUS="HUMAN", AMDCAUSE="HUMAN-808-800"),
+        user_event(cid, "DialerDTMF", DTMF=digit, READSTATUS=status),
+        hangup(cid, 16),
+    ]
+
+
+def transferred(cid: str) -> list[Event]:
+    return [
+        *answered(cid),
+        user_event(cid, "DialerAMD", AMDSTATUS="HUMAN", AMDCAUSE="HUMAN-808-800"),
+        user_event(cid, "DialerDTMF", DTMF="1", READSTATUS="OK"),
+        user_event(cid, "DialerTransfer", TRANSFER_NUMBER="+15551234567",
+                   TRANSFER_CHANNEL="PJSIP/+15551234567@MC"),
+        {"Event": "DialEnd", **_chan(cid), "DestChannel": "PJSIP/MC-00000002",
+         "DestUniqueid": "1795.9", "DestLinkedid": cid, "DialStatus": "ANSWER"},
+        {"Event": "Hangup", **_chan(cid, Channel="PJSIP/MC-00000002", Uniqueid="1795.9"),
+         "ChanVariable": {"custom_call_id": ""}, "Cause": "16"},
+        user_event(cid, "DialerTransferResult", DIALSTATUS="ANSWER", ANSWEREDTIME="5"),
+        hangup(cid, 16),
+    ]  # fmt: skip
+
+
+def observations(events: list[Event], start: float | None = None) -> list[Any]:
+    correlator = Correlator()
+    wall = start or time.time()
+    out = []
+    for n, ev in enumerate(events):
+        key = correlator.key(ev)
+        if key is None:
+            continue
+        found = observe(ev, key, wall + n * 0.01)
+        if found is not None:
+            out.append(found)
+    return out
+
+
+@pytest.fixture
+def campaign(engine: Engine) -> int:
+    return add_campaign(engine, opt_out_key="9", max_attempts=3, retry_delays={"busy": 120})
+
+
+def attempt_row(engine: Engine, attempt: Attempt) -> Any:
+    return fetch(engine, "SELECT * FROM call_attempts WHERE id = :id", id=attempt.id)[0]
+
+
+def contact_row(engine: Engine, attempt: Attempt) -> Any:
+    return fetch(engine, "SELECT * FROM contacts WHERE id = :id", id=attempt.contact_id)[0]
+
+
+def outcome_rows(engine: Engine) -> list[Any]:
+    return fetch(
+        engine,
+        "SELECT call_attempt_id, data ->> 'outcome' AS outcome FROM call_events "
+        "WHERE event = 'DialerOutcome' ORDER BY call_attempt_id",
+    )
+
+
+# -- batches --------------------------------------------------------------------------------------
+
+FACT_COLUMNS = [
+    "status",
+    "outcome",
+    "originate_response",
+    "originate_reason",
+    "answered_at",
+    "dial_status",
+    "amd_status",
+    "amd_cause",
+    "dtmf",
+    "voicemail_left",
+    "transfer_requested_at",
+    "transfer_answered_at",
+    "transfer_ended_at",
+    "transfer_status",
+    "hangup_cause",
+    "ended_at",
+]
+
+
+@pytest.mark.parametrize("order", ["forward", "reversed", "shuffled", "twice", "one-by-one"])
+def test_facts_and_outcome_do_not_depend_on_order_or_repetition(
+    engine: Engine, campaign: int, order: str
+) -> None:
+    [reference, attempt] = add_attempts(engine, campaign, ["+15550000101", "+15550000201"])
+    store = CallStore(engine)
+    start = time.time() - 60
+    store.apply(observations(transferred(reference.custom_call_id), start))
+
+    events = observations(transferred(attempt.custom_call_id), start)
+    if order == "reversed":
+        events.reverse()
+    elif order == "shuffled":
+        random.Random(7).shuffle(events)
+    elif order == "twice":
+        events = events + events
+    batches = [[e] for e in events] if order == "one-by-one" else [events]
+    fresh = CallStore(engine) if order == "twice" else store
+    for batch in batches:
+        fresh.apply(batch)
+    if order == "twice":
+        fresh.apply(events)  # and again, from a store that knows the call is closed
+
+    want, got = attempt_row(engine, reference), attempt_row(engine, attempt)
+    assert got.outcome == "transferred"
+    for column in FACT_COLUMNS:
+        assert getattr(got, column) == getattr(want, column), column
+    assert got.transfer_answered_at is not None and got.transfer_ended_at is not None
+    stored = fetch(
+        engine, "SELECT count(*) AS n FROM call_events WHERE call_attempt_id = :id AND "
+        "event <> 'DialerOutcome'", id=attempt.id,
+    )[0].n  # fmt: skip
+    # The transfer leg's Hangup is not about the call: one row per used event, even if repeated.
+    assert stored == 8
+    assert [r.call_attempt_id for r in outcome_rows(engine)] == [reference.id, attempt.id]
+
+
+def test_one_batch_is_a_few_statements_whatever_its_size(engine: Engine, campaign: int) -> None:
+    phones = [f"+1555010{n:04d}" for n in range(300)]
+    attempts = add_attempts(engine, campaign, phones)
+    events = [ev for a in attempts for ev in human(a.custom_call_id, "", "TIMEOUT")]
+    batch = observations(events)
+    statements: list[str] = []
+
+    def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        statements.append(statement.split()[0])
+
+    store = CallStore(engine)
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        result = store.apply(batch)
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+    assert result.stored == len(batch) == 300 * 5
+    assert len(result.closed) == 300
+    # lookup, events, facts, read-for-close, close, contacts, outcome rows
+    assert len(statements) <= 8, statements
+    rows = fetch(engine, "SELECT outcome, count(*) AS n FROM call_attempts GROUP BY outcome")
+    assert [(r.outcome, r.n) for r in rows] == [("human_no_press", 300)]
+
+
+def test_unknown_calls_are_counted_and_ignored(engine: Engine, campaign: int) -> None:
+    [attempt] = add_attempts(engine, campaign, ["+15550000102"])
+    store = CallStore(engine)
+    result = store.apply(
+        observations(human("1700000000000_999999", "2") + human(attempt.custom_call_id, "2"))
+    )
+    assert result.unknown == 5 and result.stored == 5
+    assert [c.attempt_id for c in result.closed] == [attempt.id]
+    assert fetch(engine, "SELECT count(*) AS n FROM call_events")[0].n == 6  # 5 + outcome
+
+
+def test_opt_out_reaches_do_not_call_before_the_call_ends(engine: Engine, campaign: int) -> None:
+    [attempt] = add_attempts(engine, campaign, ["+15550000103"])
+    store = CallStore(engine)
+    events = observations(human(attempt.custom_call_id, "9"))
+    result = store.apply(events[:-1])  # everything but the Hangup
+    assert result.dnc_added == 1 and not result.closed
+    dnc = fetch(engine, "SELECT phone_e164, campaign_id, source FROM dnc_numbers")
+    assert [(d.phone_e164, d.campaign_id, d.source) for d in dnc] == [
+        ("+15550000103", None, "opt_out")
+    ]
+    assert attempt_row(engine, attempt).status == "up"
+    store.apply(events[-1:])
+    assert attempt_row(engine, attempt).outcome == "opted_out"
+    contact = contact_row(engine, attempt)
+    assert (contact.status, contact.last_outcome) == ("dnc", "opted_out")
+    store.apply(events)  # replayed: still one entry
+    assert len(fetch(engine, "SELECT 1 FROM dnc_numbers")) == 1
+
+
+@pytest.mark.parametrize(
+    ("attempts", "delays", "status", "delay"),
+    [
+        (1, {"busy": 120}, "pending", 120),
+        (1, {}, "pending", 600),
+        (3, {"busy": 120}, "exhausted", None),
+    ],
+)
+def test_busy_is_retried_per_the_campaign_policy(
+    engine: Engine, attempts: int, delays: dict[str, int], status: str, delay: int | None
+) -> None:
+    campaign = add_campaign(engine, max_attempts=3, retry_delays=delays)
+    [attempt] = add_attempts(engine, campaign, ["+15550000104"])
+    with engine.begin() as conn:
+        conn.exec_driver_sql(f"UPDATE contacts SET attempts = {attempts}")
+    before = dt.datetime.now(dt.UTC)
+    cid = attempt.custom_call_id
+    events = [
+        {"Event": "DialEnd", "DestUniqueid": cid, "DestLinkedid": cid, "DialStatus": "BUSY"},
+        hangup(cid, 17),
+        failed(cid, 0),
+    ]
+    CallStore(engine).apply(observations(events))
+    row, contact = attempt_row(engine, attempt), contact_row(engine, attempt)
+    assert (row.status, row.outcome, row.hangup_cause, row.originate_reason) == (
+        "ended", "busy", 17, 0,
+    )  # fmt: skip
+    assert (contact.status, contact.last_outcome) == (status, "busy")
+    if delay is not None:
+        due = (contact.next_attempt_at - before).total_seconds()
+        assert delay - 1 < due < delay + 5
+
+
+def test_failed_originate_closes_only_when_no_call_is_up(engine: Engine, campaign: int) -> None:
+    lone, live = add_attempts(engine, campaign, ["+15550000105", "+15550000106"])
+    store = CallStore(engine)
+    # The failure alone closes nothing until the listener says the wait for a Hangup is over.
+    assert not store.apply(observations([failed(lone.custom_call_id, 0)])).closed
+    assert attempt_row(engine, lone).status == "originating"
+    # A live answered call then gets a failure for a duplicate send: it must stay up.
+    store.apply(observations(answered(live.custom_call_id) + [failed(live.custom_call_id, 0)]))
+    result = store.apply([], [lone.custom_call_id, live.custom_call_id])
+    assert [(c.attempt_id, c.outcome, c.reason) for c in result.closed] == [
+        (lone.id, "failed", CloseReason.ORIGINATE_FAILED)
+    ]
+    assert attempt_row(engine, live).status == "up"
+    store.apply(observations([hangup(live.custom_call_id, 16)]))
+    assert attempt_row(engine, live).outcome == "abandoned"
+
+
+def test_reconciliation_closes_gone_attempts_once(engine: Engine, campaign: int) -> None:
+    old = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)
+    stuck, alive, fresh, settled, unsent = add_attempts(
+        engine, campaign, [f"+155500002{n:02d}" for n in range(5)]
+    )
+    with engine.begin() as conn:
+        conn.exec_driver_sql(
+            f"UPDATE call_attempts SET sent_at = '{old.isoformat()}' "
+            f"WHERE id IN ({stuck.id}, {alive.id}, {settled.id})"
+        )
+        conn.exec_driver_sql(
+            f"UPDATE call_attempts SET sent_at = NULL, send_error = 'fate unknown: lost', "
+            f"queued_at = '{old.isoformat()}' WHERE id = {unsent.id}"
+        )
+    # `settled` pressed the opt-out key before the listener lost its connection.
+    CallStore(engine).apply(observations(human(settled.custom_call_id, "9")[:-1]))
+    present = present_call_ids(
+        [{"Event": "CoreShowChannel", "Uniqueid": alive.custom_call_id, "Linkedid": "x"},
+         {"Event": "CoreShowChannel", "Uniqueid": "y", "Linkedid": fresh.custom_call_id}]
+    )  # fmt: skip
+    options = ReconcileOptions(grace_s=30, min_age_s=10)
+    now = dt.datetime.now(dt.UTC)
+    with engine.begin() as conn:
+        periodic = close_gone(
+            conn, pbx="default", present=set(), snapshot=now, on_connect=False, options=options
+        )
+    # Periodic: only attempts past timeout + grace, and none that is still on the PBX... here
+    # nothing is on the PBX, yet `fresh` (sent just now) is not a candidate.
+    assert sorted(c.attempt_id for c in periodic) == sorted(
+        [stuck.id, alive.id, settled.id, unsent.id]
+    )
+    outcomes = {c.attempt_id: c.outcome for c in periodic}
+    assert outcomes[stuck.id] == "unknown" and outcomes[unsent.id] == "unknown"
+    assert outcomes[settled.id] == "opted_out"
+    with engine.begin() as conn:
+        again = close_gone(
+            conn, pbx="default", present=present, snapshot=now, on_connect=True, options=options
+        )
+    assert again == []  # closed once; `fresh` is both young and present
+    assert attempt_row(engine, fresh).status == "originating"
+    assert len(outcome_rows(engine)) == 4
+    contact = contact_row(engine, stuck)
+    assert (contact.status, contact.last_outcome) == ("pending", "unknown")
+
+
+def test_reconnect_reconciliation_spares_present_and_young_attempts(
+    engine: Engine, campaign: int
+) -> None:
+    a_minute_ago = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=60)
+    gone, present_one, young = add_attempts(
+        engine, campaign, ["+15550000301", "+15550000302", "+15550000303"]
+    )
+    with engine.begin() as conn:
+        conn.exec_driver_sql(
+            f"UPDATE call_attempts SET sent_at = '{a_minute_ago.isoformat()}' "
+            f"WHERE id IN ({gone.id}, {present_one.id})"
+        )
+    with engine.begin() as conn:
+        closed = close_gone(
+            conn,
+            pbx="default",
+            present={present_one.custom_call_id},
+            snapshot=dt.datetime.now(dt.UTC),
+            on_connect=True,
+            options=ReconcileOptions(grace_s=30, min_age_s=10),
+        )
+    assert [(c.attempt_id, c.outcome) for c in closed] == [(gone.id, "unknown")]
+
+
+# -- the listener over TCP ------------------------------------------------------------------------
+
+
+def payload_for(attempt: Attempt) -> dict[str, Any]:
+    return build_originate_payload(
+        call_id=attempt.custom_call_id,
+        to_number=attempt.phone,
+        from_number="+15559990000",
+        settings=CallSettings(
+            ivr_file="welcome_message", ivr_vm_file="vm_message", transfer_number="+15551234599"
+        ),
+        trunk=TrunkRoute(),
+    )
+
+
+@pytest.fixture
+def fast_options() -> ListenerOptions:
+    return ListenerOptions(
+        flush_interval=0.02,
+        originate_settle=0.2,
+        reconcile_interval=3600,
+        snapshot_settle=0.05,
+        reconcile=ReconcileOptions(grace_s=1.0, min_age_s=1.0),
+    )
+
+
+async def _run_listener(listener: Listener) -> tuple[asyncio.Event, asyncio.Task[None]]:
+    stop = asyncio.Event()
+    task = asyncio.create_task(listener.run(stop))
+    return stop, task
+
+
+def test_listener_records_simulated_calls(
+    engine: Engine, campaign: int, pbx_sim: Any, fast_options: ListenerOptions
+) -> None:
+    phones = ["+15550000401", "+15550000404", "+15550000405", "+15550000409", "+15550000402"]
+    attempts = add_attempts(engine, campaign, phones)
+    listener = Listener(engine, pbx_sim.server, options=fast_options)
+
+    async def scenario() -> None:
+        stop, task = await _run_listener(listener)
+        async with AmiClient(pbx_sim.server, events=False) as client:
+            for attempt in attempts:
+                await client.originate(payload_for(attempt))
+        for _ in range(400):
+            if listener.stats.closed >= len(attempts):
+                break
+            await asyncio.sleep(0.05)
+        stop.set()
+        await asyncio.wait_for(task, 10)
+
+    asyncio.run(scenario())
+    outcomes = {a.phone: attempt_row(engine, a).outcome for a in attempts}
+    assert outcomes == {
+        "+15550000401": "transferred",
+        "+15550000404": "busy",
+        "+15550000405": "no_answer",
+        "+15550000409": "voicemail_left",
+        "+15550000402": "human_no_press",
+    }
+    assert listener.stats.unknown == 0 and listener.stats.write_errors == 0
+    assert len(outcome_rows(engine)) == len(attempts)
+
+
+def test_listener_asks_only_for_the_events_it_uses(
+    engine: Engine, pbx_sim: Any, fast_options: ListenerOptions
+) -> None:
+    listener = Listener(engine, pbx_sim.server, options=fast_options)
+
+    async def scenario() -> list[dict[str, Any]]:
+        stop, task = await _run_listener(listener)
+        await asyncio.sleep(0.5)
+        stop.set()
+        await asyncio.wait_for(task, 10)
+        return pbx_sim.records()
+
+    records = asyncio.run(scenario())
+    filters = [r for r in records if r["action"] == "Filter"]
+    assert len(filters) == 4
+    assert any(r["action"] == "CoreShowChannels" for r in records)
