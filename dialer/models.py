@@ -212,6 +212,8 @@ class Contact(Base):
             "next_attempt_at",
             postgresql_where=text("status = 'pending'"),
         ),
+        # Contact counts per status for one campaign (reports).
+        Index("ix_contacts_campaign_status", "campaign_id", "status"),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
@@ -255,7 +257,28 @@ class CallAttempt(Base):
             "status",
             postgresql_where=text(_in("status", OPEN_ATTEMPT_STATUSES)),
         ),
-        Index("ix_call_attempts_campaign_queued", "campaign_id", "queued_at"),
+        # Reports: one campaign's attempts as an index-only scan (see migration 0002).
+        Index(
+            "ix_call_attempts_campaign_queued",
+            "campaign_id",
+            "queued_at",
+            postgresql_include=[
+                "id",
+                "status",
+                "outcome",
+                "amd_status",
+                "dtmf",
+                "sent_at",
+                "answered_at",
+                "ended_at",
+            ],
+        ),
+        # Newest-first call lists across campaigns; recent sends per trunk.
+        Index(
+            "ix_call_attempts_queued_at",
+            "queued_at",
+            postgresql_include=["id", "trunk_id", "outcome", "sent_at"],
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)

@@ -1,0 +1,323 @@
+"""Outcome reports: read-only queries over the views of migration 0002, returning plain dicts.
+
+Every function takes an open SQLAlchemy `Connection` and runs inside the caller's transaction.
+The views (`call_attempts_report`, `contacts_report`, `campaign_summary` and the function
+`campaign_summary_since`) hold the definitions; this module only picks rows from them with
+plans that stay fast on tens of millions of attempts.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from typing import Any, BinaryIO
+
+from psycopg import sql
+from sqlalchemy import Connection, text
+
+from dialer.models import OPEN_ATTEMPT_STATUSES
+
+# The outcome taxonomy the views know by name (each has a column in campaign_summary).
+OUTCOMES = (
+    "transferred",
+    "human_no_press",
+    "human_other_key",
+    "opted_out",
+    "voicemail_left",
+    "machine_no_message",
+    "busy",
+    "no_answer",
+    "congestion",
+    "rejected",
+    "failed",
+    "abandoned",
+    "unknown",
+)
+FINAL_CAMPAIGN_STATUSES = ("completed", "cancelled")
+MAX_LIST_LIMIT = 10_000
+# Columns of call_attempts_report, in view order: the export's header.
+EXPORT_COLUMNS = (
+    "attempt_id",
+    "call_id",
+    "campaign_id",
+    "campaign",
+    "contact_id",
+    "phone",
+    "first_name",
+    "last_name",
+    "contact_fields",
+    "trunk_id",
+    "trunk",
+    "attempt_number",
+    "status",
+    "queued_at",
+    "sent_at",
+    "answered_at",
+    "ended_at",
+    "ring_seconds",
+    "talk_seconds",
+    "answered",
+    "human",
+    "pressed",
+    "amd_status",
+    "amd_cause",
+    "dtmf",
+    "transfer_status",
+    "transfer_requested_at",
+    "transfer_answered_at",
+    "transfer_ended_at",
+    "transfer_seconds",
+    "voicemail_left",
+    "recording_file",
+    "originate_response",
+    "originate_reason",
+    "dial_status",
+    "hangup_cause",
+    "hangup_cause_txt",
+    "send_error",
+    "uniqueid",
+    "channel",
+    "outcome",
+)
+# Current sends per trunk are counted among attempts queued this recently: an attempt waits
+# seconds between queueing and sending, and the bound keeps the count an index range scan.
+SEND_LOOKBACK = dt.timedelta(minutes=10)
+
+
+class CampaignNotFound(LookupError):
+    def __init__(self, name: str) -> None:
+        super().__init__(f"no campaign named {name!r}")
+        self.name = name
+
+
+class CallNotFound(LookupError):
+    def __init__(self, ref: str) -> None:
+        super().__init__(f"no call attempt with id or call id {ref!r}")
+        self.ref = ref
+
+
+def _rows(conn: Connection, query: str, **params: Any) -> list[dict[str, Any]]:
+    return [dict(row._mapping) for row in conn.execute(text(query), params)]
+
+
+def find_campaign(conn: Connection, name: str) -> dict[str, Any]:
+    """The campaign's id, name, status and trunk; CampaignNotFound if there is none."""
+    rows = _rows(
+        conn,
+        "SELECT id, name, status, trunk_id, press_key FROM campaigns WHERE name = :name",
+        name=name,
+    )
+    if not rows:
+        raise CampaignNotFound(name)
+    return rows[0]
+
+
+def campaign_summary(
+    conn: Connection, campaign: str, since: dt.datetime | None = None
+) -> dict[str, Any]:
+    """One row of `campaign_summary` (or `campaign_summary_since(since)`) for a campaign."""
+    found = find_campaign(conn, campaign)
+    if since is None:
+        return _rows(
+            conn, "SELECT * FROM campaign_summary WHERE campaign_id = :id", id=found["id"]
+        )[0]
+    query = "SELECT * FROM campaign_summary_since(:since) WHERE campaign_id = :id"
+    return _rows(conn, query, id=found["id"], since=since)[0]
+
+
+def list_calls(
+    conn: Connection,
+    *,
+    campaign: str | None = None,
+    outcome: str | None = None,
+    since: dt.datetime | None = None,
+    limit: int = 50,
+) -> list[dict[str, Any]]:
+    """Rows of `call_attempts_report`, newest first, filtered by campaign, outcome and time."""
+    if not 1 <= limit <= MAX_LIST_LIMIT:
+        raise ValueError(f"limit must be between 1 and {MAX_LIST_LIMIT}, got {limit}")
+    where = ["true"]
+    params: dict[str, Any] = {"limit": limit}
+    if campaign is not None:
+        where.append("a.campaign_id = :campaign_id")
+        params["campaign_id"] = find_campaign(conn, campaign)["id"]
+    if outcome is not None:
+        where.append("a.outcome = :outcome")
+        params["outcome"] = outcome
+    if since is not None:
+        where.append("a.queued_at >= :since")
+        params["since"] = since
+    # Pick the ids first from an index (covering campaign, time and outcome), then join the
+    # view for those rows only.
+    query = f"""
+        WITH picked AS MATERIALIZED (
+            SELECT a.id, a.queued_at
+            FROM call_attempts a
+            WHERE {" AND ".join(where)}
+            ORDER BY a.queued_at DESC, a.id DESC
+            LIMIT :limit
+        )
+        SELECT r.*
+        FROM picked p
+        JOIN call_attempts_report r ON r.attempt_id = p.id
+        ORDER BY p.queued_at DESC, p.id DESC
+    """
+    return _rows(conn, query, **params)
+
+
+def get_call(conn: Connection, ref: str) -> dict[str, Any]:
+    """One attempt by attempt id or custom_call_id, with its payload and its `events` timeline."""
+    column = "attempt_id" if ref.isdigit() else "call_id"
+    value: int | str = int(ref) if ref.isdigit() else ref
+    rows = _rows(conn, f"SELECT * FROM call_attempts_report WHERE {column} = :value", value=value)
+    if not rows:
+        raise CallNotFound(ref)
+    call = rows[0]
+    call["payload"] = conn.execute(
+        text("SELECT payload FROM call_attempts WHERE id = :id"), {"id": call["attempt_id"]}
+    ).scalar_one()
+    call["events"] = _rows(
+        conn,
+        """
+        SELECT id, received_at, event, data
+        FROM call_events
+        WHERE call_attempt_id = :id
+        ORDER BY received_at, id
+        """,
+        id=call["attempt_id"],
+    )
+    return call
+
+
+def contacts_page(
+    conn: Connection, campaign: str, *, after_phone: str | None = None, limit: int = 100
+) -> list[dict[str, Any]]:
+    """A page of `contacts_report` for a campaign in phone order (keyset: pass the last phone)."""
+    if not 1 <= limit <= MAX_LIST_LIMIT:
+        raise ValueError(f"limit must be between 1 and {MAX_LIST_LIMIT}, got {limit}")
+    campaign_id = find_campaign(conn, campaign)["id"]
+    return _rows(
+        conn,
+        """
+        SELECT * FROM contacts_report
+        WHERE campaign_id = :id AND phone > :after
+        ORDER BY phone
+        LIMIT :limit
+        """,
+        id=campaign_id,
+        after=after_phone or "",
+        limit=limit,
+    )
+
+
+def export_calls(
+    conn: Connection, campaign: str, out: BinaryIO, *, since: dt.datetime | None = None
+) -> int:
+    """Stream every attempt of a campaign as CSV (header first, times in UTC) into `out`.
+
+    COPY TO STDOUT sends the rows in chunks as the server produces them, so memory stays
+    constant whatever the size. Returns the number of rows written.
+    """
+    campaign_id = find_campaign(conn, campaign)["id"]
+    statement = sql.SQL(
+        "COPY (SELECT {columns} FROM call_attempts_report"
+        " WHERE campaign_id = {campaign_id} AND queued_at >= {since}"
+        " ORDER BY queued_at, attempt_id)"
+        " TO STDOUT WITH (FORMAT csv, HEADER true)"
+    ).format(
+        columns=sql.SQL(", ").join(sql.Identifier(c) for c in EXPORT_COLUMNS),
+        campaign_id=sql.Literal(campaign_id),
+        since=sql.Literal(since) if since is not None else sql.SQL("'-infinity'"),
+    )
+    conn.execute(text("SET LOCAL TimeZone = 'UTC'"))
+    raw = conn.connection.driver_connection
+    assert raw is not None
+    with raw.cursor() as cursor:
+        with cursor.copy(statement) as copy:
+            for chunk in copy:
+                out.write(chunk)
+        # The header line is not counted by the server.
+        return cursor.rowcount
+
+
+def watch_frame(conn: Connection, campaign: str, *, window_seconds: float = 10.0) -> dict[str, Any]:
+    """What `dialer campaign watch` shows: progress, per-trunk rates and channels, outcomes."""
+    found = find_campaign(conn, campaign)
+    summary = campaign_summary(conn, campaign)
+    window = dt.timedelta(seconds=window_seconds)
+    open_list = ", ".join(f"'{s}'" for s in OPEN_ATTEMPT_STATUSES)
+    trunks = _rows(
+        conn,
+        f"""
+        WITH sends AS (
+            SELECT trunk_id, count(*) AS n
+            FROM call_attempts
+            WHERE queued_at >= now() - :lookback AND sent_at >= now() - :window
+            GROUP BY trunk_id
+        ),
+        open_calls AS (
+            SELECT trunk_id, count(*) AS n, count(*) FILTER (WHERE campaign_id = :id) AS mine
+            FROM call_attempts
+            WHERE status IN ({open_list})
+            GROUP BY trunk_id
+        )
+        SELECT
+            t.name AS trunk,
+            t.cps AS cps_limit,
+            t.max_channels,
+            round((coalesce(s.n, 0) / :window_seconds)::numeric, 2)::double precision
+                AS current_cps,
+            coalesce(o.n, 0) AS open_channels,
+            coalesce(o.mine, 0) AS campaign_open_channels
+        FROM trunks t
+        LEFT JOIN sends s ON s.trunk_id = t.id
+        LEFT JOIN open_calls o ON o.trunk_id = t.id
+        WHERE t.id = :trunk_id OR coalesce(o.mine, 0) > 0
+        ORDER BY t.name
+        """,
+        id=found["id"],
+        trunk_id=found["trunk_id"],
+        lookback=SEND_LOOKBACK + window,
+        window=window,
+        window_seconds=window_seconds,
+    )
+    total = summary["contacts_total"]
+    remaining = summary["contacts_remaining"]
+    return {
+        "campaign": summary["campaign"],
+        "status": summary["campaign_status"],
+        "complete": summary["campaign_status"] in FINAL_CAMPAIGN_STATUSES,
+        "at": conn.execute(text("SELECT now()")).scalar_one(),
+        "contacts_total": total,
+        "contacts_remaining": remaining,
+        "contacts_done": total - remaining,
+        "progress": round((total - remaining) / total, 4) if total else None,
+        "attempts": summary["attempts"],
+        "attempts_open": summary["attempts_open"],
+        "answer_rate": summary["answer_rate"],
+        "human_rate": summary["human_rate"],
+        "press_rate": summary["press_rate"],
+        "outcomes": summary["outcomes"],
+        "trunks": trunks,
+    }
+
+
+_AGE = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
+_AGE_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+def parse_since(value: str, now: dt.datetime) -> dt.datetime:
+    """A `--since` value: an age before `now` (30m, 24h, 7d, 2w) or an ISO 8601 date/time.
+
+    A time without an offset is taken in the machine's local time zone.
+    """
+    age = _AGE.match(value)
+    if age:
+        return now - dt.timedelta(**{_AGE_UNITS[age.group(2)]: int(age.group(1))})
+    try:
+        parsed = dt.datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise ValueError(
+            f"{value!r} is neither an age like 30m, 24h, 7d nor an ISO time like 2026-05-01T09:00"
+        ) from None
+    return parsed if parsed.tzinfo is not None else parsed.astimezone()
