@@ -22,7 +22,11 @@ from dialer.db import make_engine, make_sessionmaker
 from dialer.settings import AmiServer, Settings
 
 # Fixtures of other areas live in their own modules.
-pytest_plugins: list[str] = []
+pytest_plugins: list[str] = [
+    "tests.support_celery",
+    "tests.support_pbx",
+    "tests.support_listener",
+]
 
 SERVER_URL = os.environ.get(
     "DIALER_TEST_SERVER_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"

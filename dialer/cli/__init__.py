@@ -8,7 +8,15 @@ import sys
 import click
 
 from dialer import __version__
-from dialer.cli import db
+from dialer.cli import campaign as campaign_cli
+from dialer.cli import contacts as contacts_cli
+from dialer.cli import db, pbxsim
+from dialer.cli import dnc as dnc_cli
+from dialer.cli import listen as listen_cli
+from dialer.cli import payload as payload_cli
+from dialer.cli import report as report_cli
+from dialer.cli import trunk as trunk_cli
+from dialer.cli import worker as worker_cli
 from dialer.settings import SettingsError, get_settings
 
 
@@ -38,6 +46,17 @@ def cli() -> None:
 
 
 cli.add_command(db.db)
+cli.add_command(payload_cli.payload)
+cli.add_command(report_cli.report)
+cli.add_command(report_cli.calls)
+cli.add_command(pbxsim.pbx_sim)
+cli.add_command(worker_cli.worker)
+cli.add_command(listen_cli.listen)
+cli.add_command(listen_cli.asterisk_config)
+cli.add_command(trunk_cli.trunk)
+cli.add_command(campaign_cli.campaign)
+cli.add_command(contacts_cli.contacts)
+cli.add_command(dnc_cli.dnc)
 
 
 def main() -> None:

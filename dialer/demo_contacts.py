@@ -1,0 +1,63 @@
+"""The demo's contact list: one number per PBX-simulator behaviour, in a region open right now.
+
+The absolute calling-hours guard (08:00-21:00 callee-local) cannot be widened, so a demo run at
+any hour of the day picks a country whose local time is comfortably inside it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from zoneinfo import ZoneInfo
+
+import phonenumbers
+from phonenumbers import PhoneNumberFormat, PhoneNumberType
+from phonenumbers import timezone as number_timezone
+
+# Countries spread around the globe, each with a single time zone for its example numbers.
+DEMO_REGIONS = ("US", "BR", "GB", "DE", "AE", "IN", "SG", "JP", "AU", "NZ")
+# The simulator's behaviour table, by the number's last two digits.
+BEHAVIOURS = {
+    "01": "human, presses the press key (transferred)",
+    "02": "human, presses nothing",
+    "03": "answering machine (voicemail left)",
+    "04": "busy",
+    "05": "never answers",
+    "06": "congestion",
+    "07": "answers, hangs up after 1 s",
+    "08": "human, presses another key",
+    "09": "silent answer (machine)",
+    "10": "human, stays on the line",
+    "11": "human, stays on the line",
+    "12": "human, stays on the line",
+}
+# Open hours chosen inside the 08:00-21:00 guard with an hour of margin for the run itself.
+OPEN_FROM = dt.time(9, 0)
+OPEN_UNTIL = dt.time(19, 0)
+
+
+@dataclass(frozen=True)
+class DemoContact:
+    phone: str
+    first_name: str
+    behaviour: str
+
+
+def pick_region(now: dt.datetime) -> tuple[str, str]:
+    """(region, zone) of the first demo country whose local time is within the open hours."""
+    for region in DEMO_REGIONS:
+        number = phonenumbers.example_number_for_type(region, PhoneNumberType.FIXED_LINE)
+        (zone,) = number_timezone.time_zones_for_number(number)
+        local = now.astimezone(ZoneInfo(zone))
+        if OPEN_FROM <= local.time() < OPEN_UNTIL:
+            return region, zone
+    raise RuntimeError("no demo region is inside its calling hours right now")  # pragma: no cover
+
+
+def demo_contacts(region: str) -> list[DemoContact]:
+    example = phonenumbers.example_number_for_type(region, PhoneNumberType.FIXED_LINE)
+    base = phonenumbers.format_number(example, PhoneNumberFormat.E164)[:-2]
+    return [
+        DemoContact(phone=f"{base}{suffix}", first_name=f"Demo {suffix}", behaviour=text)
+        for suffix, text in BEHAVIOURS.items()
+    ]
