@@ -1,6 +1,6 @@
 """Helpers for the listener's tests: the shared AMI transcripts and campaign rows.
 
-Transcripts (`shared/ami-transcripts`, real Asterisk 22 sessions) are read frame by frame:
+Transcripts (`tests/data/ami-transcripts`, real Asterisk 22 sessions) are read frame by frame:
 `<<< +t RECV` frames are what Asterisk sent, `>>> +t SENT` frames what the client sent.
 """
 
@@ -18,7 +18,7 @@ from sqlalchemy import Engine, func, insert, select, text
 from dialer.events import parse_frame
 from dialer.models import Campaign, Trunk
 
-TRANSCRIPTS = Path(__file__).resolve().parents[2] / "shared" / "ami-transcripts"
+TRANSCRIPTS = Path(__file__).resolve().parent / "data" / "ami-transcripts"
 BASE_TIME = dt.datetime(2026, 11, 23, 0, 0, tzinfo=dt.UTC)
 
 

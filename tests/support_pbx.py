@@ -28,7 +28,7 @@ from dialer.pbxsim.record import read_records
 from dialer.settings import AmiServer
 
 DEFAULT_SPEED = 50.0
-TRANSCRIPTS = Path(__file__).resolve().parents[2] / "shared" / "ami-transcripts"
+TRANSCRIPTS = Path(__file__).resolve().parent / "data" / "ami-transcripts"
 
 
 @dataclass
@@ -351,7 +351,7 @@ class Transcript:
 
 
 def load_transcript(name: str) -> Transcript:
-    """Parse a shared/ami-transcripts file. A `!raw b'...'` line gives the exact bytes of the
+    """Parse a tests/data/ami-transcripts file. A `!raw b'...'` line gives the exact bytes of the
     line above it (a value holding a bare LF); a blank line inside a SENT block separates
     actions sent in one write."""
     path = TRANSCRIPTS / f"{name}.txt"
@@ -399,5 +399,6 @@ def load_transcript(name: str) -> Transcript:
 
 
 def require_transcripts() -> None:
+    # They are part of the repository: a missing copy is a broken checkout, not a reason to skip.
     if not TRANSCRIPTS.is_dir():
-        pytest.skip(f"shared AMI transcripts not found at {TRANSCRIPTS}")
+        raise FileNotFoundError(f"AMI transcripts not found at {TRANSCRIPTS}")
