@@ -50,7 +50,7 @@ class WorkerOptions:
     visibility_timeout_s: float = 300.0
     # How often a running worker looks for such tasks to put back.
     restore_interval_s: float = 10.0
-    # Namespace for every broker key (several deployments or test runs on one Redis).
+    # Namespace for every broker key; overrides the DIALER_BROKER_PREFIX setting.
     broker_key_prefix: str | None = None
     send_timeout_s: float = 10.0
     tick: TickOptions = field(default_factory=TickOptions)
@@ -63,8 +63,9 @@ def celery_config(settings: Settings, options: WorkerOptions) -> dict[str, Any]:
         "unacked_restore_interval": options.restore_interval_s,
         "unacked_restore_throttle": 1,
     }
-    if options.broker_key_prefix:
-        transport["global_keyprefix"] = options.broker_key_prefix
+    prefix = options.broker_key_prefix or settings.broker_prefix
+    if prefix:
+        transport["global_keyprefix"] = prefix
     return {
         "broker_url": settings.broker_url,
         "broker_transport_options": transport,

@@ -16,21 +16,23 @@ from phonenumbers import timezone as number_timezone
 
 # Countries spread around the globe, each with a single time zone for its example numbers.
 DEMO_REGIONS = ("US", "BR", "GB", "DE", "AE", "IN", "SG", "JP", "AU", "NZ")
-# The simulator's behaviour table, by the number's last two digits.
-BEHAVIOURS = {
-    "01": "human, presses the press key (transferred)",
-    "02": "human, presses nothing",
-    "03": "answering machine (voicemail left)",
-    "04": "busy",
-    "05": "never answers",
-    "06": "congestion",
-    "07": "answers, hangs up after 1 s",
-    "08": "human, presses another key",
-    "09": "silent answer (machine)",
-    "10": "human, stays on the line",
-    "11": "human, stays on the line",
-    "12": "human, stays on the line",
+# The simulator's behaviour table, by the number's last two digits: what the callee does, and
+# the outcome and contact status the dialer must record for it (with two attempts allowed).
+BEHAVIOURS: dict[str, tuple[str, str, str]] = {
+    "01": ("human, presses the press key", "transferred", "completed"),
+    "02": ("human, presses nothing", "human_no_press", "completed"),
+    "03": ("answering machine", "voicemail_left", "completed"),
+    "04": ("busy", "busy", "exhausted"),
+    "05": ("never answers", "no_answer", "exhausted"),
+    "06": ("congestion", "congestion", "exhausted"),
+    "07": ("answers, hangs up after 1 s", "abandoned", "exhausted"),
+    "08": ("human, presses another key", "human_other_key", "completed"),
+    "09": ("silent answer (machine)", "voicemail_left", "completed"),
+    "10": ("human, hangs up during the prompt", "abandoned", "exhausted"),
 }
+# A number put on the do-not-call list before the import: loaded as DNC, never dialled.
+DNC_SUFFIX = "12"
+DNC_BEHAVIOUR = ("on the do-not-call list", None, "dnc")
 # Open hours chosen inside the 08:00-21:00 guard with an hour of margin for the run itself.
 OPEN_FROM = dt.time(9, 0)
 OPEN_UNTIL = dt.time(19, 0)
@@ -41,6 +43,8 @@ class DemoContact:
     phone: str
     first_name: str
     behaviour: str
+    expected_outcome: str | None
+    expected_status: str
 
 
 def pick_region(now: dt.datetime) -> tuple[str, str]:
@@ -55,9 +59,11 @@ def pick_region(now: dt.datetime) -> tuple[str, str]:
 
 
 def demo_contacts(region: str) -> list[DemoContact]:
+    """One contact per behaviour, plus the do-not-call one, numbered from the region's example."""
     example = phonenumbers.example_number_for_type(region, PhoneNumberType.FIXED_LINE)
     base = phonenumbers.format_number(example, PhoneNumberFormat.E164)[:-2]
+    table = {**BEHAVIOURS, DNC_SUFFIX: DNC_BEHAVIOUR}
     return [
-        DemoContact(phone=f"{base}{suffix}", first_name=f"Demo {suffix}", behaviour=text)
-        for suffix, text in BEHAVIOURS.items()
+        DemoContact(f"{base}{suffix}", f"Demo {suffix}", text, outcome, status)
+        for suffix, (text, outcome, status) in table.items()
     ]

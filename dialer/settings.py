@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cache
@@ -15,6 +16,7 @@ from functools import cache
 DEFAULT_DATABASE_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/dialer"
 DEFAULT_BROKER_URL = "redis://127.0.0.1:6379/0"
 DEFAULT_PBX = "default"
+_BROKER_PREFIX = re.compile(r"[A-Za-z0-9._:-]{1,100}")
 
 
 class SettingsError(ValueError):
@@ -38,6 +40,8 @@ class Settings:
     database_url: str = DEFAULT_DATABASE_URL
     broker_url: str = DEFAULT_BROKER_URL
     log_level: str = "INFO"
+    # Namespace for every Celery key on the broker: several deployments can share one Redis.
+    broker_prefix: str | None = None
     ami_servers: Mapping[str, AmiServer] = field(default_factory=dict)
 
     @property
@@ -79,9 +83,16 @@ class Settings:
             username=env.get("DIALER_AMI_USERNAME", "dialer"),
             secret=env.get("DIALER_AMI_SECRET", "dialerpass"),
         )
+        broker_prefix = env.get("DIALER_BROKER_PREFIX") or None
+        if broker_prefix is not None and not _BROKER_PREFIX.fullmatch(broker_prefix):
+            raise SettingsError(
+                f"DIALER_BROKER_PREFIX: {broker_prefix!r} is not a key prefix "
+                "(letters, digits and . _ : - only)"
+            )
         return cls(
             database_url=database_url,
             broker_url=env.get("DIALER_BROKER_URL", DEFAULT_BROKER_URL),
+            broker_prefix=broker_prefix,
             log_level=log_level,
             ami_servers={DEFAULT_PBX: default},
         )

@@ -32,11 +32,29 @@ def test_secret_not_in_repr_or_logs(caplog: pytest.LogCaptureFixture) -> None:
         ({"DIALER_AMI_PORT": "five"}, "DIALER_AMI_PORT"),
         ({"DIALER_AMI_PORT": "70000"}, "DIALER_AMI_PORT"),
         ({"DIALER_LOG_LEVEL": "LOUD"}, "DIALER_LOG_LEVEL"),
+        ({"DIALER_BROKER_PREFIX": "has space"}, "DIALER_BROKER_PREFIX"),
     ],
 )
 def test_bad_settings_name_the_variable(env: dict[str, str], field: str) -> None:
     with pytest.raises(SettingsError, match=field):
         Settings.from_env(env)
+
+
+def test_broker_prefix_reaches_the_celery_transport() -> None:
+    from dialer.celery_app import WorkerOptions, celery_config
+
+    settings = Settings.from_env({"DIALER_BROKER_PREFIX": "site-a:"})
+    assert settings.broker_prefix == "site-a:"
+    transport = celery_config(settings, WorkerOptions())["broker_transport_options"]
+    assert transport["global_keyprefix"] == "site-a:"
+    # An explicit worker option wins (tests and benchmarks isolate themselves this way).
+    transport = celery_config(settings, WorkerOptions(broker_key_prefix="run-1:"))[
+        "broker_transport_options"
+    ]
+    assert transport["global_keyprefix"] == "run-1:"
+    assert "global_keyprefix" not in celery_config(Settings.from_env({}), WorkerOptions())[
+        "broker_transport_options"
+    ]
 
 
 def test_unknown_pbx_is_a_clear_error() -> None:

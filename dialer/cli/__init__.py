@@ -11,6 +11,7 @@ from dialer import __version__
 from dialer.cli import campaign as campaign_cli
 from dialer.cli import contacts as contacts_cli
 from dialer.cli import db, pbxsim
+from dialer.cli import demo as demo_cli
 from dialer.cli import dnc as dnc_cli
 from dialer.cli import listen as listen_cli
 from dialer.cli import payload as payload_cli
@@ -46,6 +47,7 @@ def cli() -> None:
 
 
 cli.add_command(db.db)
+cli.add_command(demo_cli.demo)
 cli.add_command(payload_cli.payload)
 cli.add_command(report_cli.report)
 cli.add_command(report_cli.calls)
