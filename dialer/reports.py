@@ -15,7 +15,7 @@ from typing import Any, BinaryIO
 from psycopg import sql
 from sqlalchemy import Connection, text
 
-from dialer.models import OPEN_ATTEMPT_STATUSES
+from dialer.models import CONTACT_STATUSES, OPEN_ATTEMPT_STATUSES
 
 # The outcome taxonomy the views know by name (each has a column in campaign_summary).
 OUTCOMES = (
@@ -82,6 +82,8 @@ EXPORT_COLUMNS = (
 # Current sends per trunk are counted among attempts queued this recently: an attempt waits
 # seconds between queueing and sending, and the bound keeps the count an index range scan.
 SEND_LOOKBACK = dt.timedelta(minutes=10)
+# "Current" calls per second: the sends of the last few seconds.
+WATCH_WINDOW_SECONDS = 5.0
 
 
 class CampaignNotFound(LookupError):
@@ -240,11 +242,29 @@ def export_calls(
         return cursor.rowcount
 
 
-def watch_frame(conn: Connection, campaign: str, *, window_seconds: float = 10.0) -> dict[str, Any]:
-    """What `dialer campaign watch` shows: progress, per-trunk rates and channels, outcomes."""
+def watch_frame(
+    conn: Connection, campaign: str, *, window_seconds: float = WATCH_WINDOW_SECONDS
+) -> dict[str, Any]:
+    """What `dialer campaign watch` shows: progress, per-trunk rates and channels, outcomes.
+
+    Contacts and attempts come from `campaign_summary` (index-only scans of the campaign's
+    contacts and attempts). Per trunk: the calls sent in the last `window_seconds` (all
+    campaigns; an index-only range scan of recently queued attempts), the channels in use (its
+    open attempts, as the dispatcher counts them; the partial index of open attempts) and how
+    far ahead its pacing has handed out call slots. Trunks listed: the campaign's, and any
+    other still carrying one of its calls. Run it in a REPEATABLE READ transaction for numbers
+    from one instant.
+    """
     found = find_campaign(conn, campaign)
     summary = campaign_summary(conn, campaign)
     window = dt.timedelta(seconds=window_seconds)
+    params = {
+        "id": found["id"],
+        "trunk_id": found["trunk_id"],
+        "lookback": SEND_LOOKBACK + window,
+        "window": window,
+        "window_seconds": window_seconds,
+    }
     open_list = ", ".join(f"'{s}'" for s in OPEN_ATTEMPT_STATUSES)
     trunks = _rows(
         conn,
@@ -256,31 +276,43 @@ def watch_frame(conn: Connection, campaign: str, *, window_seconds: float = 10.0
             GROUP BY trunk_id
         ),
         open_calls AS (
-            SELECT trunk_id, count(*) AS n, count(*) FILTER (WHERE campaign_id = :id) AS mine
+            SELECT trunk_id,
+                   count(*) AS n,
+                   count(*) FILTER (WHERE status = 'queued') AS queued,
+                   count(*) FILTER (WHERE campaign_id = :id) AS mine
             FROM call_attempts
             WHERE status IN ({open_list})
             GROUP BY trunk_id
         )
         SELECT
             t.name AS trunk,
+            t.enabled,
             t.cps AS cps_limit,
             t.max_channels,
-            round((coalesce(s.n, 0) / :window_seconds)::numeric, 2)::double precision
+            coalesce(s.n, 0) AS sent_in_window,
+            round(coalesce(s.n, 0) / CAST(:window_seconds AS numeric), 2)::double precision
                 AS current_cps,
             coalesce(o.n, 0) AS open_channels,
-            coalesce(o.mine, 0) AS campaign_open_channels
+            coalesce(o.queued, 0) AS queued,
+            coalesce(o.mine, 0) AS campaign_open_channels,
+            round(greatest(0, extract(epoch FROM t.next_slot_at - now())), 3)::double precision
+                AS slots_ahead_seconds
         FROM trunks t
         LEFT JOIN sends s ON s.trunk_id = t.id
         LEFT JOIN open_calls o ON o.trunk_id = t.id
         WHERE t.id = :trunk_id OR coalesce(o.mine, 0) > 0
         ORDER BY t.name
         """,
-        id=found["id"],
-        trunk_id=found["trunk_id"],
-        lookback=SEND_LOOKBACK + window,
-        window=window,
-        window_seconds=window_seconds,
+        **params,
     )
+    # The campaign's own sends, from its index (which has no trunk).
+    campaign_sent = conn.execute(
+        text(
+            "SELECT count(*) FROM call_attempts WHERE campaign_id = :id"
+            " AND queued_at >= now() - :lookback AND sent_at >= now() - :window"
+        ),
+        params,
+    ).scalar_one()
     total = summary["contacts_total"]
     remaining = summary["contacts_remaining"]
     return {
@@ -288,15 +320,22 @@ def watch_frame(conn: Connection, campaign: str, *, window_seconds: float = 10.0
         "status": summary["campaign_status"],
         "complete": summary["campaign_status"] in FINAL_CAMPAIGN_STATUSES,
         "at": conn.execute(text("SELECT now()")).scalar_one(),
+        "window_seconds": window_seconds,
         "contacts_total": total,
         "contacts_remaining": remaining,
         "contacts_done": total - remaining,
         "progress": round((total - remaining) / total, 4) if total else None,
+        "contacts": {status: summary[f"contacts_{status}"] for status in CONTACT_STATUSES},
         "attempts": summary["attempts"],
         "attempts_open": summary["attempts_open"],
+        "attempts_finished": summary["attempts_finished"],
+        "attempts_sent": summary["attempts_sent"],
+        "campaign_sent_in_window": campaign_sent,
+        "campaign_cps": round(campaign_sent / window_seconds, 2),
         "answer_rate": summary["answer_rate"],
         "human_rate": summary["human_rate"],
         "press_rate": summary["press_rate"],
+        "transfer_rate": summary["transfer_rate"],
         "outcomes": summary["outcomes"],
         "trunks": trunks,
     }

@@ -15,7 +15,6 @@ from sqlalchemy import Connection, Engine, text
 
 from dialer import migrate, reports
 from dialer.cli import cli
-from dialer.cli.report import watch
 from dialer.db import make_engine
 from dialer.settings import get_settings
 
@@ -564,42 +563,3 @@ def test_calls_export_command_writes_file_only_when_complete(cli_env: str, tmp_p
     failed = runner.invoke(cli, ["calls", "export", "winter", str(failed_target)])
     assert failed.exit_code == 1
     assert list(tmp_path.iterdir()) == [target]
-
-
-def test_watch_once_shows_progress_rates_and_channels(cli_env: str, seeded: Engine) -> None:
-    # Three sends on MC in the last few seconds and one five minutes ago.
-    with seeded.begin() as c:
-        c.execute(
-            text(
-                """
-                INSERT INTO call_attempts (id, custom_call_id, campaign_id, contact_id, trunk_id,
-                    attempt_number, status, queued_at, sent_at)
-                OVERRIDING SYSTEM VALUE
-                SELECT 100 + n, '1_' || (100 + n), 1, 6, 1, n, 'originating',
-                       now() - make_interval(secs => s + 1), now() - make_interval(secs => s)
-                FROM (VALUES (1, 2), (2, 3), (3, 4), (4, 300)) v(n, s)
-                """
-            )
-        )
-    result = CliRunner().invoke(watch, ["spring", "--once", "--json", "--window", "30"])
-    assert result.exit_code == 0, result.output
-    frame = json.loads(result.output)
-    assert frame["complete"] is False
-    assert (frame["contacts_total"], frame["contacts_done"], frame["progress"]) == (7, 4, 0.5714)
-    assert frame["attempts"] == 16 and frame["attempts_open"] == 5
-    [trunk] = frame["trunks"]
-    assert trunk["trunk"] == "MC"
-    assert trunk["current_cps"] == 0.1  # 3 sends in 30 s
-    assert (trunk["open_channels"], trunk["campaign_open_channels"]) == (5, 5)
-
-    text_frame = CliRunner().invoke(watch, ["spring", "--once"])
-    assert text_frame.exit_code == 0, text_frame.output
-    assert "57.1%" in text_frame.output and "MC" in text_frame.output
-
-
-def test_watch_stops_when_the_campaign_is_complete(cli_env: str) -> None:
-    result = CliRunner().invoke(watch, ["autumn", "--interval", "0.2"])
-    assert result.exit_code == 0, result.output
-    assert result.output.count("autumn  completed") == 1
-    assert "campaign completed" in result.output
-    assert "ALT" in result.output

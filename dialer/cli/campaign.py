@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from typing import Any
 
 import click
+from sqlalchemy.exc import OperationalError
 
-from dialer import campaigns, validation
+from dialer import campaigns, reports, validation
 from dialer.cli.common import echo_fields, echo_table, emit, json_option, unit_of_work
+from dialer.db import make_engine
+from dialer.settings import get_settings, redact_url
+from dialer.watch import follow, redraw, render
 
 
 @click.group()
@@ -212,3 +217,73 @@ _lifecycle(
     "Cancel a campaign for good; calls in progress finish, no new ones start.",
     "dialer campaign stop spring",
 )
+
+
+@campaign.command()
+@click.argument("name")
+@click.option(
+    "--interval",
+    type=click.FloatRange(min=0.2),
+    default=1.0,
+    show_default=True,
+    help="Seconds between refreshes.",
+)
+@click.option(
+    "--window",
+    type=click.FloatRange(min=1.0),
+    default=reports.WATCH_WINDOW_SECONDS,
+    show_default=True,
+    help="Seconds over which the current calls per second are counted.",
+)
+@click.option("--once", is_flag=True, help="Print one snapshot and exit.")
+@json_option
+def watch(name: str, interval: float, window: float, once: bool, as_json: bool) -> None:
+    """Live view of a campaign: contacts by status, attempts, calls per second and channels
+    per trunk against the trunk's limits, outcomes and rates.
+
+    Redraws in place on a terminal; into a pipe or a file it prints one block per refresh.
+    Stops on Ctrl-C, or by itself with a final snapshot once the campaign is completed or
+    cancelled. --once prints a single snapshot, --json a single snapshot as JSON.
+
+    \b
+    Example:
+        dialer campaign watch spring
+        dialer campaign watch spring --once
+        dialer campaign watch spring --json
+    """
+    live = not (once or as_json) and _stdout_is_terminal()
+    shown = 0
+
+    def show(frame: dict[str, Any]) -> None:
+        nonlocal shown
+        if as_json:
+            emit(frame, True, lambda: None)
+        elif live:
+            click.echo(redraw(render(frame)), nl=False)
+        else:
+            click.echo(("\n" if shown else "") + render(frame))
+        shown += 1
+
+    url = get_settings().database_url
+    engine = make_engine(url)
+
+    def take() -> dict[str, Any]:
+        # REPEATABLE READ: every number of a frame is from the same instant.
+        with engine.connect().execution_options(isolation_level="REPEATABLE READ") as conn:
+            return reports.watch_frame(conn, name, window_seconds=window)
+
+    try:
+        follow(take, show, interval=interval, once=once or as_json)
+    except KeyboardInterrupt:
+        pass
+    except reports.CampaignNotFound as exc:
+        raise click.ClickException(str(exc)) from None
+    except OperationalError as exc:
+        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else "unreachable"
+        raise click.ClickException(f"database {redact_url(url)}: {reason}") from None
+    finally:
+        engine.dispose()
+
+
+def _stdout_is_terminal() -> bool:
+    return sys.stdout.isatty()

@@ -1,4 +1,4 @@
-"""`dialer report`, `dialer calls` and `dialer campaign watch`: outcomes from the report views."""
+"""`dialer report` and `dialer calls`: outcomes from the report views."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import datetime as dt
 import json
 import os
 import sys
-import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
@@ -341,79 +340,3 @@ def export_calls(campaign: str, out: str, since: dt.datetime | None, as_json: bo
         _echo_json({"campaign": campaign, "rows": rows, "path": out})
     else:
         click.echo(f"exported {rows:,} call attempts of {campaign} to {out}")
-
-
-def render_frame(frame: dict[str, Any]) -> str:
-    progress = frame["progress"]
-    bar_width = 30
-    filled = round((progress or 0) * bar_width)
-    lines = [
-        f"{frame['campaign']}  {frame['status']}  {_cell(frame['at'])}",
-        f"progress  [{'#' * filled}{'-' * (bar_width - filled)}] {_pct(progress)}  "
-        f"{_n(frame['contacts_done'])}/{_n(frame['contacts_total'])} contacts done, "
-        f"{_n(frame['contacts_remaining'])} remaining",
-        f"attempts  {_n(frame['attempts'])} ({_n(frame['attempts_open'])} open)   "
-        f"answer {_pct(frame['answer_rate'])}   human {_pct(frame['human_rate'])}   "
-        f"press {_pct(frame['press_rate'])}",
-        "",
-        f"{'trunk':<16}{'cps now':>9}{'limit':>8}{'channels':>10}{'max':>6}{'campaign':>10}",
-    ]
-    for t in frame["trunks"]:
-        lines.append(
-            f"{t['trunk']:<16}{t['current_cps']:>9.1f}{t['cps_limit']:>8g}"
-            f"{t['open_channels']:>10}{t['max_channels']:>6}{t['campaign_open_channels']:>10}"
-        )
-    lines += ["", f"{'outcome':<20}{'attempts':>10}"]
-    outcomes = sorted(frame["outcomes"].items(), key=lambda item: (-item[1], item[0]))
-    lines += [f"{name:<20}{count:>10,}" for name, count in outcomes] or ["(none yet)"]
-    if frame["complete"]:
-        lines += ["", f"campaign {frame['status']}"]
-    return "\n".join(lines)
-
-
-@click.command()
-@click.argument("name")
-@click.option(
-    "--interval",
-    type=click.FloatRange(min=0.2),
-    default=2.0,
-    show_default=True,
-    help="Seconds between refreshes.",
-)
-@click.option(
-    "--window",
-    type=click.FloatRange(min=1.0),
-    default=10.0,
-    show_default=True,
-    help="Seconds over which the current calls per second are counted.",
-)
-@click.option("--once", is_flag=True, help="Print one frame and exit.")
-@click.option("--json", "as_json", is_flag=True, help="Print each frame as one line of JSON.")
-def watch(name: str, interval: float, window: float, once: bool, as_json: bool) -> None:
-    """Live view of campaign NAME: progress, current CPS and open channels per trunk, outcomes.
-
-    Refreshes until Ctrl-C or until the campaign is completed or cancelled.
-
-    \b
-    Example:
-        dialer campaign watch spring
-        dialer campaign watch spring --once --json
-    """
-    engine = make_engine(get_settings().database_url)
-    try:
-        while True:
-            with _connection(engine) as conn:
-                frame = reports.watch_frame(conn, name, window_seconds=window)
-            if as_json:
-                click.echo(json.dumps(frame, default=_json_default, ensure_ascii=False))
-            else:
-                if not once:
-                    click.clear()
-                click.echo(render_frame(frame))
-            if once or frame["complete"]:
-                return
-            time.sleep(interval)
-    except KeyboardInterrupt:
-        return
-    finally:
-        engine.dispose()
