@@ -429,3 +429,29 @@ def test_listener_asks_only_for_the_events_it_uses(
     filters = [r for r in records if r["action"] == "Filter"]
     assert len(filters) == 4
     assert any(r["action"] == "CoreShowChannels" for r in records)
+
+
+def test_dialer_listen_with_a_wrong_secret_stops_with_a_clear_error(
+    database_url: str, pbx_sim: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from click.testing import CliRunner
+
+    from dialer.cli import cli
+    from dialer.settings import get_settings
+
+    for name, value in {
+        "DIALER_DATABASE_URL": database_url,
+        "DIALER_AMI_HOST": pbx_sim.host,
+        "DIALER_AMI_PORT": str(pbx_sim.port),
+        "DIALER_AMI_USERNAME": pbx_sim.username,
+        "DIALER_AMI_SECRET": "not-the-secret",
+    }.items():
+        monkeypatch.setenv(name, value)
+    get_settings.cache_clear()
+    try:
+        result = CliRunner().invoke(cli, ["listen"])
+    finally:
+        get_settings.cache_clear()
+    assert result.exit_code == 1, result.output
+    assert "refused login" in result.output and "DIALER_AMI_SECRET" in result.output
+    assert "not-the-secret" not in result.output

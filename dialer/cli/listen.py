@@ -10,6 +10,7 @@ import signal
 
 import click
 
+from dialer.ami import AmiAuthenticationError
 from dialer.asterisk import FILES, reference_file
 from dialer.db import make_engine
 from dialer.listener import Listener, ListenerOptions
@@ -98,6 +99,11 @@ def listen(
     engine = make_engine(settings.database_url)
     try:
         asyncio.run(_run(Listener(engine, server, options=options)))
+    except AmiAuthenticationError as exc:
+        # Retrying a refused login cannot help: say so and stop.
+        raise click.ClickException(
+            f"{exc}; check DIALER_AMI_USERNAME and DIALER_AMI_SECRET"
+        ) from None
     finally:
         engine.dispose()
 
