@@ -70,6 +70,9 @@ class ContactLayout:
     def from_header(
         cls, names: Sequence[str], *, delimiter: str, phone_column: str, region: str
     ) -> ContactLayout:
+        if any("\x00" in n for n in names):
+            # Column names become keys of the contacts' fields, which Postgres cannot store.
+            raise HeaderError("the header row contains a NUL character")
         columns = tuple(n.strip() or f"column_{i + 1}" for i, n in enumerate(names))
         keys = [header_key(c) for c in columns]
         seen: set[str] = set()
@@ -124,7 +127,8 @@ def convert_chunk(
     normalize = normalizer.normalize
 
     def reject(line_no: int, text: str, reason: str) -> None:
-        raw = text.rstrip("\r\n")
+        # Postgres text cannot hold NUL: the raw row keeps a visible stand-in for it.
+        raw = text.rstrip("\r\n").replace("\x00", "\ufffd")
         rejects.append((line_no, raw, reason))
         out.append(f"{line_no}\t\\N\t\\N\t\\N\t\\N\t\\N\t\\N\t{_escape(reason)}\t{_escape(raw)}\n")
 
