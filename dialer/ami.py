@@ -114,27 +114,31 @@ def parse_frame(raw: bytes) -> Event | None:
     OriginateResponse's `ChanVariable(<channel>)` form is folded into `ChanVariable`. Other
     repeated headers (e.g. Command `Output`) are joined with newlines.
     """
-    message = Message.from_line(raw.decode("utf-8", errors="replace").strip("\r\n"))
+    # Asterisk writes C strings, so a NUL is never data; Postgres could not store it either.
+    text = raw.decode("utf-8", errors="replace").replace("\x00", "\ufffd")
+    message = Message.from_line(text.strip("\r\n"))
     if message is None:
         return None
+    pairs = [
+        (name, value)
+        for name, values in message.items()
+        # panoramisk keeps the last line of a Follows/Fail frame apart, as `content`.
+        if name.lower() != "content"
+        for value in _as_list(values)
+    ]
+    if message.content:
+        # That line is a header like any other (the last one), or a raw Command output line.
+        name, sep, value = message.content.partition(": ")
+        pairs.append((name, value) if sep else ("Output", message.content))
     event: Event = {}
-    for name, value in message.items():
-        if name == "content":
-            continue  # panoramisk stores the Follows/Fail body under this key; handled below
+    for name, value in pairs:
         folded = "ChanVariable" if name.startswith("ChanVariable(") else name
         if folded.endswith("ChanVariable"):
-            variables = event.setdefault(folded, {})
-            variables.update(_split_assignment(v) for v in _as_list(value))
-        elif isinstance(value, list):
-            event[name] = "\n".join(value)
+            event.setdefault(folded, {}).update([_split_assignment(value)])
+        elif name in event:
+            event[name] = f"{event[name]}\n{value}"
         else:
             event[name] = value
-    if message.content:
-        name, sep, value = message.content.partition(": ")
-        if sep and name not in event:
-            event[name] = value
-        else:
-            event.setdefault("Output", message.content)
     return event
 
 

@@ -69,6 +69,8 @@ def parse_frame(text: str) -> Event:
     `ChanVariable`. Other repeated headers are joined with newlines.
     """
     event: Event = {}
+    # As in dialer.ami: a NUL is never data (and Postgres could not store it).
+    text = text.replace("\x00", "\ufffd")
     for line in text.replace("\r\n", "\n").split("\n"):
         name, sep, value = line.partition(":")
         if not sep or not name:
@@ -228,11 +230,17 @@ class EventFacts:
     originate_failed: bool = False
 
 
+# The range of the integer columns facts are stored in.
+INT4_RANGE = range(-(2**31), 2**31)
+
+
 def _int(text: Any) -> int | None:
+    """An integer header value; None when there is none, or it cannot be a cause or reason."""
     try:
-        return int(str(text).strip())
+        value = int(str(text).strip())
     except (TypeError, ValueError):
         return None
+    return value if value in INT4_RANGE else None
 
 
 def _is_originated(event: Mapping[str, Any], call_id: str, prefix: str = "") -> bool:
