@@ -1,5 +1,5 @@
-"""Call control actions: Originate, Hangup, Redirect, BlindTransfer, Atxfer (manager.c's
-checks and messages, in the same order)."""
+"""Call control actions: Originate, Hangup, Redirect, BlindTransfer, Atxfer, Bridge (manager.c's
+and features.c's checks and messages, in the same order)."""
 
 from __future__ import annotations
 
@@ -10,10 +10,16 @@ from typing import TYPE_CHECKING
 from dialer.pbxsim import codes
 from dialer.pbxsim.behaviour import parse_callerid, parse_dial_string
 from dialer.pbxsim.calls import Call
-from dialer.pbxsim.channels import Channel
+from dialer.pbxsim.channels import Channel, ChannelRegistry
 from dialer.pbxsim.engine import OriginateRequest
+from dialer.pbxsim.legs import Leg
 from dialer.pbxsim.parties import Party
-from dialer.pbxsim.transfers import AttendedTransfer, blind_transfer, blind_transfer_error
+from dialer.pbxsim.transfers import (
+    AttendedTransfer,
+    blind_transfer,
+    blind_transfer_error,
+    bridge_channels,
+)
 from dialer.pbxsim.wire import (
     Message,
     ack,
@@ -273,6 +279,49 @@ def atxfer(session: AmiSession, message: Message) -> None:
         engine.events.dtmf_end(channel, digit, 0)
 
 
+def bridge(session: AmiSession, message: Message) -> None:
+    one, two = message.get("Channel1"), message.get("Channel2")
+    if not one or not two:
+        session.send(error(message, "Missing channel parameter in request"))
+        return
+    registry = session.sim.engine.registry
+    first = _by_name_prefix(registry, one)
+    if first is None:
+        session.send(error(message, f"Channel1 does not exist: {one}"))
+        return
+    second = _by_name_prefix(registry, two)
+    if second is None:
+        session.send(error(message, f"Channel2 does not exist: {two}"))
+        return
+    for index, channel in ((1, first), (2, second)):
+        if not _bridgeable(channel):
+            session.send(error(message, f"Unable to add Channel{index} to bridge: {channel.name}"))
+            return
+    session.send(ack(message, "Channels have been bridged"))
+    bridge_channels(session.sim.engine, first, second)
+
+
+def _by_name_prefix(registry: ChannelRegistry, name: str) -> Channel | None:
+    """ast_channel_get_by_name_prefix: the channel of that name or Uniqueid, else the first
+    whose name starts with it."""
+    found = registry.find(name)
+    if found is not None:
+        return found
+    prefix = name.lower()
+    return next((c for c in registry if c.name.lower().startswith(prefix)), None)
+
+
+def _bridgeable(channel: Channel) -> bool:
+    """An answered channel that runs dialplan or sits in a bridge (not one still being dialled,
+    nor the callee half of a Local pair, which the simulator does not move)."""
+    owner = channel.owner
+    if not isinstance(owner, Party) or owner.ended or channel is not owner.near:
+        return False
+    if isinstance(owner, Call):
+        return owner.phase == "up"
+    return isinstance(owner, Leg) and owner.answered
+
+
 ACTIONS: dict[str, tuple[Handler, str, str]] = {
     "Originate": (originate, "Originate a call.", "originate,all"),
     "Hangup": (hangup, "Hangup channel.", "system,call,all"),
@@ -283,4 +332,5 @@ ACTIONS: dict[str, tuple[Handler, str, str]] = {
         "call,all",
     ),
     "Atxfer": (atxfer, "Attended transfer.", "call,all"),
+    "Bridge": (bridge, "Bridge two channels already in the PBX.", "call,all"),
 }

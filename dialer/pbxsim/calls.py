@@ -253,7 +253,9 @@ class Call(Party):
         dialplan = self.engine.dialplan
         found = dialplan.context(context)
         if found is None or not dialplan.exists(context, exten, self.engine.queues.names()):
-            # "sent to invalid extension": the channel is hung up with no cause.
+            # "sent to invalid extension": the channel is hung up with no cause, its Hangup
+            # showing where it was sent (live_redirect).
+            self.near.goto(context, exten, 1)
             self.hang_up(0)
             return
         self.near.goto(context, exten, 1)

@@ -3,7 +3,9 @@
 Defaults follow the Asterisk the transcripts were recorded on: `DynamicIVR` runs the dialer's
 IVR (exten `s`), `pstn-sim` is the callee network (behaviour from the number's last two digits),
 `transfer-sim` dials its extension as a transfer target, and `harness-queue` puts the caller in
-the queue named by the extension.
+the queue named by the extension. `dialer-transfer` and `dialer-queue` are the reference
+dialplan's contexts for operator transfers (dialer/asterisk/dialer-ivr.conf): an E.164 number
+dialled through the call's trunk, and a queue by name.
 """
 
 from __future__ import annotations
@@ -69,6 +71,8 @@ def default_contexts() -> dict[str, Context]:
         "pstn-sim": Context(Role.CALLEE),
         "transfer-sim": Context(Role.TRANSFER),
         "harness-queue": Context(Role.QUEUE),
+        "dialer-transfer": Context(Role.TRANSFER, ("_+X.",)),
+        "dialer-queue": Context(Role.QUEUE),
     }
 
 

@@ -214,6 +214,7 @@ class Party:
         if found is None or not self.engine.dialplan.exists(
             context, exten, self.engine.queues.names()
         ):
+            self.near.goto(context, exten, 1)
             self.hang_up(0)
             return
         if found.role in (Role.TRANSFER, Role.CALLEE):

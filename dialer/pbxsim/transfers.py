@@ -1,4 +1,5 @@
-"""BlindTransfer and Atxfer on live channels, shaped after live_blindtransfer and live_atxfer."""
+"""BlindTransfer and Atxfer on live channels, shaped after live_blindtransfer and live_atxfer, and
+the Bridge action (features.c action_bridge) that joins two answered channels."""
 
 from __future__ import annotations
 
@@ -45,6 +46,33 @@ def blind_transfer(engine: Engine, channel: Channel, context: str, exten: str) -
     transferee_party.enter(context, exten)
     events.blind_transfer("Success", channel, transferee, snapshot, context, exten)
     transferer_party.hang_up()
+
+
+def bridge_channels(engine: Engine, first: Channel, second: Channel) -> Bridge:
+    """The Bridge action: each channel leaves its bridge and its dialplan, and both enter a new
+    basic bridge. A party left alone in a bridge one of them left carries on as after any peer
+    leaving (a dialled leg hangs up, a Dial() returns). When the new bridge ends, Asterisk sends
+    the remaining channel on to its next priority; the simulated parties hang up there, as the
+    reference dialplan does after its Read() and Dial()."""
+    parties = []
+    for channel in (first, second):
+        party = channel.owner
+        assert isinstance(party, Party)
+        parties.append(party)
+    left_alone: list[Party] = []
+    for party in parties:
+        peer = party.leave_bridge()
+        party.leave_dialplan()
+        if peer is not None and peer not in parties:
+            left_alone.append(peer)
+    bridge = Bridge()
+    engine.events.bridge_create(bridge)
+    enter(engine, bridge, first)
+    enter(engine, bridge, second)
+    for peer in left_alone:
+        if not peer.ended:
+            peer.peer_left()
+    return bridge
 
 
 class AttendedTransfer:
