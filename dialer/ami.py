@@ -65,6 +65,8 @@ GREETING_PREFIX = b"Asterisk Call Manager/"
 MAX_FRAME_BYTES = 8 * 1024 * 1024
 CONNECTED_EVENT = "DialerConnected"
 DISCONNECTED_EVENT = "DialerDisconnected"
+# Queued among the events when the response of an action sent with `mark_events` arrives.
+RESPONSE_MARK_EVENT = "DialerResponse"
 
 Event = dict[str, Any]
 T = TypeVar("T")
@@ -161,6 +163,7 @@ class _Pending:
     as_list: bool
     items: list[Event] = field(default_factory=list)
     started: bool = False
+    mark: bool = False  # queue a RESPONSE_MARK_EVENT when the response arrives
 
 
 class _Session:
@@ -453,13 +456,25 @@ class AmiClient:
 
     # -- actions ---------------------------------------------------------------------------
 
-    async def action(self, headers: Mapping[str, Any], *, timeout: float | None = None) -> Event:
+    async def action(
+        self,
+        headers: Mapping[str, Any] | list[tuple[str, str]],
+        *,
+        timeout: float | None = None,
+        mark_events: bool = False,
+    ) -> Event:
         """Send one action and return its response (whatever its `Response` says).
+
+        mark_events: queue a `DialerResponse` marker (with the action's ActionID) among the
+        events at the point where the response arrived, so that a caller following the
+        action's own events can tell them from older ones (`skip_events_before`).
 
         Raises `AmiConnectionError` (nothing sent), `ActionFateUnknown` (sent, no answer in
         time or connection lost) or `UnsafeHeaderValue`.
         """
-        return await self._request(headers, timeout, as_list=False, unknown=ActionFateUnknown)
+        return await self._request(
+            headers, timeout, as_list=False, unknown=ActionFateUnknown, mark=mark_events
+        )
 
     async def action_list(
         self, headers: Mapping[str, Any], *, timeout: float | None = None
@@ -499,6 +514,7 @@ class AmiClient:
         *,
         as_list: bool,
         unknown: type[ActionFateUnknown],
+        mark: bool = False,
     ) -> Any:
         timeout = self.action_timeout if timeout is None else timeout
         loop = asyncio.get_running_loop()
@@ -508,7 +524,7 @@ class AmiClient:
         session = await self._live_session(deadline)
         return await self._exchange(
             session, lines, timeout=max(0.0, deadline - loop.time()), as_list=as_list,
-            unknown=unknown,
+            unknown=unknown, mark=mark,
         )  # fmt: skip
 
     async def _live_session(self, deadline: float) -> _Session:
@@ -547,6 +563,7 @@ class AmiClient:
         timeout: float,
         as_list: bool,
         unknown: type[ActionFateUnknown] = ActionFateUnknown,
+        mark: bool = False,
     ) -> Any:
         """Write one action on `session` and wait for its answer; at most one write, ever."""
         lines = amiwire.header_lines(headers)
@@ -560,7 +577,7 @@ class AmiClient:
             raise AmiConnectionError(f"AMI {self.server.name}: not connected; nothing sent")
         if action_id in session.pending:
             raise AmiError(f"an action with ActionID {action_id!r} is already waiting; not sent")
-        pending = _Pending(asyncio.get_running_loop().create_future(), as_list)
+        pending = _Pending(asyncio.get_running_loop().create_future(), as_list, mark=mark)
         session.pending[action_id] = pending
         drained = False
         try:
@@ -598,6 +615,8 @@ class AmiClient:
                     pending.started = True
                 else:
                     pending.future.set_result(frame)
+                    if pending.mark:
+                        self._emit({"Event": RESPONSE_MARK_EVENT, "ActionID": action_id})
                 return
             if pending.as_list and pending.started:
                 if frame.get("EventList", "").lower() == "complete":
@@ -632,6 +651,35 @@ class AmiClient:
                     raise self._fatal
                 return
             yield item
+
+    async def next_event(self, timeout: float) -> Event | None:
+        """The next event within `timeout` seconds; None if none came, or the client stopped.
+        For a command that follows a few events itself (not together with `events()`)."""
+        if not self.events_enabled:
+            raise AmiError("this client was created with events=False")
+        try:
+            item = await asyncio.wait_for(self._events.get(), max(0.0, timeout))
+        except TimeoutError:
+            return None
+        if item is _STOP:
+            self._events.put_nowait(_STOP)
+            return None
+        return item
+
+    def skip_events_before(self, action_id: str) -> int:
+        """Drop the queued events that arrived before the response of `action_id` (sent with
+        `mark_events`), and its marker; how many were dropped. Asterisk writes the events an
+        action causes after its response, so those are what remains queued."""
+        dropped = 0
+        while not self._events.empty():
+            item = self._events.get_nowait()
+            if item is _STOP:
+                self._events.put_nowait(_STOP)
+                break
+            if item.get("Event") == RESPONSE_MARK_EVENT and item.get("ActionID") == action_id:
+                break
+            dropped += 1
+        return dropped
 
     def _next_id(self) -> str:
         return f"{self._id_prefix}-{next(self._ids)}"

@@ -73,7 +73,8 @@ def _merge_sql(column: str) -> str:
 
 _LOOKUP = text(
     """
-    SELECT a.custom_call_id, a.id, a.status, k.phone_e164, c.press_key, c.opt_out_key
+    SELECT a.custom_call_id, a.id, a.status, k.phone_e164, c.press_key, c.opt_out_key,
+           c.record_calls
       FROM call_attempts a
       JOIN contacts k ON k.id = a.contact_id
       JOIN campaigns c ON c.id = a.campaign_id
@@ -173,6 +174,8 @@ class CallInfo:
     phone: str
     opt_out_key: str | None
     closed: bool
+    record: bool = False  # the campaign records its answered calls
+    recording_asked: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,6 +192,9 @@ class BatchResult:
     unknown: int = 0  # events of calls that are not ours
     dnc_added: int = 0
     closed: list[Closed] = field(default_factory=list)
+    # (call id, channel) of calls just answered whose campaign records them: the listener
+    # starts MixMonitor on each (once per call).
+    record: list[tuple[str, str]] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -253,6 +259,22 @@ class CallStore:
             info = self._calls.get(closed.call_id)
             if info is not None:
                 info.closed = True
+        closing = {c.attempt_id for c in result.closed}
+        for o in known:
+            info = calls[o.call_id]
+            assert info is not None
+            channel = o.facts.values.get("channel")
+            if (
+                info.record
+                and not info.closed
+                and not info.recording_asked
+                and info.attempt_id not in closing
+                and o.event.get("Event") == "OriginateResponse"
+                and o.facts.values.get("originate_response") == "Success"
+                and channel
+            ):
+                info.recording_asked = True
+                result.record.append((o.call_id, channel))
         return result
 
     def forget(self, call_ids: Iterable[str]) -> None:
@@ -276,8 +298,9 @@ class CallStore:
                 found[cid] = None
             for row in conn.execute(_LOOKUP, {"ids": missing}):
                 found[row.custom_call_id] = CallInfo(
-                    row.id, row.phone_e164, row.opt_out_key, row.status not in OPEN
-                )
+                    row.id, row.phone_e164, row.opt_out_key, row.status not in OPEN,
+                    record=bool(row.record_calls),
+                )  # fmt: skip
             for cid in missing:
                 self._calls[cid] = found[cid]
             while len(self._calls) > self._cache_size:

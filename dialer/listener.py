@@ -11,6 +11,12 @@ A failed OriginateResponse does not close its call at once: when a channel was c
 Hangup follows and carries the better cause (a PJSIP 486 Busy gives Reason 0 but cause 17), so
 the listener waits `originate_settle` seconds for it first.
 
+Calls of campaigns that record (`record_calls`) are recorded from their answer: once the
+OriginateResponse is written, the listener starts MixMonitor on the answered channel (file
+`<call id>.wav`) and adds the result to the call's timeline (`ControlRecording`) and its
+`recording_file`. The Originate payload carries no recording variable, so the dialplan is not
+asked to do it.
+
 After every (re)connect the listener asks for its events only (Filter actions; manager.conf
 `eventfilter` lines do the same without the `system` privilege the action needs) and
 reconciles open attempts with the PBX (`dialer.reconcile`); it does so again periodically.
@@ -30,10 +36,18 @@ from typing import Any
 
 from sqlalchemy import Engine
 
-from dialer import reconcile
+from dialer import callcontrol, reconcile
 from dialer.ami import CONNECTED_EVENT, DISCONNECTED_EVENT, AmiClient, AmiError
 from dialer.callstore import BatchResult, CallStore, Closed, Observation
-from dialer.events import EVENT_FILTERS, USED_EVENTS, Correlator, Event, event_time, extract
+from dialer.events import (
+    EVENT_FILTERS,
+    USED_EVENTS,
+    Correlator,
+    Event,
+    EventFacts,
+    event_time,
+    extract,
+)
 from dialer.settings import AmiServer
 
 log = logging.getLogger(__name__)
@@ -68,6 +82,7 @@ class ListenerStats:
     reconciled: int = 0  # attempts closed by reconciliation
     write_errors: int = 0
     dropped: int = 0
+    recordings: int = 0  # MixMonitor started for recording campaigns
     latencies: deque[float] = field(default_factory=lambda: deque(maxlen=1_000_000))
 
     def percentile(self, q: float) -> float | None:
@@ -90,6 +105,7 @@ class ListenerStats:
             "dnc_added": self.dnc_added,
             "write_errors": self.write_errors,
             "dropped": self.dropped,
+            "recordings": self.recordings,
             "p99_latency_ms": None if p99 is None else round(p99 * 1000, 1),
         }
 
@@ -130,12 +146,14 @@ class Listener:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._reconciling = asyncio.Lock()
         self._failures = 0
+        self._client: AmiClient | None = None
 
     # -- lifecycle ------------------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event | None = None) -> None:
         """Listen until `stop` is set (or the task is cancelled); flush what is buffered."""
         client = self._client_factory(self.server)
+        self._client = client
         await client.connect(retry=True)
         stop = stop or asyncio.Event()
         background = [
@@ -226,7 +244,41 @@ class Listener:
                 return None
             self._failures = 0
             self._account(batch, result)
+            for call_id, channel in result.record:
+                self._spawn(self._start_recording(call_id, channel))
             return result
+
+    async def _start_recording(self, call_id: str, channel: str) -> None:
+        """MixMonitor on a just answered call of a recording campaign; the outcome goes to the
+        call's timeline like the listener's events."""
+        client = self._client
+        if client is None:
+            return
+        file_name = callcontrol.recording_file(call_id)
+        try:
+            response = await client.action(callcontrol.mixmonitor_headers(channel, file_name))
+        except AmiError as exc:
+            response = {"Response": "Error", "Message": str(exc)}
+        ok = response.get("Response") == "Success"
+        if ok:
+            self.stats.recordings += 1
+        else:
+            log.warning(
+                "call %s: recording not started: %s", call_id, response.get("Message", "error")
+            )
+        event = callcontrol.timeline_event(
+            callcontrol.RECORDING_EVENT,
+            Channel=channel,
+            File=file_name,
+            State="started",
+            Response=response.get("Response", ""),
+            Message=response.get("Message"),
+            By="campaign",
+        )
+        facts = EventFacts({"recording_file": file_name} if ok else {})
+        wall = time.time()
+        at = dt.datetime.fromtimestamp(wall, dt.UTC)
+        self._buffer.append(Observation(call_id, event, facts, at, wall))
 
     def _requeue(self, batch: list[Observation], due: list[str], now: float) -> None:
         self._buffer[:0] = batch

@@ -8,6 +8,7 @@ import sys
 import click
 
 from dialer import __version__
+from dialer.cli import call as call_cli
 from dialer.cli import campaign as campaign_cli
 from dialer.cli import contacts as contacts_cli
 from dialer.cli import db, pbxsim
@@ -15,6 +16,7 @@ from dialer.cli import demo as demo_cli
 from dialer.cli import dnc as dnc_cli
 from dialer.cli import listen as listen_cli
 from dialer.cli import payload as payload_cli
+from dialer.cli import queue as queue_cli
 from dialer.cli import report as report_cli
 from dialer.cli import trunk as trunk_cli
 from dialer.cli import worker as worker_cli
@@ -59,6 +61,9 @@ cli.add_command(trunk_cli.trunk)
 cli.add_command(campaign_cli.campaign)
 cli.add_command(contacts_cli.contacts)
 cli.add_command(dnc_cli.dnc)
+cli.add_command(call_cli.call)
+cli.add_command(call_cli.channels)
+cli.add_command(queue_cli.queue)
 
 
 def main() -> None:
