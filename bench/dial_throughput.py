@@ -133,6 +133,7 @@ def run_benchmark(args: argparse.Namespace) -> None:
 
         before = {p: c for w in workers for p, c in process_cpu(w.pid).items()}
         cpu_before = sum(before.values())
+        services_before = service_cpu()
         started = time.monotonic()
         with engine.begin() as conn:
             conn.execute(text("UPDATE campaigns SET status = 'running'"))
@@ -140,13 +141,17 @@ def run_benchmark(args: argparse.Namespace) -> None:
         elapsed = time.monotonic() - started
         after = {p: c for w in workers for p, c in process_cpu(w.pid).items()}
         cpu_after = sum(after.values())
+        services = {k: v - services_before.get(k, 0.0) for k, v in service_cpu().items()}
         sim_cpu = tree_cpu_seconds(sim.pid)
         parents = {w.pid for w in workers}
         for pid, cpu in sorted(after.items()):
             role = "worker" if pid in parents else "child"
             print(f"  {role} {pid}: {cpu - before.get(pid, 0.0):.1f} s CPU")
 
-        report(args, record, trunk_limits, sent, elapsed, cpu_after - cpu_before, sim_cpu, engine)
+        report(
+            args, record, trunk_limits, sent, elapsed, cpu_after - cpu_before, sim_cpu, engine,
+            services,
+        )  # fmt: skip
         engine.dispose()
     finally:
         for proc in reversed(processes):
@@ -230,6 +235,7 @@ def report(
     cpu_s: float,
     sim_cpu_s: float,
     engine: Any,
+    services: dict[str, float],
 ) -> None:
     originates = [r for r in read_records(record) if r.get("action") == "Originate"]
     times = sorted(r["mono"] for r in originates)
@@ -261,6 +267,8 @@ def report(
     print(
         f"simulator CPU (not the dialer): {sim_cpu_s * 1000 / max(1, len(times)):.2f} ms per call"
     )
+    for name, seconds in sorted(services.items()):
+        print(f"{name} CPU (whole server): {seconds * 1000 / max(1, len(times)):.2f} ms per call")
     for trunk, limit in sorted(limits.items()):
         trunk_times = [
             r["mono"] for r in originates if (r.get("channel") or "").endswith(f"@{trunk}")
@@ -306,6 +314,24 @@ def process_cpu(pid: int) -> dict[int, float]:
             utime, stime, cutime, cstime = (int(fields[i]) for i in (11, 12, 13, 14))
             found[member] = (utime + stime + cutime + cstime) / CLOCK_TICKS
     return found
+
+
+def service_cpu() -> dict[str, float]:
+    """CPU seconds of every Postgres and Redis process (exited backends count with their parent:
+    the postmaster reaps them)."""
+    totals = {"postgres": 0.0, "redis": 0.0}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            head, tail = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)
+            comm = head.split("(", 1)[1]
+            name = "postgres" if comm.startswith("postgres") else "redis" if "redis" in comm else ""
+            if name:
+                fields = tail.split()
+                ticks = sum(int(fields[i]) for i in (11, 12, 13, 14))
+                totals[name] += ticks / CLOCK_TICKS
+    return totals
 
 
 def descendants(pid: int) -> list[int]:

@@ -47,7 +47,7 @@ from dialer import amiwire, calling_window
 from dialer import campaigns as campaigns_module
 from dialer.calling_window import CallingWindow
 from dialer.pacing import trunk_usage
-from dialer.payload import CallSettings, TrunkRoute, build_originate_payload, custom_call_id
+from dialer.payload import CallSettings, OriginateTemplate, TrunkRoute, custom_call_id
 
 log = logging.getLogger(__name__)
 
@@ -99,26 +99,31 @@ class _Campaign:
     trunk_id: int
     max_attempts: int
     window: CallingWindow
-    caller_id_number: str
-    call_settings: CallSettings
-    route: TrunkRoute
+    # None when the campaign's settings cannot make a payload (see `problem`).
+    template: OriginateTemplate | None
+    problem: str | None = None
+
+    @classmethod
+    def from_row(cls, row: Any) -> _Campaign:
+        template, problem = None, None
+        try:
+            template = OriginateTemplate.build(
+                from_number=row.caller_id_number,
+                settings=CallSettings.from_campaign(row),
+                trunk=TrunkRoute(name=row.trunk_name, channel_template=row.channel_template),
+            )
+            # A frame with the campaign's values must be safe to send, whoever the callee is.
+            amiwire.originate_frame(template.payload("0_0", template.caller))
+        except ValueError as exc:  # PayloadError, UnsafeHeaderValue
+            template, problem = None, str(exc)
+        window = CallingWindow(
+            row.calling_hours_start, row.calling_hours_end, frozenset(row.calling_days)
+        )
+        return cls(row.id, row.name, row.trunk_id, row.max_attempts, window, template, problem)
 
     def payload(self, call_id: str, phone_e164: str) -> dict[str, Any]:
-        return build_originate_payload(
-            call_id=call_id,
-            to_number=phone_e164,
-            from_number=self.caller_id_number,
-            settings=self.call_settings,
-            trunk=self.route,
-        )
-
-    def settings_problem(self) -> str | None:
-        """Why no payload can be built for this campaign (a setting), or None."""
-        try:
-            amiwire.originate_frame(self.payload("0_0", self.caller_id_number))
-        except ValueError as exc:  # PayloadError, UnsafeHeaderValue
-            return str(exc)
-        return None
+        assert self.template is not None, "campaigns with a settings problem are not dialled"
+        return self.template.payload(call_id, phone_e164)
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,13 +168,13 @@ _NEXT_IDS = text(
 )
 
 # Attempt ids were drawn from the identity sequence first, so each row is written complete,
-# custom_call_id and payload included, in one INSERT.
+# custom_call_id and payload included, in one INSERT. The rows travel as one JSON document:
+# encoding it is one C call, where a text[] of payloads is escaped element by element.
 _CREATE_ATTEMPTS = text(
     """
     WITH new AS (
-        SELECT * FROM unnest(CAST(:ids AS bigint[]), CAST(:call_ids AS text[]),
-                             CAST(:contact_ids AS bigint[]), CAST(:payloads AS jsonb[]))
-               AS v(id, custom_call_id, contact_id, payload)
+        SELECT * FROM jsonb_to_recordset(CAST(:rows AS jsonb))
+               AS v(id bigint, custom_call_id text, contact_id bigint, payload jsonb)
     ), dialing AS (
         UPDATE contacts c
            SET status = 'dialing', attempts = c.attempts + 1, updated_at = now()
@@ -250,22 +255,14 @@ def plan_tick(
     report.campaigns_ended = moved["completed"]
     by_trunk: dict[int, list[_Campaign]] = defaultdict(list)
     for row in connection.execute(_RUNNING, {"now": now}):
-        campaign = _Campaign(
-            id=row.id,
-            name=row.name,
-            trunk_id=row.trunk_id,
-            max_attempts=row.max_attempts,
-            window=CallingWindow(
-                row.calling_hours_start, row.calling_hours_end, frozenset(row.calling_days)
-            ),
-            caller_id_number=row.caller_id_number,
-            call_settings=CallSettings.from_campaign(row),
-            route=TrunkRoute(name=row.trunk_name, channel_template=row.channel_template),
-        )
-        problem = campaign.settings_problem()
-        if problem:
+        campaign = _Campaign.from_row(row)
+        if campaign.problem:
             # Nothing could be sent: leave the contacts alone until the setting is fixed.
-            log.error("campaign %s: not dialling, its calls cannot be built: %s", row.name, problem)
+            log.error(
+                "campaign %s: not dialling, its calls cannot be built: %s",
+                row.name,
+                campaign.problem,
+            )
             report.campaigns_refused.append(row.name)
             continue
         by_trunk[campaign.trunk_id].append(campaign)
@@ -387,7 +384,7 @@ def _create_attempts(
     """Queued attempts, payload included, for contacts callable now; returns their ids."""
     ids = connection.execute(_NEXT_IDS, {"count": len(contacts)}).scalars().all()
     epoch_ms = int(time.time() * 1000)
-    new: dict[str, list[Any]] = {"ids": [], "call_ids": [], "contact_ids": [], "payloads": []}
+    rows: list[dict[str, Any]] = []
     invalid: list[int] = []
     for contact, attempt_id in zip(contacts, ids, strict=True):
         call_id = custom_call_id(epoch_ms, attempt_id)
@@ -397,18 +394,22 @@ def _create_attempts(
             log.warning("contact %s: number %s refused: %s", contact.id, contact.phone_e164, exc)
             invalid.append(contact.id)
             continue
-        new["ids"].append(attempt_id)
-        new["call_ids"].append(call_id)
-        new["contact_ids"].append(contact.id)
-        new["payloads"].append(json.dumps(payload))
+        rows.append(
+            {
+                "id": attempt_id,
+                "custom_call_id": call_id,
+                "contact_id": contact.id,
+                "payload": payload,
+            }
+        )
     if invalid:
         connection.execute(
             _MARK_STATUS, {"status": "cancelled", "outcome": INVALID_NUMBER_OUTCOME, "ids": invalid}
         )
         report.invalid_numbers += len(invalid)
-    if not new["ids"]:
+    if not rows:
         return []
-    params = {**new, "campaign_id": campaign.id, "trunk_id": campaign.trunk_id}
+    params = {"rows": json.dumps(rows), "campaign_id": campaign.id, "trunk_id": campaign.trunk_id}
     return list(connection.execute(_CREATE_ATTEMPTS, params).scalars())
 
 

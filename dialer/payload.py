@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from dialer.phone import to_e164
+from dialer.phone import is_e164, to_e164
 
 DEFAULT_CHANNEL_TEMPLATE = "PJSIP/{number}@{trunk}"
 DEFAULT_TRUNK = "MC"
@@ -171,60 +171,88 @@ def build_originate_payload(
     spec's own example numbers must reproduce. Raises `PayloadError` (a `ValueError`) naming
     the bad field.
     """
-    if not _CALL_ID.match(call_id or ""):
-        raise PayloadError(f"call id {call_id!r} is not of the form <epoch_ms>_<n>")
-    if not _DTMF_KEY.match(settings.press_key or ""):
-        raise PayloadError(f"press key {settings.press_key!r} is not one DTMF key (0-9, *, #)")
-    if isinstance(settings.priority, bool) or settings.priority < 1:
-        raise PayloadError(f"priority must be an integer >= 1, got {settings.priority!r}")
-    if isinstance(settings.timeout_ms, bool) or settings.timeout_ms <= 0:
-        raise PayloadError(f"timeout must be a positive number of ms, got {settings.timeout_ms!r}")
-    for field_name in ("context", "exten"):
-        if not getattr(settings, field_name):
-            raise PayloadError(f"{field_name} must not be empty")
-    if not trunk.name:
-        raise PayloadError("trunk name must not be empty")
+    template = OriginateTemplate.build(from_number=from_number, settings=settings, trunk=trunk)
+    return template.payload(call_id, _number("to", to_number, settings.region))
 
-    to = _number("to", to_number, settings.region)
-    caller = _number("from", from_number, settings.region)
-    transfer = (
-        _number("transfer number", settings.transfer_number, settings.region)
-        if settings.transfer_number
-        else ""
-    )
-    name = settings.caller_id_name or caller
-    if _CALLER_NAME_FORBIDDEN.intersection(name):
-        raise PayloadError(f'caller name {name!r} must not contain ", <, > or \\')
 
-    lower: dict[str, str] = {
-        "to": to,
-        "from": caller,
-        "transfer_number": transfer,
-        "ivr_file": settings.ivr_file,
-        "ivr_vm_file": settings.ivr_vm_file,
-        "wait_strategy": settings.wait_strategy,
-        "press_key": settings.press_key,
-        "amd_enabled": "true" if settings.amd_enabled else "false",
-        "transfer_prefix": settings.transfer_prefix,
-        "custom_call_id": call_id,
-        "trunk": trunk.name,
-    }
-    variables = dict(lower)
-    for upper, source in UPPERCASE_VARIABLES:
-        variables[upper] = lower[source]
+@dataclass(frozen=True, slots=True)
+class OriginateTemplate:
+    """A campaign's Originate payload without its callee: checked and normalised once.
 
-    return {
-        "action": "Originate",
-        "actionid": call_id,
-        "channel": trunk.channel_for(to),
-        "context": settings.context,
-        "exten": settings.exten,
-        "priority": settings.priority,
-        "callerid": f'"{name}" <{caller}>',
-        "timeout": settings.timeout_ms,
-        "async": True,
-        "variable": variables,
-    }
+    The dispatcher builds one per campaign and tick, then one payload per contact from the
+    contact's stored E.164 number, without parsing the campaign's numbers again each time.
+    """
+
+    settings: CallSettings
+    trunk: TrunkRoute
+    caller: str
+    transfer: str
+    callerid: str
+
+    @classmethod
+    def build(
+        cls, *, from_number: str, settings: CallSettings, trunk: TrunkRoute
+    ) -> OriginateTemplate:
+        if not _DTMF_KEY.match(settings.press_key or ""):
+            raise PayloadError(f"press key {settings.press_key!r} is not one DTMF key (0-9, *, #)")
+        if isinstance(settings.priority, bool) or settings.priority < 1:
+            raise PayloadError(f"priority must be an integer >= 1, got {settings.priority!r}")
+        if isinstance(settings.timeout_ms, bool) or settings.timeout_ms <= 0:
+            raise PayloadError(
+                f"timeout must be a positive number of ms, got {settings.timeout_ms!r}"
+            )
+        for field_name in ("context", "exten"):
+            if not getattr(settings, field_name):
+                raise PayloadError(f"{field_name} must not be empty")
+        if not trunk.name:
+            raise PayloadError("trunk name must not be empty")
+        trunk.channel_for("")  # the template must have its {number} placeholder
+        caller = _number("from", from_number, settings.region)
+        transfer = (
+            _number("transfer number", settings.transfer_number, settings.region)
+            if settings.transfer_number
+            else ""
+        )
+        name = settings.caller_id_name or caller
+        if _CALLER_NAME_FORBIDDEN.intersection(name):
+            raise PayloadError(f'caller name {name!r} must not contain ", <, > or \\')
+        return cls(settings, trunk, caller, transfer, f'"{name}" <{caller}>')
+
+    def payload(self, call_id: str, to_e164: str) -> dict[str, Any]:
+        """The payload for one call to `to_e164`, a number already in E.164 form."""
+        if not _CALL_ID.match(call_id or ""):
+            raise PayloadError(f"call id {call_id!r} is not of the form <epoch_ms>_<n>")
+        if not is_e164(to_e164):
+            raise PayloadError(f"to: {to_e164!r} is not an E.164 number of a known country")
+        settings = self.settings
+        lower: dict[str, str] = {
+            "to": to_e164,
+            "from": self.caller,
+            "transfer_number": self.transfer,
+            "ivr_file": settings.ivr_file,
+            "ivr_vm_file": settings.ivr_vm_file,
+            "wait_strategy": settings.wait_strategy,
+            "press_key": settings.press_key,
+            "amd_enabled": "true" if settings.amd_enabled else "false",
+            "transfer_prefix": settings.transfer_prefix,
+            "custom_call_id": call_id,
+            "trunk": self.trunk.name,
+        }
+        variables = dict(lower)
+        for upper, source in UPPERCASE_VARIABLES:
+            variables[upper] = lower[source]
+        return {
+            "action": "Originate",
+            "actionid": call_id,
+            "channel": self.trunk.channel_for(to_e164),
+            "context": settings.context,
+            "exten": settings.exten,
+            "priority": settings.priority,
+            "callerid": self.callerid,
+            "timeout": settings.timeout_ms,
+            "async": True,
+            "variable": variables,
+        }
 
 
 def _number(field_name: str, raw: str, region: str) -> str:

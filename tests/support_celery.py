@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import logging
 import os
 import signal
 import subprocess
@@ -28,7 +29,7 @@ import psycopg
 import pytest
 import redis
 from celery.contrib.testing.worker import start_worker
-from celery.signals import task_postrun
+from celery.signals import after_setup_logger, task_postrun
 from sqlalchemy import insert, text
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -287,6 +288,14 @@ subprocess_app = make_celery_app(
         tick=TickOptions(requeue_after_s=30.0),
     ),
 )
+
+
+@after_setup_logger.connect
+def _per_task_log_lines(**_: Any) -> None:
+    """Worker subprocesses log each task's "received" and "succeeded" lines again (the dialer
+    silences them): tests read them to know which delivery of a task did what."""
+    for name in ("celery.worker.strategy", "celery.app.trace"):
+        logging.getLogger(name).setLevel(logging.INFO)
 
 
 @task_postrun.connect

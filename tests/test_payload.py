@@ -14,6 +14,7 @@ from dialer.payload import (
     PAYLOAD_KEYS,
     VARIABLE_ORDER,
     CallSettings,
+    OriginateTemplate,
     PayloadError,
     TrunkRoute,
     build_originate_payload,
@@ -70,6 +71,33 @@ def test_library_builds_the_spec_payload() -> None:
     )
     assert json.dumps(payload, indent=2) == _spec_json("### Scenario 2")
     assert payload["priority"] == 1 and payload["timeout"] == 30000 and payload["async"] is True
+
+
+def test_a_campaign_template_gives_the_same_payload_as_the_builder() -> None:
+    settings = CallSettings(ivr_file="welcome_message", transfer_number="(212) 555-0199")
+    trunk = TrunkRoute(name="MC")
+    template = OriginateTemplate.build(from_number="212-555-0100", settings=settings, trunk=trunk)
+    for n, to in enumerate(["+12125550123", "+442079460000"]):
+        call_id = custom_call_id(1704067200000, n)
+        built = build_originate_payload(
+            call_id=call_id,
+            to_number=to,
+            from_number="212-555-0100",
+            settings=settings,
+            trunk=trunk,
+        )
+        assert json.dumps(template.payload(call_id, to)) == json.dumps(built)
+
+
+@pytest.mark.parametrize(
+    "to", ["2125550123", "+1 212 555 0123", "+9991234567", "+0123", "", "+12125550123\r\n"]
+)
+def test_a_template_takes_only_e164_numbers_of_known_countries(to: str) -> None:
+    template = OriginateTemplate.build(
+        from_number="+12125550100", settings=CallSettings(), trunk=TrunkRoute()
+    )
+    with pytest.raises(PayloadError, match="to: "):
+        template.payload("1_1", to)
 
 
 def test_national_numbers_use_the_region_and_names_default_to_the_number() -> None:

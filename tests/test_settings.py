@@ -52,9 +52,10 @@ def test_broker_prefix_reaches_the_celery_transport() -> None:
         "broker_transport_options"
     ]
     assert transport["global_keyprefix"] == "run-1:"
-    assert "global_keyprefix" not in celery_config(Settings.from_env({}), WorkerOptions())[
-        "broker_transport_options"
-    ]
+    assert (
+        "global_keyprefix"
+        not in celery_config(Settings.from_env({}), WorkerOptions())["broker_transport_options"]
+    )
 
 
 def test_unknown_pbx_is_a_clear_error() -> None:
@@ -64,3 +65,22 @@ def test_unknown_pbx_is_a_clear_error() -> None:
 
 def test_redact_url_hides_password() -> None:
     assert "hunter2" not in redact_url("postgresql+psycopg://u:hunter2@h/db")
+
+
+@pytest.mark.parametrize(
+    ("level", "quiet"), [("INFO", True), (logging.WARNING, True), ("DEBUG", False)]
+)
+def test_per_task_log_lines_are_silenced_unless_debugging(level: int | str, quiet: bool) -> None:
+    from dialer.celery_app import _quiet_per_task_logs
+
+    names = ("celery.worker.strategy", "celery.app.trace")
+    before = {n: logging.getLogger(n).level for n in names}
+    try:
+        for n in names:
+            logging.getLogger(n).setLevel(logging.NOTSET)
+        _quiet_per_task_logs(loglevel=level)
+        expected = logging.WARNING if quiet else logging.NOTSET
+        assert [logging.getLogger(n).level for n in names] == [expected, expected]
+    finally:
+        for n, value in before.items():
+            logging.getLogger(n).setLevel(value)
