@@ -317,7 +317,11 @@ class CallEvent(Base):
     """A raw AMI event the listener used for a call, kept for audit and replay."""
 
     __tablename__ = "call_events"
-    __table_args__ = (UniqueConstraint("call_attempt_id", "fingerprint"),)
+    __table_args__ = (
+        UniqueConstraint("call_attempt_id", "fingerprint"),
+        # One kind of event of an attempt, in order (see migration 0003).
+        Index("ix_call_events_call_attempt_id_event_id", "call_attempt_id", "event", "id"),
+    )
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
     call_attempt_id: Mapped[int] = mapped_column(ForeignKey("call_attempts.id", ondelete="CASCADE"))

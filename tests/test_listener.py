@@ -10,7 +10,7 @@ import time
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, event
+from sqlalchemy import Engine, event, text
 
 from dialer.ami import AmiClient
 from dialer.callstore import CallStore, CloseReason
@@ -455,3 +455,29 @@ def test_dialer_listen_with_a_wrong_secret_stops_with_a_clear_error(
     assert result.exit_code == 1, result.output
     assert "refused login" in result.output and "DIALER_AMI_SECRET" in result.output
     assert "not-the-secret" not in result.output
+
+
+def test_closing_calls_reads_their_events_by_index_not_by_scanning_every_event(
+    engine: Engine,
+) -> None:
+    """The close reads each attempt's first DialerDTMF event; with many events stored that
+    must be an index lookup per attempt, not a walk of every event (migration 0003)."""
+    from dialer.callstore import _READ_FOR_CLOSE
+
+    campaign = add_campaign(engine)
+    attempts = add_attempts(engine, campaign, [f"+1555000{n:04d}" for n in range(200)])
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO call_events (call_attempt_id, event, fingerprint, data) "
+                "SELECT a.id, e.name, a.id || '-' || g || '-' || e.name, '{}'::jsonb "
+                "FROM call_attempts a, generate_series(1, 100) g, "
+                "unnest(ARRAY['Hangup', 'DialEnd', 'DialerDTMF']) AS e(name)"
+            )
+        )
+        conn.execute(text("ANALYZE call_events"))
+        ids = [a.id for a in attempts[:50]]
+        explain = text("EXPLAIN " + _READ_FOR_CLOSE.text)
+        plan = "\n".join(row[0] for row in conn.execute(explain, {"ids": ids}))
+    assert "ix_call_events_call_attempt_id_event_id" in plan, plan
+    assert "pk_call_events" not in plan, plan
