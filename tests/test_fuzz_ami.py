@@ -26,6 +26,7 @@ from typing import Any
 
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
+from panoramisk.message import Message
 from sqlalchemy import Engine
 
 from dialer import amiwire
@@ -314,6 +315,55 @@ def test_headers_arrive_as_sent_and_repeats_are_joined(
     if variables:
         assert frame["ChanVariable"] == dict(variables)
     assert_well_typed(frame)
+
+
+def panoramisk_reference(raw: bytes) -> dict[str, Any] | None:
+    """The adapter's parse as it was built on panoramisk's `Message.from_line` (the oracle)."""
+    message = Message.from_line(raw.decode("utf-8", errors="replace").strip("\r\n"))
+    if message is None:
+        return None
+    event: dict[str, Any] = {}
+    for name, values in message.items():
+        if name.lower() == "content":  # the Follows/Fail body slot, empty for events
+            continue
+        for value in values if isinstance(values, list) else [values]:
+            folded = "ChanVariable" if name.startswith("ChanVariable(") else name
+            if folded.endswith("ChanVariable"):
+                key, _, val = value.partition("=")
+                event.setdefault(folded, {})[key] = val
+            elif name in event:
+                event[name] = f"{event[name]}\n{value}"
+            else:
+                event[name] = value
+    return event
+
+
+# Names that differ in more than case: panoramisk's headers are case-insensitive.
+REFERENCE_NAMES = [
+    "Channel", "Uniqueid", "Linkedid", "ChanVariable", "DestChanVariable",
+    "ChanVariable(PJSIP/MC-00000001)", "Cause", "DTMF", "Output", "custom_call_id", "ActionID",
+]  # fmt: skip
+
+
+@FUZZ
+@given(
+    name=event_names,
+    lines=st.lists(
+        st.one_of(
+            st.tuples(st.sampled_from(REFERENCE_NAMES), plain_values),
+            st.tuples(st.just(""), plain_values),  # a line without a header: skipped by both
+        ),
+        max_size=10,
+    ),
+)
+def test_parse_frame_agrees_with_panoramisk_on_event_frames(
+    name: str, lines: list[tuple[str, str]]
+) -> None:
+    text = f"Event: {name}\r\n" + "".join(
+        f"{k}: {v}\r\n" if k else f"{v.replace(': ', ' ')}\r\n" for k, v in lines
+    )
+    raw = (text + "\r\n").encode()
+    assert parse_frame(raw) == panoramisk_reference(raw)
 
 
 # -- the stream: same events whatever the TCP chunking ------------------------------------------
