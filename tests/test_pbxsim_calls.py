@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections import defaultdict
 from pathlib import Path
 
@@ -516,3 +517,56 @@ def test_varset_events_show_the_originate_variables_being_set(pbx_sim: PbxSim) -
     ]
     first = next(f for f in events if f.get("Event") == "VarSet")
     assert first.chanvars()["custom_call_id"] == "vs-1"
+
+
+def test_cli_sigusr1_cuts_every_ami_connection_and_keeps_the_calls(tmp_path: Path) -> None:
+    """SIGUSR1 is a network failure on demand: every session is dropped, no call ends."""
+    executable = Path(sys.executable).parent / "dialer"
+    process = subprocess.Popen(
+        [str(executable), "pbx-sim", "--port", "0", "--json", "--speed", "20"],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "DIALER_AMI_USERNAME": "dialer", "DIALER_AMI_SECRET": "s"},
+    )
+    try:
+        assert process.stdout is not None
+        ready = json.loads(process.stdout.readline())
+        first = RawAmi(ready["host"], ready["port"])
+        second = RawAmi(ready["host"], ready["port"])
+        first.login("dialer", "s")
+        second.login("dialer", "s", events="off")
+        # 99: a callee who stays on the line for a minute (3 s at speed 20).
+        originate(first, "PJSIP/+15550000099@MC", "usr1-1")
+        first.wait_for(lambda f: f.get("Event") == "OriginateResponse")
+        process.send_signal(signal.SIGUSR1)
+        assert "dropped 2 AMI connections, 1 calls up" in process.stdout.readline()
+        for client in (first, second):
+            assert _cut(client)
+            client.close()
+        with RawAmi(ready["host"], ready["port"]) as again:
+            again.login("dialer", "s")
+            again.action("CoreShowChannels")
+            listing = again.collect(lambda f: f.get("Event") == "CoreShowChannelsComplete")
+            # the call survived the cut, and its Hangup still comes
+            assert [f["Uniqueid"] for f in listing if f.get("Event") == "CoreShowChannel"] == [
+                "usr1-1"
+            ]
+            hangup = again.wait_for(lambda f: f.get("Event") == "Hangup", timeout=10)
+            assert hangup["Uniqueid"] == "usr1-1"
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=10) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=10)
+
+
+def _cut(client: RawAmi, timeout: float = 5.0) -> bool:
+    """True once the simulator has closed or reset the connection."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            client._recv(timeout=0.2)
+        except ConnectionError:  # closed (EOF) or reset (abort)
+            return True
+    return False

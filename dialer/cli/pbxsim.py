@@ -71,6 +71,9 @@ def pbx_sim(
     answer, 06 congestion, 07 hangs up after 1 s, 08 presses 2, 09 silence;
     others answer and hang up after a few seconds. Stops on SIGINT/SIGTERM.
 
+    SIGUSR1 cuts every AMI connection at once (calls stay up), to test how
+    clients survive a network failure.
+
     \b
     Example:
         dialer pbx-sim --port 5038 --username dialer --secret dialerpass --speed 10
@@ -104,6 +107,7 @@ async def _serve(config: SimConfig, as_json: bool) -> None:
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     async with PbxSimulator(config) as sim:
+        loop.add_signal_handler(signal.SIGUSR1, lambda: _drop_sessions(sim))
         if as_json:
             ready = json.dumps(
                 {
@@ -117,3 +121,10 @@ async def _serve(config: SimConfig, as_json: bool) -> None:
             ready = f"pbx-sim listening on {sim.host}:{sim.port} (speed {config.speed:g})"
         click.echo(ready)
         await stop.wait()
+
+
+def _drop_sessions(sim: PbxSimulator) -> None:
+    dropped = sim.drop_sessions()
+    click.echo(
+        f"pbx-sim: SIGUSR1: dropped {dropped} AMI connections, {sim.active_calls()} calls up"
+    )

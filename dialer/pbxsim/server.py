@@ -88,6 +88,17 @@ class PbxSimulator:
     ) -> None:
         await self.stop()
 
+    def drop_sessions(self) -> int:
+        """Cut every AMI connection at once, as a network failure would; returns how many.
+
+        The calls, and the listening socket, stay up: clients reconnect and find their calls
+        still there (`dialer pbx-sim` does this on SIGUSR1).
+        """
+        sessions = list(self.sessions)
+        for session in sessions:
+            session.abort()
+        return len(sessions)
+
     def active_calls(self) -> int:
         return len(self.engine.calls)
 
