@@ -46,8 +46,9 @@ ORIGINATE_QUEUE = "dialer.originate"
 @dataclass(frozen=True, slots=True)
 class WorkerOptions:
     tick_interval_s: float = 1.0
-    # Longer than any originate task runs (pacing wait + send timeout), so a live worker's
-    # task is never handed to a second one; a dead worker's task comes back after this.
+    # Longer than any originate task runs (up to originate.SLOT_TURNS rounds of connection
+    # wait, pacing wait and send timeout), so a live worker's task is never handed to a second
+    # one; a dead worker's task comes back after this.
     visibility_timeout_s: float = 300.0
     # How often a running worker looks for such tasks to put back.
     restore_interval_s: float = 10.0

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from sqlalchemy import delete, select, text, update
+from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
@@ -78,16 +78,29 @@ def add_e164(
     reason: str | None = None,
     source: str = "manual",
 ) -> DncResult:
-    """Add already-normalised numbers (e.g. an opt-out key press) and mark their contacts."""
+    """Add already-normalised numbers (e.g. an opt-out key press) and mark their contacts.
+
+    Calls to these numbers being sent right now are waited for first (their contact rows are
+    locked while the worker's last check and send run, see `dialer.originate`), and the entry
+    is stamped after that wait: no call reaches the PBX after `added_at`.
+    """
     unique = sorted(set(e164s))
     result = DncResult()
     if not unique:
         return result
+    _wait_for_sends(session, unique, campaign_id)
     inserted = session.scalars(
         insert(DncNumber)
         .values(
             [
-                {"phone_e164": n, "campaign_id": campaign_id, "source": source, "reason": reason}
+                {
+                    "phone_e164": n,
+                    "campaign_id": campaign_id,
+                    "source": source,
+                    "reason": reason,
+                    # The time now, after the wait, not when the transaction began.
+                    "added_at": func.clock_timestamp(),
+                }
                 for n in unique
             ]
         )
@@ -98,6 +111,19 @@ def add_e164(
     result.already_listed = len(unique) - len(inserted)
     result.contacts_marked = _mark_contacts(session, unique, campaign_id)
     return result
+
+
+def _wait_for_sends(session: Session, e164s: list[str], campaign_id: int | None) -> None:
+    """Lock the contacts these entries cover (in id order: concurrent adds cannot deadlock)."""
+    query = (
+        select(Contact.id)
+        .where(Contact.phone_e164.in_(e164s))
+        .order_by(Contact.id)
+        .with_for_update(key_share=True)  # FOR NO KEY UPDATE, as the worker takes it
+    )
+    if campaign_id is not None:
+        query = query.where(Contact.campaign_id == campaign_id)
+    session.execute(query).all()
 
 
 def _mark_contacts(session: Session, e164s: list[str], campaign_id: int | None) -> int:

@@ -5,17 +5,26 @@ The dispatch tick committed the attempt `queued`, with the payload to send. Here
    lists and that the campaign still runs, and commits. A redelivered or duplicated task
    matches no row and does nothing; an attempt whose number went on a list, or whose campaign
    was paused or stopped, since it was queued is closed as not sent;
-2. take the trunk's next pacing slot and sleep until it starts;
-3. send through the AMI adapter and record when.
+2. wait until the AMI connection is up, then take the trunk's next pacing slot;
+3. last checks, in a transaction that locks the contact's row until the Originate is written:
+   the number is on no do-not-call list, the campaign runs, the calling window is open at the
+   slot (and `WINDOW_MARGIN_S` after it), and reconciliation has not closed the attempt.
+   `dnc.add_e164` locks the same row, so a number put on the list is either seen here or
+   listed only after the call was sent;
+4. sleep until the slot starts and send, in the slot or not at all: a send more than
+   `SLOT_TOLERANCE_S` late (slow wake-up, connection lost meanwhile) would bunch with the
+   calls after it and overrun the trunk's rate, so that slot is dropped and another taken;
+5. record when it was sent.
 
 Failures: `AmiConnectionError` (nothing left the dialer) -> attempt `not_sent`, contact due
 again without using up an attempt; `OriginateFateUnknown` -> the attempt stays `originating`
 with `send_error` set, for reconciliation against the PBX: never sent again; `OriginateRejected`
 (Asterisk refused, no call exists) -> attempt ended with outcome `failed` and the contact
-re-scheduled like any failed attempt.
+re-scheduled like any failed attempt. An attempt stopped by the last checks is `not_sent`.
 
 This is the dialer's hot path, so it talks to Postgres through a plain psycopg connection in
-autocommit mode (one round trip per statement, no ORM), three statements per call.
+autocommit mode (no ORM), five round trips per call: claim, slot, the checks (pipelined with
+their BEGIN), the COMMIT after the send, and the sent time.
 """
 
 from __future__ import annotations
@@ -23,14 +32,17 @@ from __future__ import annotations
 import datetime as dt
 import enum
 import logging
+import select
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import psycopg
 from psycopg.rows import namedtuple_row
 from psycopg.types.json import Jsonb
 
+from dialer import calling_window
 from dialer.ami import (
     AmiAuthenticationError,
     AmiConnectionError,
@@ -38,7 +50,8 @@ from dialer.ami import (
     OriginateFateUnknown,
     OriginateRejected,
 )
-from dialer.pacing import wait_for_slot
+from dialer.calling_window import CallingWindow
+from dialer.pacing import take_slot
 from dialer.payload import CallSettings, TrunkRoute, build_originate_payload
 
 log = logging.getLogger(__name__)
@@ -50,6 +63,17 @@ UNREACHABLE_RETRY_S = 15.0
 BAD_SETTINGS_RETRY_S = 300.0
 REJECTED_OUTCOME = "failed"
 REJECTED_RETRY_S = 300.0
+# Latest a call may leave after its slot started; keep it well inside pacing.PAD's slack
+# (5% of each second): later sends are what bunch calls into one second.
+SLOT_TOLERANCE_S = 0.02
+# After a slot missed by waking up late (most likely the last checks took longer than the
+# time to the slot), the next one starts at least twice that late ahead, up to this.
+MAX_SLOT_LEAD_S = 0.5
+# Slots dropped (late, or the connection lost) before the attempt is given back unsent.
+SLOT_TURNS = 3
+# No call is started this close to the end of its calling window: it must reach the PBX
+# while the window is open, and a loaded PBX reads its socket late.
+WINDOW_MARGIN_S = 2.0
 
 
 class Result(enum.StrEnum):
@@ -60,10 +84,20 @@ class Result(enum.StrEnum):
     CAMPAIGN_STOPPED = "campaign_stopped"  # paused, cancelled or ended after it was queued
     FATE_UNKNOWN = "fate_unknown"  # may have been sent; left for reconciliation
     REJECTED = "rejected"  # Asterisk refused it; no call exists
+    OUTSIDE_WINDOW = "outside_window"  # its calling window closed before its slot
+    CLOSED = "closed"  # reconciliation closed it before it was sent
 
 
 class Originator(Protocol):
-    def originate(self, payload: Mapping[str, Any], *, timeout: float | None = None) -> None: ...
+    def wait_connected(self, timeout: float) -> None: ...
+
+    def originate(
+        self,
+        payload: Mapping[str, Any],
+        *,
+        timeout: float | None = None,
+        connect_wait: float | None = None,
+    ) -> None: ...
 
 
 _DNC_FOR_ATTEMPT = """
@@ -85,6 +119,23 @@ _CLAIM = f"""
 _STATE = f"""
     SELECT a.status, c.status, {_DNC_FOR_ATTEMPT}
       FROM call_attempts a JOIN campaigns c ON c.id = a.campaign_id
+     WHERE a.id = %(id)s
+"""
+
+# The last checks, in the transaction that sends. The lock comes first and alone: under READ
+# COMMITTED the next statement's snapshot is taken after the wait, so it sees a do-not-call
+# entry committed by the transaction the lock waited for.
+_LOCK_CONTACT = """
+    SELECT k.id FROM contacts k
+     WHERE k.id = (SELECT a.contact_id FROM call_attempts a WHERE a.id = %(id)s)
+       FOR NO KEY UPDATE
+"""
+_SEND_CHECK = f"""
+    SELECT a.status, c.status AS campaign_status, {_DNC_FOR_ATTEMPT} AS on_dnc,
+           k.phone_e164, k.timezones, c.calling_hours_start, c.calling_hours_end, c.calling_days
+      FROM call_attempts a
+      JOIN contacts k ON k.id = a.contact_id
+      JOIN campaigns c ON c.id = a.campaign_id
      WHERE a.id = %(id)s
 """
 
@@ -152,6 +203,7 @@ def originate_attempt(
     *,
     send_timeout: float = 10.0,
     sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.time,
 ) -> Result:
     """Send call attempt `attempt_id` at most once (see the module doc); returns what happened.
 
@@ -166,7 +218,6 @@ def originate_attempt(
         if payload is None:
             payload = _build_payload(conn, attempt_id)
         client = ami_for(pbx)
-        wait_for_slot(conn, trunk_id, sleep=sleep)
     except ValueError as exc:  # PayloadError: a setting the payload cannot be built from
         log.error("attempt %s: payload refused: %s", call_id, exc)
         _give_back(conn, attempt_id, "originating", f"payload refused: {exc}", BAD_SETTINGS_RETRY_S)
@@ -175,18 +226,170 @@ def originate_attempt(
         _give_back(conn, attempt_id, "originating", f"not sent: {exc}", UNREACHABLE_RETRY_S)
         raise
 
-    sent_at = dt.datetime.now(dt.UTC)
+    missed = "no turn"
+    lead = 0.0
+    for turn in range(SLOT_TURNS):
+        try:
+            # Connected first: a slot taken while reconnecting would be sent late, or wasted.
+            client.wait_connected(send_timeout)
+            slot = take_slot(conn, trunk_id, lead=lead)
+            sent = _send_in_slot(
+                conn, attempt_id, client, payload, slot,
+                send_timeout=send_timeout, sleep=sleep, clock=clock,
+            )  # fmt: skip
+        except (AmiConnectionError, AmiAuthenticationError) as exc:
+            log.warning("attempt %s: not sent: %s", call_id, exc)
+            _give_back(conn, attempt_id, "originating", f"not sent: {exc}", UNREACHABLE_RETRY_S)
+            return Result.NOT_SENT
+        except Exception as exc:  # the database failed us; nothing was sent
+            _give_back(conn, attempt_id, "originating", f"not sent: {exc}", UNREACHABLE_RETRY_S)
+            raise
+        if isinstance(sent, Result):
+            return _stopped_before_send(conn, attempt_id, sent)
+        if sent.missed:
+            missed = sent.missed
+            log.info("attempt %s: slot %d dropped: %s", call_id, turn + 1, missed)
+            lead = min(MAX_SLOT_LEAD_S, max(lead, 2 * sent.late))
+            continue
+        return _record_send(conn, attempt_id, call_id, sent)
+    _give_back(
+        conn, attempt_id, "originating",
+        f"not sent: no send within its pacing slot ({missed})", UNREACHABLE_RETRY_S,
+    )  # fmt: skip
+    return Result.NOT_SENT
+
+
+@dataclass(slots=True)
+class _Send:
+    """What became of one slot: missed (nothing sent, why), or sent with the send's error."""
+
+    missed: str = ""
+    late: float = 0.0  # seconds after the slot it woke up
+    sent_at: dt.datetime | None = None
+    error: BaseException | None = None
+
+
+def _send_in_slot(
+    conn: psycopg.Connection[Any],
+    attempt_id: int,
+    client: Originator,
+    payload: Mapping[str, Any],
+    slot: float,
+    *,
+    send_timeout: float,
+    sleep: Callable[[float], None],
+    clock: Callable[[], float],
+) -> _Send | Result:
+    """The last checks, the wait for the slot and the send, with the contact's row locked.
+
+    Returns the Result that stopped the attempt before it was sent, or a `_Send`. Raises only
+    before anything was sent (a database error).
+    """
     try:
-        client.originate(payload, timeout=send_timeout)
-    except (AmiConnectionError, AmiAuthenticationError) as exc:
+        with conn.pipeline(), conn.cursor(row_factory=namedtuple_row) as cursor:
+            conn.execute("BEGIN")
+            conn.execute(_LOCK_CONTACT, {"id": attempt_id})
+            check = cursor.execute(_SEND_CHECK, {"id": attempt_id}).fetchone()
+        stopped = _stopped_by(check, slot)
+        if stopped is not None:
+            return stopped
+        wait = slot - clock()
+        if wait > 0:
+            sleep(wait)
+        late = clock() - slot
+        if late > SLOT_TOLERANCE_S:
+            return _Send(missed=f"woke up {late * 1000:.0f} ms after the slot", late=late)
+        _check_still_connected(conn)
+        sent_at = dt.datetime.now(dt.UTC)
+        try:
+            # Only what is left of the tolerance may be spent waiting for a dropped connection.
+            client.originate(
+                payload, timeout=send_timeout, connect_wait=max(0.0, SLOT_TOLERANCE_S - late)
+            )
+        except AmiConnectionError as exc:  # nothing left the dialer
+            return _Send(missed=str(exc))
+        except BaseException as exc:
+            return _Send(sent_at=sent_at, error=exc)
+        return _Send(sent_at=sent_at)
+    finally:
+        # Releases the lock. Once something may have been sent, a failed COMMIT (connection
+        # lost) changes nothing that matters: the transaction only read and locked.
+        _end_transaction(conn)
+
+
+def _stopped_by(check: Any, slot: float) -> Result | None:
+    """Why the attempt must not be sent in this slot, or None."""
+    if check is None or check.status != "originating":
+        return Result.CLOSED
+    if check.on_dnc:
+        return Result.ON_DNC
+    if check.campaign_status != "running":
+        return Result.CAMPAIGN_STOPPED
+    window = CallingWindow(
+        check.calling_hours_start, check.calling_hours_end, frozenset(check.calling_days)
+    )
+    zones = calling_window.zones_for(check.phone_e164, tuple(check.timezones or ()))
+    starts = dt.datetime.fromtimestamp(slot, dt.UTC)
+    for at in (starts, starts + dt.timedelta(seconds=WINDOW_MARGIN_S)):
+        if not calling_window.is_open(window, zones, at):
+            return Result.OUTSIDE_WINDOW
+    return None
+
+
+def _check_still_connected(conn: psycopg.Connection[Any]) -> None:
+    """Raise if the database session (and with it the row lock) ended while we slept.
+
+    An idle session gets nothing from the server unless it is being terminated, so a readable
+    socket is the sign; the query then raises the server's error.
+    """
+    readable, _, _ = select.select([conn.fileno()], [], [], 0)
+    if readable:
+        conn.execute("SELECT 1")
+
+
+def _end_transaction(conn: psycopg.Connection[Any]) -> None:
+    try:
+        conn.execute("COMMIT")
+    except psycopg.Error as exc:
+        log.warning("could not end the send transaction: %s", exc)
+
+
+def _stopped_before_send(conn: psycopg.Connection[Any], attempt_id: int, result: Result) -> Result:
+    """Close an attempt the last checks stopped; its contact gets its attempt back."""
+    if result is Result.CLOSED:
+        return result  # reconciliation closed it and settled the contact
+    if result is Result.ON_DNC:
+        _give_back(
+            conn, attempt_id, "originating", "on a do-not-call list at send time", 0.0,
+            contact="dnc",
+        )  # fmt: skip
+    elif result is Result.CAMPAIGN_STOPPED:
+        state = conn.execute(_STATE, {"id": attempt_id}).fetchone()
+        campaign_status = state[1] if state else "cancelled"
+        contact = "cancelled" if campaign_status == "cancelled" else "pending"
+        error = f"campaign {campaign_status} at send time"
+        _give_back(conn, attempt_id, "originating", error, 0.0, contact=contact)
+    else:  # the tick re-schedules the contact to when its window opens
+        _give_back(conn, attempt_id, "originating", "calling window closed at send time", 0.0)
+    return result
+
+
+def _record_send(
+    conn: psycopg.Connection[Any], attempt_id: int, call_id: str, sent: _Send
+) -> Result:
+    exc = sent.error
+    if exc is None:
+        conn.execute(_SENT, {"id": attempt_id, "sent_at": sent.sent_at})
+        return Result.SENT
+    if isinstance(exc, AmiAuthenticationError):
         log.warning("attempt %s: not sent: %s", call_id, exc)
         _give_back(conn, attempt_id, "originating", f"not sent: {exc}", UNREACHABLE_RETRY_S)
         return Result.NOT_SENT
-    except ValueError as exc:  # amiwire.UnsafeHeaderValue: refused before a byte was written
+    if isinstance(exc, ValueError):  # amiwire.UnsafeHeaderValue: refused before a byte was written
         log.error("attempt %s: payload refused: %s", call_id, exc)
         _give_back(conn, attempt_id, "originating", f"payload refused: {exc}", BAD_SETTINGS_RETRY_S)
         return Result.NOT_SENT
-    except OriginateRejected as exc:
+    if isinstance(exc, OriginateRejected):
         log.warning("attempt %s: %s", call_id, exc)
         conn.execute(
             _REJECTED,
@@ -194,27 +397,24 @@ def originate_attempt(
                 "id": attempt_id,
                 "outcome": REJECTED_OUTCOME,
                 "error": str(exc)[:1000],
-                "sent_at": sent_at,
+                "sent_at": sent.sent_at,
                 "delay": REJECTED_RETRY_S,
             },
         )
         return Result.REJECTED
-    except BaseException as exc:
-        # OriginateFateUnknown, any other adapter error, or an interruption mid-send: the PBX
-        # may have the call. Reconciliation decides; sending again could double it.
-        if isinstance(exc, AmiError):
-            log.warning("attempt %s: send fate unknown: %s", call_id, exc)
-        else:
-            log.exception("attempt %s: unexpected error while sending", call_id)
-        conn.execute(
-            _FATE_UNKNOWN,
-            {"id": attempt_id, "error": f"fate unknown: {exc}"[:1000], "sent_at": sent_at},
-        )
-        if isinstance(exc, OriginateFateUnknown | AmiError):
-            return Result.FATE_UNKNOWN
-        raise
-    conn.execute(_SENT, {"id": attempt_id, "sent_at": sent_at})
-    return Result.SENT
+    # OriginateFateUnknown, any other adapter error, or an interruption mid-send: the PBX may
+    # have the call. Reconciliation decides; sending again could double it.
+    if isinstance(exc, AmiError):
+        log.warning("attempt %s: send fate unknown: %s", call_id, exc)
+    else:
+        log.error("attempt %s: unexpected error while sending", call_id, exc_info=exc)
+    conn.execute(
+        _FATE_UNKNOWN,
+        {"id": attempt_id, "error": f"fate unknown: {exc}"[:1000], "sent_at": sent.sent_at},
+    )
+    if isinstance(exc, OriginateFateUnknown | AmiError):
+        return Result.FATE_UNKNOWN
+    raise exc
 
 
 def _not_claimed(conn: psycopg.Connection[Any], attempt_id: int) -> Result:

@@ -6,7 +6,9 @@ spaced by at least the interval whichever process asks; the caller then sleeps u
 The interval is padded by `PAD`: wake-up, scheduling and network jitter shift individual sends,
 and at exactly the limit one late send followed by a prompt one puts limit + 1 calls into some
 1-second window. A pad of 5% leaves 50 ms of slack per second at any rate (measured here: 2%,
-i.e. 20 ms, was overrun by 4 worker processes on a busy 2-core machine).
+i.e. 20 ms, was overrun by 4 worker processes on a busy 2-core machine). That slack only holds
+if calls leave in their slots: the originate task drops a slot it would miss by more than
+`originate.SLOT_TOLERANCE_S` (a late wake-up, an AMI reconnection) and takes another.
 
 Channels: a trunk's channels in use are its open call attempts (queued, originating or up);
 there is no counter to drift. The dispatcher creates attempts only up to the spare capacity.
@@ -31,7 +33,8 @@ PAD = 1.05
 # lose the last few grants, allowing one slightly early call after recovery.
 _TAKE_SLOT = """
     UPDATE trunks
-       SET next_slot_at = greatest(next_slot_at, clock_timestamp())
+       SET next_slot_at = greatest(next_slot_at,
+                                   clock_timestamp() + make_interval(secs => %(lead)s))
                           + make_interval(secs => %(pad)s / cps)
       FROM (SELECT set_config('synchronous_commit', 'off', true)) AS async_commit
      WHERE id = %(trunk_id)s
@@ -79,13 +82,18 @@ class TrunkUsage:
         return max(0, min(self.spare_channels, backlog_limit))
 
 
-def take_slot(connection: psycopg.Connection[Any], trunk_id: int) -> float:
+def take_slot(connection: psycopg.Connection[Any], trunk_id: int, *, lead: float = 0.0) -> float:
     """Reserve the trunk's next call slot; returns its start as a Unix timestamp.
 
     `connection` is in autocommit mode: the statement commits at once, so the row lock that
     serialises every process on this trunk is held as briefly as possible.
+
+    lead: on an idle trunk, the slot starts this many seconds from now rather than at once,
+    leaving the caller time for its last checks before the slot.
     """
-    row = connection.execute(_TAKE_SLOT, {"pad": PAD, "trunk_id": trunk_id}).fetchone()
+    row = connection.execute(
+        _TAKE_SLOT, {"pad": PAD, "trunk_id": trunk_id, "lead": lead}
+    ).fetchone()
     if row is None:
         raise UnknownTrunk(f"trunk {trunk_id} does not exist")
     return float(row[0])

@@ -72,6 +72,18 @@ def test_the_wait_is_measured_to_the_slot_not_from_the_answer(
     assert slept == [pytest.approx(PAD / 2 - 0.2, abs=1e-4)]
 
 
+def test_a_lead_starts_an_idle_trunk_slot_later_and_keeps_the_spacing(
+    pg_connection, session_factory
+) -> None:
+    trunk = add_trunk(session_factory, cps=2)
+    before = time.time()
+    first = take_slot(pg_connection, trunk, lead=0.2)
+    second = take_slot(pg_connection, trunk, lead=0.2)
+    assert before + 0.19 <= first <= time.time() + 0.21
+    # A busy trunk's next slot is already later than the lead: the spacing rules.
+    assert second - first == pytest.approx(PAD / 2, abs=1e-5)
+
+
 def test_unknown_trunk(pg_connection) -> None:
     with pytest.raises(UnknownTrunk):
         take_slot(pg_connection, 999)

@@ -1,0 +1,197 @@
+"""The originate task's last checks and its pacing slot, against real Postgres and the simulator.
+
+Found by the fault-injection run (bench/chaos.py): a number put on the do-not-call list, or a
+calling window that closed, while an attempt waited for its slot was dialled anyway; and a call
+whose slot passed while the AMI connection was down went out late, bunched with the calls after
+it, over the trunk's rate.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import time
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+from sqlalchemy import text
+
+from dialer import dnc
+from dialer import originate as originate_module
+from dialer.ami import SyncAmiClient
+from dialer.db import transaction
+from dialer.dispatch import run_tick
+from dialer.originate import SLOT_TOLERANCE_S, Result, originate_attempt
+from dialer.pacing import take_slot
+from tests.support_celery import (
+    add_campaign,
+    add_contacts,
+    add_trunk,
+    rows,
+    simulator_numbers,
+    wait_until,
+    zone_open_now,
+)
+
+
+def originates(sim: Any) -> list[dict[str, Any]]:
+    return [r for r in sim.records() if r["action"] == "Originate"]
+
+
+@pytest.fixture
+def client(pbx_sim: Any) -> Any:
+    client = SyncAmiClient(pbx_sim.server)
+    client.wait_connected(5.0)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def slots(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """The slots the originate task takes, in order."""
+    taken: list[float] = []
+
+    def recording(*args: Any, **kwargs: Any) -> float:
+        taken.append(take_slot(*args, **kwargs))
+        return taken[-1]
+
+    monkeypatch.setattr(originate_module, "take_slot", recording)
+    return taken
+
+
+def one_queued_attempt(session_factory: Any, *, cps: float = 2.0, **campaign: Any) -> tuple:
+    """A slow trunk (a slot every half second) and one queued attempt on it."""
+    trunk = add_trunk(session_factory, "MC", cps=cps)
+    campaign_id = add_campaign(session_factory, trunk, **campaign)
+    (phone,) = simulator_numbers(1, ending="02")
+    add_contacts(session_factory, campaign_id, [phone])
+    (attempt_id,) = run_tick(session_factory, lambda ids: None).queued
+    return trunk, campaign_id, phone, attempt_id
+
+
+def test_a_number_listed_while_its_call_waits_for_the_slot_is_never_dialled_after(
+    session_factory, database_url, pg_connection, pbx_sim, client
+) -> None:
+    """The listing waits for the send in flight, and is stamped after it."""
+    trunk, _, phone, attempt_id = one_queued_attempt(session_factory)
+    for _ in range(2):  # the attempt's slot will be about a second away
+        take_slot(pg_connection, trunk)
+    result: list[Result] = []
+    worker = threading.Thread(
+        target=lambda: result.append(originate_attempt(pg_connection, attempt_id, lambda p: client))
+    )
+    worker.start()
+    wait_until(
+        lambda: rows(
+            session_factory,
+            "SELECT 1 FROM pg_locks l JOIN pg_stat_activity s ON s.pid = l.pid"
+            " WHERE s.datname = current_database() AND s.state = 'idle in transaction'",
+        ),
+        5,
+        message="the task to hold the contact during its wait",
+    )
+    started = time.time()
+    with transaction(session_factory) as session:
+        dnc.add_e164(session, [phone], campaign_id=None)
+    waited = time.time() - started
+    worker.join(10)
+
+    assert result == [Result.SENT]
+    [sent] = originates(pbx_sim)
+    [added_at] = [r.added_at for r in rows(session_factory, "SELECT added_at FROM dnc_numbers")]
+    assert waited > 0.3, "the listing did not wait for the call being sent"
+    assert sent["wall"] < added_at.timestamp()
+
+
+def test_a_number_listed_after_the_claim_is_stopped_at_the_last_check(
+    session_factory, engine, pg_connection, pbx_sim, client
+) -> None:
+    _, _, phone, attempt_id = one_queued_attempt(session_factory)
+
+    def list_it_then_connect(pbx: str) -> Any:  # runs between the claim and the last checks
+        with engine.begin() as conn:
+            conn.execute(text("INSERT INTO dnc_numbers (phone_e164) VALUES (:p)"), {"p": phone})
+        return client
+
+    assert originate_attempt(pg_connection, attempt_id, list_it_then_connect) is Result.ON_DNC
+    time.sleep(0.2)
+    assert originates(pbx_sim) == []
+    [attempt] = rows(session_factory, "SELECT status, send_error FROM call_attempts")
+    assert attempt.status == "not_sent" and "do-not-call" in attempt.send_error
+    assert rows(session_factory, "SELECT status FROM contacts")[0].status == "dnc"
+
+
+def test_a_window_closing_before_the_slot_stops_the_call(
+    session_factory, pg_connection, pbx_sim, client
+) -> None:
+    """The tick saw the window open; by the slot (plus the margin) it is closed."""
+    zone = zone_open_now()
+    now = dt.datetime.now(dt.UTC)
+    closes = (now + dt.timedelta(seconds=1)).astimezone(ZoneInfo(zone)).time()
+    trunk = add_trunk(session_factory, "MC", cps=100)
+    campaign = add_campaign(session_factory, trunk, hours=("09:00", closes.isoformat()))
+    add_contacts(
+        session_factory, campaign, simulator_numbers(1), timezones=[zone],
+        next_attempt_at=now - dt.timedelta(minutes=1),
+    )  # fmt: skip
+    (attempt_id,) = run_tick(session_factory, lambda ids: None, now=now).queued
+
+    result = originate_attempt(pg_connection, attempt_id, lambda pbx: client)
+
+    assert result is Result.OUTSIDE_WINDOW
+    time.sleep(0.2)
+    assert originates(pbx_sim) == []
+    [contact] = rows(session_factory, "SELECT status, attempts FROM contacts")
+    assert (contact.status, contact.attempts) == ("pending", 0)  # the tick re-schedules it
+    [attempt] = rows(session_factory, "SELECT status, send_error FROM call_attempts")
+    assert attempt.status == "not_sent" and "window" in attempt.send_error
+
+
+def test_a_late_wake_up_drops_the_slot_instead_of_sending_late(
+    session_factory, pg_connection, pbx_sim, client, slots
+) -> None:
+    trunk, _, _, attempt_id = one_queued_attempt(session_factory)
+    take_slot(pg_connection, trunk)  # the attempt's slot is half a second away
+    sleeps: list[float] = []
+
+    def oversleep_once(seconds: float) -> None:
+        sleeps.append(seconds)
+        time.sleep(seconds + (0.1 if len(sleeps) == 1 else 0.0))
+
+    result = originate_attempt(pg_connection, attempt_id, lambda pbx: client, sleep=oversleep_once)
+
+    assert result is Result.SENT
+    [sent] = originates(pbx_sim)
+    assert len(slots) == 2
+    assert 0 <= sent["wall"] - slots[1] < SLOT_TOLERANCE_S + 0.05
+
+
+def test_a_connection_lost_just_before_the_slot_is_not_made_up_for_by_a_late_call(
+    session_factory, pg_connection, pbx_sim, client, slots
+) -> None:
+    """The old behaviour: wait for the reconnection, then send whenever it came."""
+    trunk, _, _, attempt_id = one_queued_attempt(session_factory)
+    take_slot(pg_connection, trunk)  # the attempt's slot is half a second away
+    sleeps: list[float] = []
+
+    def drop_the_connection_first(seconds: float) -> None:
+        sleeps.append(seconds)
+        if len(sleeps) == 1:
+            time.sleep(max(0.0, seconds - 0.1))
+            # Reconnecting takes at least a quarter of a second (the adapter's back-off).
+            assert pbx_sim.thread.call(lambda sim: sim.drop_sessions()) == 1
+            time.sleep(min(seconds, 0.1))
+        else:
+            time.sleep(seconds)
+
+    result = originate_attempt(
+        pg_connection, attempt_id, lambda pbx: client, sleep=drop_the_connection_first
+    )
+
+    assert result is Result.SENT
+    [sent] = originates(pbx_sim)
+    assert len(slots) == 2, "the call was not moved to a new slot"
+    assert 0 <= sent["wall"] - slots[1] < SLOT_TOLERANCE_S + 0.05
+    [attempt] = rows(session_factory, "SELECT status, sent_at FROM call_attempts")
+    assert attempt.status == "originating" and attempt.sent_at is not None
