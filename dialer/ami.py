@@ -501,7 +501,7 @@ class AmiClient:
         payload: Mapping[str, Any],
         *,
         timeout: float | None = None,
-        connect_wait: float | None = None,
+        send_by: float | None = None,
     ) -> None:
         """Send the Originate for a payload built by `dialer.payload`; return once queued.
 
@@ -510,15 +510,15 @@ class AmiClient:
         `AmiConnectionError` (nothing sent), `OriginateRejected` (Asterisk refused; no call),
         `OriginateFateUnknown` (sent, fate unknown: reconcile, never resend).
 
-        connect_wait: while reconnecting, wait at most this long for the connection before
-        giving up with `AmiConnectionError` (default: the whole `timeout`). A paced call must
-        go out in its slot or not at all: sent late, it bunches with the calls after it.
+        send_by: a Unix time. The frame is written only if that time has not passed, checked
+        just before the write (after any wait for a reconnection); otherwise
+        `AmiConnectionError`, nothing sent. A paced call must go out in its slot or not at
+        all: sent late, it bunches with the calls after it.
         """
         headers = amiwire.originate_headers(payload)
         response = await self._request(
-            headers, timeout, as_list=False, unknown=OriginateFateUnknown,
-            connect_wait=connect_wait,
-        )  # fmt: skip
+            headers, timeout, as_list=False, unknown=OriginateFateUnknown, send_by=send_by
+        )
         if response.get("Response") != "Success":
             raise OriginateRejected(
                 f"Originate {payload['actionid']} refused: {response.get('Message', 'error')}"
@@ -532,20 +532,20 @@ class AmiClient:
         as_list: bool,
         unknown: type[ActionFateUnknown],
         mark: bool = False,
-        connect_wait: float | None = None,
+        send_by: float | None = None,
     ) -> Any:
         timeout = self.action_timeout if timeout is None else timeout
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         lines = amiwire.header_lines(headers)
         amiwire.encode_action(lines)  # refuse unsafe input before waiting for anything
-        connected_by = (
-            deadline if connect_wait is None else min(deadline, loop.time() + connect_wait)
-        )
+        connected_by = deadline
+        if send_by is not None:
+            connected_by = min(deadline, loop.time() + max(0.0, send_by - time.time()))
         session = await self._live_session(connected_by)
         return await self._exchange(
             session, lines, timeout=max(0.0, deadline - loop.time()), as_list=as_list,
-            unknown=unknown, mark=mark,
+            unknown=unknown, mark=mark, send_by=send_by,
         )  # fmt: skip
 
     async def wait_connected(self, timeout: float) -> None:
@@ -589,6 +589,7 @@ class AmiClient:
         as_list: bool,
         unknown: type[ActionFateUnknown] = ActionFateUnknown,
         mark: bool = False,
+        send_by: float | None = None,
     ) -> Any:
         """Write one action on `session` and wait for its answer; at most one write, ever."""
         lines = amiwire.header_lines(headers)
@@ -602,6 +603,10 @@ class AmiClient:
             raise AmiConnectionError(f"AMI {self.server.name}: not connected; nothing sent")
         if action_id in session.pending:
             raise AmiError(f"an action with ActionID {action_id!r} is already waiting; not sent")
+        if send_by is not None and (late := time.time() - send_by) > 0:
+            raise AmiConnectionError(
+                f"{action} {action_id}: {late * 1000:.0f} ms past its send-by time; nothing sent"
+            )
         pending = _Pending(asyncio.get_running_loop().create_future(), as_list, mark=mark)
         session.pending[action_id] = pending
         drained = False
@@ -751,15 +756,15 @@ class SyncAmiClient:
         payload: Mapping[str, Any],
         *,
         timeout: float | None = None,
-        connect_wait: float | None = None,
+        send_by: float | None = None,
     ) -> None:
         """Send the Originate and return once Asterisk queued it (see `AmiClient.originate`)."""
         amiwire.originate_frame(payload)  # refuse unsafe input in the caller's thread
         self._call(
-            lambda client: client.originate(payload, timeout=timeout, connect_wait=connect_wait),
+            lambda client: client.originate(payload, timeout=timeout, send_by=send_by),
             timeout,
             OriginateFateUnknown,
-            connect_wait=connect_wait,
+            connect_wait=None if send_by is None else max(0.0, send_by - time.time()),
         )
 
     def wait_connected(self, timeout: float) -> None:

@@ -65,7 +65,7 @@ REJECTED_OUTCOME = "failed"
 REJECTED_RETRY_S = 300.0
 # Latest a call may leave after its slot started; keep it well inside pacing.PAD's slack
 # (5% of each second): later sends are what bunch calls into one second.
-SLOT_TOLERANCE_S = 0.02
+SLOT_TOLERANCE_S = 0.01
 # After a slot missed by waking up late (most likely the last checks took longer than the
 # time to the slot), the next one starts at least twice that late ahead, up to this.
 MAX_SLOT_LEAD_S = 0.5
@@ -96,7 +96,7 @@ class Originator(Protocol):
         payload: Mapping[str, Any],
         *,
         timeout: float | None = None,
-        connect_wait: float | None = None,
+        send_by: float | None = None,
     ) -> None: ...
 
 
@@ -302,12 +302,11 @@ def _send_in_slot(
         _check_still_connected(conn)
         sent_at = dt.datetime.now(dt.UTC)
         try:
-            # Only what is left of the tolerance may be spent waiting for a dropped connection.
-            client.originate(
-                payload, timeout=send_timeout, connect_wait=max(0.0, SLOT_TOLERANCE_S - late)
-            )
+            # Checked again by the adapter just before the write, after the hand-over to its
+            # thread and any wait for a dropped connection.
+            client.originate(payload, timeout=send_timeout, send_by=slot + SLOT_TOLERANCE_S)
         except AmiConnectionError as exc:  # nothing left the dialer
-            return _Send(missed=str(exc))
+            return _Send(missed=str(exc), late=max(0.0, clock() - slot))
         except BaseException as exc:
             return _Send(sent_at=sent_at, error=exc)
         return _Send(sent_at=sent_at)

@@ -576,7 +576,7 @@ def test_actions_while_reconnecting_wait_then_fail_without_sending() -> None:
     run(scenario())
 
 
-def test_connect_wait_bounds_the_wait_for_a_reconnection_and_wait_connected_waits() -> None:
+def test_send_by_bounds_the_wait_for_a_reconnection_and_wait_connected_waits() -> None:
     """A paced Originate gives up at once rather than going out whenever the link is back."""
 
     async def behaviour(conn: int, frame: Frame, writer: asyncio.StreamWriter) -> bool:
@@ -594,14 +594,16 @@ def test_connect_wait_bounds_the_wait_for_a_reconnection_and_wait_connected_wait
         loop = asyncio.get_running_loop()
         started = loop.time()
         with pytest.raises(AmiConnectionError, match="nothing sent"):
-            await client.originate(payload_for(1), timeout=5.0, connect_wait=0.0)
+            await client.originate(payload_for(1), timeout=5.0, send_by=time.time() + 0.02)
         assert loop.time() - started < 0.1
         with pytest.raises(AmiConnectionError):
             await client.wait_connected(0.2)
         peer.refuse_from = None  # the PBX is back
         await client.wait_connected(2.0)
         assert client.connected
-        await client.originate(payload_for(2), timeout=2.0, connect_wait=0.0)
+        await client.originate(payload_for(2), timeout=2.0, send_by=time.time() + 1.0)
+        with pytest.raises(AmiConnectionError, match="past its send-by time; nothing sent"):
+            await client.originate(payload_for(3), timeout=2.0, send_by=time.time() - 0.001)
         assert [f["ActionID"] for _, f in peer.actions("Originate")] == ["1704067200000_2"]
         await client.close()
         await peer.stop()
@@ -609,12 +611,12 @@ def test_connect_wait_bounds_the_wait_for_a_reconnection_and_wait_connected_wait
     run(scenario())
 
 
-def test_sync_client_wait_connected_and_connect_wait() -> None:
+def test_sync_client_wait_connected_and_send_by() -> None:
     client = SyncAmiClient(AmiServer("dead", "127.0.0.1", 1, "u", "s"), connect_timeout=1.0)
     with pytest.raises(AmiConnectionError):
         client.wait_connected(0.5)
     with pytest.raises(AmiConnectionError):
-        client.originate(payload_for(1), connect_wait=0.0)
+        client.originate(payload_for(1), send_by=time.time())
     client.close()
 
 
