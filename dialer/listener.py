@@ -336,7 +336,12 @@ class Listener:
     async def _reconcile_loop(self, client: AmiClient) -> None:
         while True:
             await asyncio.sleep(self.options.reconcile_interval)
-            await self.reconcile(client, on_connect=False)
+            try:
+                await self.reconcile(client, on_connect=False)
+            except Exception:
+                # A database outage must not end the periodic checks for good: the calls it
+                # would have closed are only closed here (or at the next reconnect).
+                log.exception("AMI %s: reconciliation failed; trying again later", self.pbx)
 
     async def reconcile(self, client: AmiClient, *, on_connect: bool) -> int:
         """Close the open attempts the PBX no longer has; returns how many were closed."""

@@ -4,6 +4,7 @@ opt-outs, failed Originates, reconciliation; and the listener over TCP with the 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import random
 import time
@@ -481,3 +482,38 @@ def test_closing_calls_reads_their_events_by_index_not_by_scanning_every_event(
         plan = "\n".join(row[0] for row in conn.execute(explain, {"ids": ids}))
     assert "ix_call_events_call_attempt_id_event_id" in plan, plan
     assert "pk_call_events" not in plan, plan
+
+
+def test_periodic_reconciliation_outlives_a_database_failure(
+    engine: Engine, campaign: int, pbx_sim: Any, fast_options: ListenerOptions
+) -> None:
+    """The PBX lost the call while the database was failing: the periodic check must keep
+    trying and close the attempt once the database is back."""
+    (gone,) = add_attempts(engine, campaign, ["+15550000299"])
+    with engine.begin() as conn:
+        conn.exec_driver_sql(
+            f"UPDATE call_attempts SET sent_at = now() - interval '5 minutes' WHERE id = {gone.id}"
+        )
+        conn.exec_driver_sql("ALTER TABLE contacts RENAME TO contacts_unavailable")
+    options = dataclasses.replace(fast_options, reconcile_interval=0.3)
+    listener = Listener(engine, pbx_sim.server, options=options)
+
+    async def scenario() -> None:
+        stop, task = await _run_listener(listener)
+        await asyncio.sleep(1.5)  # the reconnect check and several periodic ones fail
+        await asyncio.to_thread(_restore_contacts, engine)
+        deadline = time.monotonic() + 10
+        while attempt_row(engine, gone).status != "ended":
+            assert time.monotonic() < deadline, "the attempt was never reconciled"
+            await asyncio.sleep(0.1)
+        stop.set()
+        await asyncio.wait_for(task, 10)
+
+    asyncio.run(scenario())
+    row = attempt_row(engine, gone)
+    assert row.outcome == "unknown" and listener.stats.reconciled == 1
+
+
+def _restore_contacts(engine: Engine) -> None:
+    with engine.begin() as conn:
+        conn.exec_driver_sql("ALTER TABLE contacts_unavailable RENAME TO contacts")
