@@ -14,13 +14,16 @@ from typing import Any
 from sqlalchemy import (
     BigInteger,
     CheckConstraint,
+    Column,
     Float,
     ForeignKey,
     Identity,
     Index,
     Integer,
+    Interval,
     MetaData,
     SmallInteger,
+    Table,
     Text,
     Time,
     UniqueConstraint,
@@ -347,3 +350,43 @@ class DncNumber(Base):
     source: Mapped[str] = mapped_column(server_default="manual")
     reason: Mapped[str | None]
     added_at: Mapped[dt.datetime] = mapped_column(server_default=func.now())
+
+
+# Counts of finished attempts, kept by triggers on call_attempts (migration 0004) and read by
+# the campaign summary. Derived data: a Table, not a mapped class, since nothing writes it but
+# the database itself.
+campaign_attempt_stats = Table(
+    "campaign_attempt_stats",
+    Base.metadata,
+    Column(
+        "campaign_id",
+        Integer,
+        ForeignKey("campaigns.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("bucket", DateTime(timezone=True), nullable=False),  # 10 minutes of queued_at
+    Column("outcome", Text),
+    Column("amd_status", Text),
+    Column("dtmf", Text),
+    Column("attempts", BigInteger, nullable=False),
+    Column("sent", BigInteger, nullable=False),
+    Column("answered_at", BigInteger, nullable=False),
+    Column("talk_total", Interval, nullable=False),
+    Column("talk_count", BigInteger, nullable=False),
+    Column("first_sent_at", DateTime(timezone=True)),
+    Column("last_sent_at", DateTime(timezone=True)),
+    UniqueConstraint(
+        "campaign_id",
+        "bucket",
+        "outcome",
+        "amd_status",
+        "dtmf",
+        name="uq_campaign_attempt_stats_key",
+        postgresql_nulls_not_distinct=True,
+    ),
+    comment=(
+        "Counts of finished attempts (ended, not_sent) per campaign, 10-minute bucket of "
+        "queued_at, outcome, AMD status and DTMF; kept by triggers on call_attempts. "
+        "campaign_attempt_stats_rebuild() recomputes it."
+    ),
+)
