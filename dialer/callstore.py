@@ -43,8 +43,8 @@ OPEN = ("queued", "originating", "up")
 OUTCOME_EVENT = "DialerOutcome"
 DNC_SOURCE = "opt_out"
 
-# Fact -> SQL type, for the facts UPDATE (read_status lives in the DialerDTMF event, and
-# hangup_at becomes ended_at when the attempt is closed).
+# Fact -> SQL type, for the facts UPDATE (hangup_at becomes ended_at when the attempt is
+# closed).
 FACT_COLUMNS: dict[str, str] = {
     "uniqueid": "text",
     "channel": "text",
@@ -55,6 +55,7 @@ FACT_COLUMNS: dict[str, str] = {
     "amd_status": "text",
     "amd_cause": "text",
     "dtmf": "text",
+    "read_status": "text",
     "voicemail_left": "boolean",
     "transfer_requested_at": "timestamptz",
     "transfer_answered_at": "timestamptz",
@@ -112,9 +113,6 @@ _READ_FOR_CLOSE = text(
     f"""
     SELECT a.id, a.custom_call_id, a.contact_id, a.status,
            {", ".join(f"a.{c}" for c in FACT_COLUMNS)},
-           (SELECT e.data ->> 'READSTATUS' FROM call_events e
-             WHERE e.call_attempt_id = a.id AND e.event = 'DialerDTMF'
-             ORDER BY e.id LIMIT 1) AS read_status,
            k.attempts, c.press_key, c.opt_out_key, c.max_attempts, c.retry_delays
       FROM call_attempts a
       JOIN contacts k ON k.id = a.contact_id
@@ -380,9 +378,9 @@ def close_attempts(
     left_open: list[int] = []
     for row in rows:
         request = by_id[row.id]
-        facts = CallFacts(
-            **{c: getattr(row, c) for c in FACT_COLUMNS}, read_status=row.read_status
-        ).merge(pending.get(row.id, {}))
+        facts = CallFacts(**{c: getattr(row, c) for c in FACT_COLUMNS}).merge(
+            pending.get(row.id, {})
+        )
         keys = {"press_key": row.press_key, "opt_out_key": row.opt_out_key}
         if request.reason is CloseReason.GONE:
             outcome = decide_without_end(facts, **keys)

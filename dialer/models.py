@@ -305,6 +305,7 @@ class CallAttempt(Base):
     amd_status: Mapped[str | None]
     amd_cause: Mapped[str | None]
     dtmf: Mapped[str | None]
+    read_status: Mapped[str | None]  # the prompt's READSTATUS: OK, TIMEOUT, HANGUP...
     transfer_requested_at: Mapped[dt.datetime | None]
     transfer_answered_at: Mapped[dt.datetime | None]
     transfer_ended_at: Mapped[dt.datetime | None]
@@ -321,9 +322,8 @@ class CallEvent(Base):
 
     __tablename__ = "call_events"
     __table_args__ = (
+        # Also finds an attempt's timeline (call_attempt_id leads).
         UniqueConstraint("call_attempt_id", "fingerprint"),
-        # One kind of event of an attempt, in order (see migration 0003).
-        Index("ix_call_events_call_attempt_id_event_id", "call_attempt_id", "event", "id"),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)

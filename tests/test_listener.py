@@ -458,30 +458,30 @@ def test_dialer_listen_with_a_wrong_secret_stops_with_a_clear_error(
     assert "not-the-secret" not in result.output
 
 
-def test_closing_calls_reads_their_events_by_index_not_by_scanning_every_event(
-    engine: Engine,
+def test_read_status_is_a_fact_the_close_finds_without_reading_events(
+    engine: Engine, campaign: int
 ) -> None:
-    """The close reads each attempt's first DialerDTMF event; with many events stored that
-    must be an index lookup per attempt, not a walk of every event (migration 0003)."""
+    """The prompt's read status arrives in one batch and the hangup in a later one: the close
+    must still see it (TIMEOUT -> human_no_press, not abandoned), from the attempt's own row;
+    closing never reads call_events (migration 0005)."""
     from dialer.callstore import _READ_FOR_CLOSE
 
-    campaign = add_campaign(engine)
-    attempts = add_attempts(engine, campaign, [f"+1555000{n:04d}" for n in range(200)])
+    attempts = add_attempts(engine, campaign, ["+15550000401", "+15550000402"])
+    store = CallStore(engine)
+    first, second = (a.custom_call_id for a in attempts)
+    events = {
+        cid: human(cid, "", status) for cid, status in ((first, "TIMEOUT"), (second, "HANGUP"))
+    }
+    store.apply(observations([*events[first][:-1], *events[second][:-1]]))
+    assert attempt_row(engine, attempts[0]).read_status == "TIMEOUT"
+    assert attempt_row(engine, attempts[0]).status == "up"
+    store.apply(observations([events[first][-1], events[second][-1]]))
+    assert attempt_row(engine, attempts[0]).outcome == "human_no_press"
+    assert attempt_row(engine, attempts[1]).outcome == "abandoned"
     with engine.begin() as conn:
-        conn.execute(
-            text(
-                "INSERT INTO call_events (call_attempt_id, event, fingerprint, data) "
-                "SELECT a.id, e.name, a.id || '-' || g || '-' || e.name, '{}'::jsonb "
-                "FROM call_attempts a, generate_series(1, 100) g, "
-                "unnest(ARRAY['Hangup', 'DialEnd', 'DialerDTMF']) AS e(name)"
-            )
-        )
-        conn.execute(text("ANALYZE call_events"))
-        ids = [a.id for a in attempts[:50]]
         explain = text("EXPLAIN " + _READ_FOR_CLOSE.text)
-        plan = "\n".join(row[0] for row in conn.execute(explain, {"ids": ids}))
-    assert "ix_call_events_call_attempt_id_event_id" in plan, plan
-    assert "pk_call_events" not in plan, plan
+        plan = "\n".join(row[0] for row in conn.execute(explain, {"ids": [a.id for a in attempts]}))
+    assert "call_events" not in plan, plan
 
 
 def test_periodic_reconciliation_outlives_a_database_failure(
