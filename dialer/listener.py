@@ -311,9 +311,12 @@ class Listener:
         await self.reconcile(client, on_connect=True)
 
     async def _install_filters(self, client: AmiClient) -> None:
-        for criteria, pattern in EVENT_FILTERS:
-            try:
-                response = await client.action(
+        # Sent back to back, not one per round trip: once the first include filter is in place
+        # every other kind of event is dropped until its own filter arrives, and a busy call's
+        # Hangup can come and go within a few milliseconds of its Originate.
+        results = await asyncio.gather(
+            *(
+                client.action(
                     {
                         "Action": "Filter",
                         "Operation": "Add",
@@ -321,15 +324,22 @@ class Listener:
                         "Filter": pattern,
                     }
                 )
-            except AmiError as exc:
-                log.warning("AMI %s: Filter not installed: %s", self.pbx, exc)
+                for criteria, pattern in EVENT_FILTERS
+            ),
+            return_exceptions=True,
+        )
+        for result in results:
+            if isinstance(result, AmiError):
+                log.warning("AMI %s: Filter not installed: %s", self.pbx, result)
                 return
-            if response.get("Response") != "Success":
+            if isinstance(result, BaseException):
+                raise result
+            if result.get("Response") != "Success":
                 # Without the `system` privilege; manager.conf eventfilter lines do the job.
                 log.info(
                     "AMI %s: Filter refused (%s); relying on manager.conf eventfilter",
                     self.pbx,
-                    response.get("Message", "error"),
+                    result.get("Message", "error"),
                 )
                 return
 
