@@ -378,9 +378,10 @@ def close_attempts(
     left_open: list[int] = []
     for row in rows:
         request = by_id[row.id]
-        facts = CallFacts(**{c: getattr(row, c) for c in FACT_COLUMNS}).merge(
-            pending.get(row.id, {})
-        )
+        stored = row._mapping
+        values = {c: stored[c] for c in FACT_COLUMNS}
+        merge_values(values, pending.get(row.id, {}))
+        facts = CallFacts(**values)
         keys = {"press_key": row.press_key, "opt_out_key": row.opt_out_key}
         if request.reason is CloseReason.GONE:
             outcome = decide_without_end(facts, **keys)
@@ -395,7 +396,7 @@ def close_attempts(
         decided[row.id] = (row.custom_call_id, outcome, request.reason)
         closing.append(
             {
-                **{c: getattr(facts, c) for c in FACT_COLUMNS},
+                **{c: values[c] for c in FACT_COLUMNS},
                 "id": row.id,
                 "outcome": outcome.value,
                 "ended_at": request.ended_at,

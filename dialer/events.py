@@ -169,7 +169,7 @@ class Correlator:
 @dataclass(frozen=True, slots=True)
 class CallFacts:
     """Everything known about one call. Field names are `call_attempts` columns, except
-    `read_status` (kept in the DialerDTMF event) and `hangup_at` (becomes `ended_at`)."""
+    `hangup_at` (becomes `ended_at`)."""
 
     uniqueid: str | None = None
     channel: str | None = None
