@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+import functools
 import json
 import logging
 import uuid
@@ -113,7 +114,8 @@ _READ_FOR_CLOSE = text(
     f"""
     SELECT a.id, a.custom_call_id, a.contact_id, a.status,
            {", ".join(f"a.{c}" for c in FACT_COLUMNS)},
-           k.attempts, c.press_key, c.opt_out_key, c.max_attempts, c.retry_delays
+           k.attempts, c.press_key, c.opt_out_key, c.max_attempts,
+           c.retry_delays::text AS retry_delays
       FROM call_attempts a
       JOIN contacts k ON k.id = a.contact_id
       JOIN campaigns c ON c.id = a.campaign_id
@@ -371,6 +373,8 @@ def close_attempts(
     pending = pending or {}
     by_id = {r.attempt_id: r for r in requests}
     rows = list(conn.execute(_READ_FOR_CLOSE, {"ids": sorted(by_id)}))
+    # Unique per close: a second close of one attempt would show as a second audit row.
+    audit_tag = uuid.uuid4().hex
     closing: list[dict[str, Any]] = []
     contacts: list[dict[str, Any]] = []
     audit: list[dict[str, Any]] = []
@@ -390,9 +394,7 @@ def close_attempts(
             continue
         else:
             outcome = decide(facts, **keys)
-        step = next_step(
-            RetryPolicy(row.max_attempts, row.retry_delays or {}), outcome, row.attempts, now
-        )
+        step = next_step(_policy(row.max_attempts, row.retry_delays), outcome, row.attempts, now)
         decided[row.id] = (row.custom_call_id, outcome, request.reason)
         closing.append(
             {
@@ -414,8 +416,7 @@ def close_attempts(
             {
                 "id": row.id,
                 "event": OUTCOME_EVENT,
-                # Unique per close: a second close of one attempt would show as a second row.
-                "fp": f"outcome:{uuid.uuid4().hex}",
+                "fp": f"outcome:{audit_tag}:{row.id}",
                 "at": now,
                 "data": {
                     "Event": OUTCOME_EVENT,
@@ -437,6 +438,12 @@ def close_attempts(
     conn.execute(_INSERT_EVENTS, {"rows": _json([a for a in audit if a["id"] in ended])})
     closed = [Closed(decided[i][0], i, decided[i][1], decided[i][2]) for i in sorted(ended)]
     return closed, left_open
+
+
+@functools.lru_cache(maxsize=256)
+def _policy(max_attempts: int, retry_delays: str | None) -> RetryPolicy:
+    # Parsed once per campaign setting, not once per closing call.
+    return RetryPolicy(max_attempts, json.loads(retry_delays) if retry_delays else {})
 
 
 def _json(rows: list[dict[str, Any]]) -> str:

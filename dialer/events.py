@@ -95,9 +95,12 @@ def iter_frames(text: str) -> Iterator[Event]:
             yield parse_frame(chunk)
 
 
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+
+
 def encode(event: Mapping[str, Any]) -> str:
     """The event as compact JSON, headers in wire order (what `call_events.data` holds)."""
-    return json.dumps(event, ensure_ascii=False, separators=(",", ":"))
+    return _ENCODER.encode(event)
 
 
 def fingerprint(encoded: str) -> str:
