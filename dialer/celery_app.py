@@ -32,6 +32,7 @@ from sqlalchemy import Engine
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
+from dialer import broker
 from dialer.ami import AmiError, SyncAmiClient
 from dialer.db import make_engine, make_sessionmaker
 from dialer.dispatch import TickOptions
@@ -68,7 +69,7 @@ def celery_config(settings: Settings, options: WorkerOptions) -> dict[str, Any]:
     prefix = options.broker_key_prefix or settings.broker_prefix
     if prefix:
         transport["global_keyprefix"] = prefix
-    return {
+    config: dict[str, Any] = {
         "broker_url": settings.broker_url,
         "broker_transport_options": transport,
         "broker_connection_retry_on_startup": True,
@@ -101,6 +102,9 @@ def celery_config(settings: Settings, options: WorkerOptions) -> dict[str, Any]:
             }
         },
     }
+    if settings.broker_url.startswith("redis://"):
+        config["broker_transport"] = broker.TRANSPORT
+    return config
 
 
 class DialerCelery(Celery):
