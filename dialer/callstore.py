@@ -13,7 +13,8 @@
    written by the close itself (one row version instead of two: every index of call_attempts
    is updated on each). The close is conditional on the attempt still being open, so whichever
    of listener or reconciliation comes first closes it and the other does nothing: one outcome
-   per attempt, ever.
+   per attempt, ever. The same statement adds the closed attempts to the campaign summary's
+   counts (`campaign_attempt_stats`), one upsert per group rather than a trigger per call.
 
 Each statement takes all its rows as one JSON document (`jsonb_to_recordset`): no round trip
 per event or per call.
@@ -124,16 +125,42 @@ _READ_FOR_CLOSE = text(
        FOR UPDATE OF a
     """
 )
+# The close counts the attempts it finishes in campaign_attempt_stats itself, one upsert per
+# group (migration 0004), with the row trigger told to skip this statement: a closed attempt
+# was open, so it was not counted before.
+_COUNTING = text("SELECT set_config('dialer.attempt_stats', :value, true)")
 _CLOSE_ATTEMPTS = text(
     f"""
-    UPDATE call_attempts a
-       SET status = 'ended', outcome = r.outcome, ended_at = r.ended_at,
-           {", ".join(f"{c} = r.{c}" for c in FACT_COLUMNS)}
-      FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS r(
-           id bigint, outcome text, ended_at timestamptz,
-           {", ".join(f"{c} {t}" for c, t in FACT_COLUMNS.items())})
-     WHERE a.id = r.id AND a.status IN {OPEN}
-    RETURNING a.id
+    WITH closed AS (
+        UPDATE call_attempts a
+           SET status = 'ended', outcome = r.outcome, ended_at = r.ended_at,
+               {", ".join(f"{c} = r.{c}" for c in FACT_COLUMNS)}
+          FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS r(
+               id bigint, outcome text, ended_at timestamptz,
+               {", ".join(f"{c} {t}" for c, t in FACT_COLUMNS.items())})
+         WHERE a.id = r.id AND a.status IN {OPEN}
+        RETURNING a.id, a.campaign_id, a.queued_at, a.outcome, a.amd_status, a.dtmf,
+                  a.sent_at, a.answered_at, a.ended_at
+    ), counted AS (
+        INSERT INTO campaign_attempt_stats AS s
+               (campaign_id, bucket, outcome, amd_status, dtmf, attempts, sent, answered_at,
+                talk_total, talk_count, first_sent_at, last_sent_at)
+        SELECT campaign_id, date_bin(interval '10 minutes', queued_at, timestamptz 'epoch'),
+               outcome, amd_status, dtmf, count(*), count(sent_at), count(answered_at),
+               coalesce(sum(ended_at - answered_at), interval '0'),
+               count(ended_at - answered_at), min(sent_at), max(sent_at)
+          FROM closed
+         GROUP BY 1, 2, 3, 4, 5
+        ON CONFLICT (campaign_id, bucket, outcome, amd_status, dtmf) DO UPDATE SET
+               attempts = s.attempts + excluded.attempts,
+               sent = s.sent + excluded.sent,
+               answered_at = s.answered_at + excluded.answered_at,
+               talk_total = s.talk_total + excluded.talk_total,
+               talk_count = s.talk_count + excluded.talk_count,
+               first_sent_at = least(s.first_sent_at, excluded.first_sent_at),
+               last_sent_at = greatest(s.last_sent_at, excluded.last_sent_at)
+    )
+    SELECT id FROM closed
     """
 )
 _SETTLE_CONTACTS = text(
@@ -428,7 +455,9 @@ def close_attempts(
         )
     if not closing:
         return [], left_open
+    conn.execute(_COUNTING, {"value": "counted"})
     ended = {r.id for r in conn.execute(_CLOSE_ATTEMPTS, {"rows": _json(closing)})}
+    conn.execute(_COUNTING, {"value": ""})
     if ended != {c["id"] for c in closing}:
         # Cannot happen under the row locks taken above; never settle a contact twice.
         log.error("attempts changed under lock: %s", sorted({c["id"] for c in closing} - ended))

@@ -279,6 +279,31 @@ def test_changed_send_time_moves_first_and_last_send(db: Engine) -> None:
         _summaries_match(conn, ["-infinity"])
 
 
+def test_batch_close_counts_its_own_closes_and_later_writes_are_tracked(db: Engine) -> None:
+    """The listener's close counts the calls it ends in the same statement (the row trigger
+    skips it); a late fact written afterwards in the same transaction is tracked again."""
+    from dialer.callstore import CloseReason, CloseRequest, close_attempts
+
+    now = dt.datetime.now(dt.UTC)
+    with db.begin() as conn:
+        serial = [0]
+        for n in range(1, CONTACTS + 1):
+            status = ("up", "originating", "ended")[n % 3]
+            _apply(conn, ("insert", n, status, n * 4.0, "busy", "HUMAN", None, True), serial)
+        open_ids = list(
+            conn.execute(text("SELECT id FROM call_attempts WHERE status <> 'ended'")).scalars()
+        )
+        pending = {i: {"hangup_cause": 16, "dtmf": "1" if i % 2 else None} for i in open_ids}
+        closed, _ = close_attempts(
+            conn, [CloseRequest(i, CloseReason.HANGUP, now) for i in open_ids], now, pending
+        )
+        assert len(closed) == len(open_ids) > 0
+        _stats_match(conn)
+        conn.execute(text("UPDATE call_attempts SET amd_status = 'MACHINE' WHERE id % 4 = 0"))
+        _stats_match(conn)
+        _summaries_match(conn, ["-infinity", T0 + dt.timedelta(minutes=21)])
+
+
 def test_truncate_rebuild_and_campaign_delete(db: Engine) -> None:
     with db.begin() as conn:
         serial = [0]

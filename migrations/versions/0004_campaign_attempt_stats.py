@@ -6,7 +6,10 @@ seconds for a campaign of four million attempts. Finished attempts (status `ende
 `campaign_attempt_stats`, one row per campaign, 10-minute bucket of `queued_at`, outcome, AMD
 status and DTMF. Row triggers on `call_attempts` keep it exact on every insert, update, delete
 and truncate, whoever writes; the dialer's own hot path (queued -> originating -> up) does not
-touch it, since open attempts are not counted there.
+touch it, since open attempts are not counted there. A per-row upsert costs about 80 us per
+closed call, so the listener, which closes calls in batches of thousands, counts its closes
+itself in its close statement (one aggregated upsert) and sets `dialer.attempt_stats =
+'counted'` for that statement only, which the update trigger skips.
 
 `campaign_summary_since(since)` now reads:
 - the buckets that start at or after `since` from `campaign_attempt_stats`;
@@ -42,6 +45,11 @@ COMMENT = (
     "campaign_attempt_stats_rebuild() recomputes it."
 )
 FINISHED = "('ended', 'not_sent')"
+# A writer that closes open attempts in bulk counts them itself, in the same statement (the
+# listener: one aggregated upsert per batch instead of one per call), and sets this
+# transaction-local setting around that statement only.
+COUNTED_SETTING = "dialer.attempt_stats"
+NOT_COUNTED = f"current_setting('{COUNTED_SETTING}', true) IS DISTINCT FROM 'counted'"
 OPEN = "('queued', 'originating', 'up')"
 BUCKET = "interval '10 minutes'"
 KEY = ("campaign_id", "bucket", "outcome", "amd_status", "dtmf")
@@ -195,7 +203,8 @@ TRIGGERS = (
     f"""CREATE TRIGGER campaign_attempt_stats_update
         AFTER UPDATE OF {", ".join(TRACKED)} ON call_attempts
         FOR EACH ROW WHEN ((OLD.status IN {FINISHED} OR NEW.status IN {FINISHED})
-                           AND ({_TRACKED_OLD}) IS DISTINCT FROM ({_TRACKED_NEW}))
+                           AND ({_TRACKED_OLD}) IS DISTINCT FROM ({_TRACKED_NEW})
+                           AND {NOT_COUNTED})
         EXECUTE FUNCTION campaign_attempt_stats_track()""",
     f"""CREATE TRIGGER campaign_attempt_stats_delete AFTER DELETE ON call_attempts
         FOR EACH ROW WHEN (OLD.status IN {FINISHED})
