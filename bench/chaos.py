@@ -75,6 +75,7 @@ from dialer import calling_window, dnc, migrate  # noqa: E402
 from dialer.calling_window import CallingWindow  # noqa: E402
 from dialer.db import make_engine, make_sessionmaker, transaction  # noqa: E402
 from dialer.models import Campaign, Contact, Trunk  # noqa: E402
+from dialer.pacing import max_in_window  # noqa: E402
 from dialer.pbxsim.record import read_records  # noqa: E402
 from dialer.retry import DEFAULT_DELAYS  # noqa: E402
 
@@ -1065,17 +1066,6 @@ def pick_by_rate(i: int, rates: list[float]) -> int:
             return index
         position -= rate
     return len(rates) - 1
-
-
-def max_in_window(times: list[float], width: float = 1.0) -> int:
-    """The most events in any half-open window [t, t + width) (sliding, not bucketed)."""
-    ordered = sorted(times)
-    best = first = 0
-    for last, t in enumerate(ordered):
-        while ordered[first] <= t - width:
-            first += 1
-        best = max(best, last - first + 1)
-    return best
 
 
 if __name__ == "__main__":

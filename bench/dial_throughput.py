@@ -44,6 +44,7 @@ from sqlalchemy.engine import make_url
 from dialer import migrate
 from dialer.db import make_engine
 from dialer.models import Campaign, Contact, Trunk
+from dialer.pacing import max_in_window
 
 SERVER_URL = os.environ.get(
     "DIALER_BENCH_SERVER_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
@@ -281,16 +282,6 @@ def report(
 
 
 # -- helpers ----------------------------------------------------------------------------------
-
-
-def max_in_window(times: list[float], width: float = 1.0) -> int:
-    ordered = sorted(times)
-    best = first = 0
-    for last, t in enumerate(ordered):
-        while ordered[first] <= t - width:
-            first += 1
-        best = max(best, last - first + 1)
-    return best
 
 
 def read_records(path: Path) -> list[dict[str, Any]]:

@@ -131,3 +131,15 @@ def trunk_usage(connection: Connection, trunk_ids: Iterable[int]) -> dict[int, T
         row.id: TrunkUsage(row.id, row.max_channels, float(row.cps), row.open, row.queued)
         for row in rows
     }
+
+
+def max_in_window(times: Iterable[float], width: float = 1.0) -> int:
+    """The most events inside any half-open window [t, t + width) of `times` (seconds),
+    sliding, not bucketed: what "no 1-second window over the limit" is checked with."""
+    ordered = sorted(times)
+    best = first = 0
+    for last, t in enumerate(ordered):
+        while ordered[first] <= t - width:
+            first += 1
+        best = max(best, last - first + 1)
+    return best

@@ -159,18 +159,6 @@ def scalar(sessions: sessionmaker[Session], sql: str, **params: Any) -> Any:
         return session.execute(text(sql), params).scalar()
 
 
-def max_in_window(times: Sequence[float], width: float = 1.0) -> int:
-    """The most events inside any half-open window [t, t + width) (sliding, not bucketed)."""
-    ordered = sorted(times)
-    best = 0
-    first = 0
-    for last, t in enumerate(ordered):
-        while ordered[first] <= t - width:
-            first += 1
-        best = max(best, last - first + 1)
-    return best
-
-
 def wait_until(
     predicate: Callable[[], Any], timeout: float, interval: float = 0.05, message: str = ""
 ) -> Any:

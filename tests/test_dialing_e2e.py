@@ -33,6 +33,7 @@ from dialer.ami import SyncAmiClient
 from dialer.celery_app import DISPATCH_TASK, ORIGINATE_TASK, enqueue_originates
 from dialer.dispatch import DISPATCH_LOCK_KEY, TickOptions, run_tick
 from dialer.originate import Result, originate_attempt
+from dialer.pacing import max_in_window
 from dialer.settings import AmiServer, Settings
 from tests.support_celery import (
     REPO,
@@ -40,7 +41,6 @@ from tests.support_celery import (
     add_contacts,
     add_trunk,
     in_process_worker,
-    max_in_window,
     pg_connect,
     rows,
     scalar,

@@ -8,8 +8,16 @@ import time
 import pytest
 from sqlalchemy import Engine, text
 
-from dialer.pacing import PAD, TrunkUsage, UnknownTrunk, take_slot, trunk_usage, wait_for_slot
-from tests.support_celery import add_campaign, add_contacts, add_trunk, max_in_window, pg_connect
+from dialer.pacing import (
+    PAD,
+    TrunkUsage,
+    UnknownTrunk,
+    max_in_window,
+    take_slot,
+    trunk_usage,
+    wait_for_slot,
+)
+from tests.support_celery import add_campaign, add_contacts, add_trunk, pg_connect
 
 SPARE_CASES = [
     # (case, usage, lookahead, expected spare capacity)
