@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 from kombu import Connection, Exchange, Queue
 
 from dialer import broker
@@ -19,7 +20,7 @@ def test_redis_urls_get_the_dialer_transport(settings: Settings) -> None:
 
 
 def test_acks_reuse_one_client_and_leave_nothing_unacked(
-    make_app: Callable[..., DialerCelery], broker_prefix: str
+    make_app: Callable[..., DialerCelery], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     app = make_app()
     created: list[Any] = []
@@ -32,31 +33,28 @@ def test_acks_reuse_one_client_and_leave_nothing_unacked(
         return client
 
     queue = Queue("broker-test", Exchange("broker-test"), routing_key="broker-test")
-    broker.Channel._create_client = counting  # type: ignore[method-assign]
-    try:
-        with app.connection_for_write() as conn:
-            assert isinstance(conn, Connection)
-            assert isinstance(conn.default_channel, broker.Channel)
-            with conn.Producer() as producer:
-                for n in range(200):
-                    producer.publish({"n": n}, exchange=queue.exchange, routing_key="broker-test",
-                                     declare=[queue])  # fmt: skip
-            received: list[int] = []
-            with conn.Consumer(queue, accept=["json"]) as consumer:
-                consumer.qos(prefetch_count=10)
+    monkeypatch.setattr(broker.Channel, "_create_client", counting)
+    with app.connection_for_write() as conn:
+        assert isinstance(conn, Connection)
+        assert isinstance(conn.default_channel, broker.Channel)
+        with conn.Producer() as producer:
+            for n in range(200):
+                producer.publish({"n": n}, exchange=queue.exchange, routing_key="broker-test",
+                                 declare=[queue])  # fmt: skip
+        received: list[int] = []
+        with conn.Consumer(queue, accept=["json"]) as consumer:
+            consumer.qos(prefetch_count=10)
 
-                def on_message(body: dict[str, int], message: Any) -> None:
-                    received.append(body["n"])
-                    message.ack()
+            def on_message(body: dict[str, int], message: Any) -> None:
+                received.append(body["n"])
+                message.ack()
 
-                consumer.register_callback(on_message)
-                while len(received) < 200:
-                    conn.drain_events(timeout=5)
-            channel = conn.default_channel
-            client = channel.conn_or_acquire().__enter__()
+            consumer.register_callback(on_message)
+            while len(received) < 200:
+                conn.drain_events(timeout=5)
+        channel = conn.default_channel
+        with channel.conn_or_acquire() as client:
             unacked = client.hlen(channel.unacked_key)
-    finally:
-        broker.Channel._create_client = original  # type: ignore[method-assign]
     assert sorted(received) == list(range(200))
     assert unacked == 0
     # kombu alone builds a client per acknowledgement and per delivery's bookkeeping.
