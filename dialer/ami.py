@@ -772,6 +772,11 @@ class SyncAmiClient:
 
         Raises `AmiConnectionError` after `timeout`, `AmiAuthenticationError` if refused.
         """
+        client = self._client
+        if client is not None and client.connected and self._pid == os.getpid():
+            # Logged in now: no hand-over to the loop's thread (one per call otherwise). A drop
+            # right after is the send's to handle, as for any drop after this returns.
+            return
         started = time.monotonic()
 
         async def wait(client: AmiClient) -> None:

@@ -12,6 +12,7 @@ a refused value raises `UnsafeHeaderValue` and no byte of the frame exists to be
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -72,20 +73,25 @@ def encode_action(headers: Headers) -> bytes:
     lines = header_lines(headers)
     if not any(name.lower() == "action" for name, _ in lines):
         raise UnsafeHeaderValue("an AMI frame needs an Action header")
-    encoded: list[bytes] = []
-    for name, value in lines:
-        if not _HEADER_NAME.match(name):
-            raise UnsafeHeaderValue(f"header name {name!r} is not a plain token")
-        if _CONTROL.search(value):
-            raise UnsafeHeaderValue(f"{name}: value contains CR, LF or NUL; refused")
-        line = f"{name}: {value}{EOL}".encode()
-        if len(line) > MAX_LINE_BYTES:
-            raise UnsafeHeaderValue(
-                f"{name}: line is {len(line)} bytes, over Asterisk's {MAX_LINE_BYTES}-byte limit"
-            )
-        encoded.append(line)
+    encoded = [_encode_line(name, value) for name, value in lines]
     encoded.append(EOL.encode())
     return b"".join(encoded)
+
+
+# Most lines of a campaign's Originates are the same from call to call (an Originate is
+# encoded and checked a few times on its way out); refusals raise, so they are never cached.
+@functools.lru_cache(maxsize=4096)
+def _encode_line(name: str, value: str) -> bytes:
+    if not _HEADER_NAME.match(name):
+        raise UnsafeHeaderValue(f"header name {name!r} is not a plain token")
+    if _CONTROL.search(value):
+        raise UnsafeHeaderValue(f"{name}: value contains CR, LF or NUL; refused")
+    line = f"{name}: {value}{EOL}".encode()
+    if len(line) > MAX_LINE_BYTES:
+        raise UnsafeHeaderValue(
+            f"{name}: line is {len(line)} bytes, over Asterisk's {MAX_LINE_BYTES}-byte limit"
+        )
+    return line
 
 
 def originate_headers(payload: Mapping[str, Any]) -> list[tuple[str, str]]:
@@ -148,6 +154,18 @@ def describe(headers: Headers) -> str:
 
 
 def _variable(name: str, value: Any) -> str:
+    if isinstance(value, (str, int)):  # hashable, and bool is an int
+        return _scalar_variable(name, value)
+    return _checked_variable(name, value)
+
+
+# typed: True and 1 are equal keys otherwise, and are sent as "true" and "1".
+@functools.lru_cache(maxsize=4096, typed=True)
+def _scalar_variable(name: str, value: str | int) -> str:
+    return _checked_variable(name, value)
+
+
+def _checked_variable(name: str, value: Any) -> str:
     if not _VARIABLE_NAME.match(str(name)):
         raise UnsafeHeaderValue(f"variable name {name!r} is not a plain identifier")
     text = _scalar(f"Variable {name}", value)

@@ -23,12 +23,13 @@ with `send_error` set, for reconciliation against the PBX: never sent again; `Or
 re-scheduled like any failed attempt. An attempt stopped by the last checks is `not_sent`.
 
 This is the dialer's hot path, so it talks to Postgres through a plain psycopg connection in
-autocommit mode (no ORM), five round trips per call: claim, slot, the checks (pipelined with
-their BEGIN), the COMMIT after the send, and the sent time.
+autocommit mode (no ORM), four round trips per call: claim, slot, the checks (pipelined with
+their BEGIN), and the sent time with the COMMIT after the send.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import enum
 import logging
@@ -267,6 +268,7 @@ class _Send:
     late: float = 0.0  # seconds after the slot it woke up
     sent_at: dt.datetime | None = None
     error: BaseException | None = None
+    recorded: bool = False  # sent_at written with the send transaction's commit
 
 
 def _send_in_slot(
@@ -285,6 +287,7 @@ def _send_in_slot(
     Returns the Result that stopped the attempt before it was sent, or a `_Send`. Raises only
     before anything was sent (a database error).
     """
+    sent: _Send | None = None
     try:
         with conn.pipeline(), conn.cursor(row_factory=namedtuple_row) as cursor:
             conn.execute("BEGIN")
@@ -309,11 +312,12 @@ def _send_in_slot(
             return _Send(missed=str(exc), late=max(0.0, clock() - slot))
         except BaseException as exc:
             return _Send(sent_at=sent_at, error=exc)
-        return _Send(sent_at=sent_at)
+        sent = _Send(sent_at=sent_at)
+        return sent
     finally:
         # Releases the lock. Once something may have been sent, a failed COMMIT (connection
         # lost) changes nothing that matters: the transaction only read and locked.
-        _end_transaction(conn)
+        _end_transaction(conn, attempt_id, sent)
 
 
 def _stopped_by(check: Any, slot: float) -> Result | None:
@@ -346,11 +350,23 @@ def _check_still_connected(conn: psycopg.Connection[Any]) -> None:
         conn.execute("SELECT 1")
 
 
-def _end_transaction(conn: psycopg.Connection[Any]) -> None:
+def _end_transaction(
+    conn: psycopg.Connection[Any], attempt_id: int, sent: _Send | None = None
+) -> None:
+    """COMMIT; after a send, with its sent time written in the same round trip."""
     try:
-        conn.execute("COMMIT")
+        if sent is None:
+            conn.execute("COMMIT")
+            return
+        with conn.pipeline():
+            conn.execute(_SENT, {"id": attempt_id, "sent_at": sent.sent_at})
+            conn.execute("COMMIT")
+        sent.recorded = True
     except psycopg.Error as exc:
         log.warning("could not end the send transaction: %s", exc)
+        if conn.info.transaction_status == psycopg.pq.TransactionStatus.INERROR:
+            with contextlib.suppress(psycopg.Error):
+                conn.execute("ROLLBACK")
 
 
 def _stopped_before_send(conn: psycopg.Connection[Any], attempt_id: int, result: Result) -> Result:
@@ -378,7 +394,8 @@ def _record_send(
 ) -> Result:
     exc = sent.error
     if exc is None:
-        conn.execute(_SENT, {"id": attempt_id, "sent_at": sent.sent_at})
+        if not sent.recorded:
+            conn.execute(_SENT, {"id": attempt_id, "sent_at": sent.sent_at})
         return Result.SENT
     if isinstance(exc, AmiAuthenticationError):
         log.warning("attempt %s: not sent: %s", call_id, exc)
