@@ -198,7 +198,7 @@ _MARK_STATUS = text(
     """
     UPDATE contacts SET status = :status, last_outcome = coalesce(:outcome, last_outcome),
                         updated_at = now()
-     WHERE id = ANY(:ids) AND status = 'pending'
+     WHERE id = ANY(CAST(:ids AS bigint[])) AND status = 'pending'
     """
 )
 
