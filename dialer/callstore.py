@@ -3,8 +3,9 @@
 `CallStore.apply(batch)`:
 1. finds the call attempts of the batch's custom_call_ids (cached; unknown ids are counted and
    their events dropped);
-2. stores every used event in `call_events` (`ON CONFLICT DO NOTHING` on its fingerprint: an
-   event seen twice is kept once);
+2. stores every used event in `call_events` with COPY; an event stored before (same
+   fingerprint: replayed, read twice) makes the COPY fail, and the batch's events are then
+   inserted with `ON CONFLICT DO NOTHING` instead: an event seen twice is kept once;
 3. adds opted-out numbers to the do-not-call list at once;
 4. applies the facts, merged per call, in one UPDATE: the first value of a fact wins and times
    keep their earliest value, so events may arrive in any order and more than once;
@@ -16,8 +17,10 @@
    per attempt, ever. The same statement adds the closed attempts to the campaign summary's
    counts (`campaign_attempt_stats`), one upsert per group rather than a trigger per call.
 
-Each statement takes all its rows as one JSON document (`jsonb_to_recordset`): no round trip
-per event or per call.
+Each statement takes all its rows at once (COPY, or one JSON document read with
+`jsonb_to_recordset`): no round trip per event or per call. The events are encoded once, when
+the listener takes them (`Observation.of`), and the statements that run once per batch with a
+row per call read and write through the psycopg connection itself, without ORM rows.
 """
 
 from __future__ import annotations
@@ -33,9 +36,19 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import psycopg
 from sqlalchemy import Connection, Engine, text
 
-from dialer.events import EARLIEST, CallFacts, Event, EventFacts, encode, fingerprint
+from dialer.events import (
+    EARLIEST,
+    CallFacts,
+    Event,
+    EventFacts,
+    answered_in,
+    encode,
+    fingerprint,
+    to_json,
+)
 from dialer.outcomes import Outcome, decide, decide_without_end
 from dialer.retry import RetryPolicy, next_step
 
@@ -84,12 +97,17 @@ _LOOKUP = text(
      WHERE a.custom_call_id = ANY(:ids)
     """
 )
+_COPY_EVENTS = (
+    "COPY call_events (call_attempt_id, event, fingerprint, received_at, data) FROM STDIN"
+)
+# After a COPY refused a duplicate. Events of an attempt deleted meanwhile are dropped too.
 _INSERT_EVENTS = text(
     """
     INSERT INTO call_events (call_attempt_id, event, fingerprint, received_at, data)
     SELECT r.id, r.event, r.fp, r.at, r.data
       FROM jsonb_to_recordset(CAST(:rows AS jsonb))
            AS r(id bigint, event text, fp text, at timestamptz, data jsonb)
+      JOIN call_attempts a ON a.id = r.id
     ON CONFLICT (call_attempt_id, fingerprint) DO NOTHING
     """
 )
@@ -111,20 +129,19 @@ _ADD_DNC = text(
     ON CONFLICT DO NOTHING
     """
 )
-_READ_FOR_CLOSE = text(
-    f"""
-    SELECT a.id, a.custom_call_id, a.contact_id, a.status,
+# Read through psycopg (positional rows: the fact columns come after the first four).
+_READ_FOR_CLOSE = f"""
+    SELECT a.id, a.custom_call_id, a.contact_id, k.attempts,
            {", ".join(f"a.{c}" for c in FACT_COLUMNS)},
-           k.attempts, c.press_key, c.opt_out_key, c.max_attempts,
-           c.retry_delays::text AS retry_delays
+           c.press_key, c.opt_out_key, c.max_attempts, c.retry_delays::text
       FROM call_attempts a
       JOIN contacts k ON k.id = a.contact_id
       JOIN campaigns c ON c.id = a.campaign_id
-     WHERE a.id = ANY(:ids) AND a.status IN {OPEN}
+     WHERE a.id = ANY(%(ids)s::bigint[]) AND a.status IN {OPEN}
      ORDER BY a.id
        FOR UPDATE OF a
-    """
-)
+"""
+_FACTS_AT = slice(4, 4 + len(FACT_COLUMNS))
 # The close counts the attempts it finishes in campaign_attempt_stats itself, one upsert per
 # group (migration 0004), with the row trigger told to skip this statement: a closed attempt
 # was open, so it was not counted before.
@@ -134,14 +151,26 @@ _CLOSE_ATTEMPTS = text(
     WITH closed AS (
         UPDATE call_attempts a
            SET status = 'ended', outcome = r.outcome, ended_at = r.ended_at,
-               {", ".join(f"{c} = r.{c}" for c in FACT_COLUMNS)}
+               {", ".join(_merge_sql(c) for c in FACT_COLUMNS)}
           FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS r(
-               id bigint, outcome text, ended_at timestamptz,
+               id bigint, outcome text, ended_at timestamptz, contact_id bigint,
+               contact_status text, next_attempt_at timestamptz,
                {", ".join(f"{c} {t}" for c, t in FACT_COLUMNS.items())})
          WHERE a.id = r.id AND a.status IN {OPEN}
         RETURNING a.id, a.campaign_id, a.queued_at, a.outcome, a.amd_status, a.dtmf,
-                  a.sent_at, a.answered_at, a.ended_at
+                  a.sent_at, a.answered_at, a.ended_at,
+                  r.contact_id, r.contact_status, r.next_attempt_at
+    ), settled AS (
+        UPDATE contacts k
+           SET status = CASE WHEN k.status = 'dialing' OR c.contact_status = 'dnc'
+                             THEN c.contact_status ELSE k.status END,
+               last_outcome = c.outcome,
+               next_attempt_at = coalesce(c.next_attempt_at, k.next_attempt_at),
+               updated_at = now()
+          FROM closed c
+         WHERE k.id = c.contact_id
     ), counted AS (
+        -- In key order: concurrent closes lock the shared count rows in the same order.
         INSERT INTO campaign_attempt_stats AS s
                (campaign_id, bucket, outcome, amd_status, dtmf, attempts, sent, answered_at,
                 talk_total, talk_count, first_sent_at, last_sent_at)
@@ -151,6 +180,7 @@ _CLOSE_ATTEMPTS = text(
                count(ended_at - answered_at), min(sent_at), max(sent_at)
           FROM closed
          GROUP BY 1, 2, 3, 4, 5
+         ORDER BY 1, 2, 3, 4, 5
         ON CONFLICT (campaign_id, bucket, outcome, amd_status, dtmf) DO UPDATE SET
                attempts = s.attempts + excluded.attempts,
                sent = s.sent + excluded.sent,
@@ -163,19 +193,14 @@ _CLOSE_ATTEMPTS = text(
     SELECT id FROM closed
     """
 )
-_SETTLE_CONTACTS = text(
-    """
-    UPDATE contacts k
-       SET status = CASE WHEN k.status = 'dialing' OR r.status = 'dnc' THEN r.status
-                         ELSE k.status END,
-           last_outcome = r.outcome,
-           next_attempt_at = coalesce(r.next_attempt_at, k.next_attempt_at),
-           updated_at = now()
-      FROM jsonb_to_recordset(CAST(:rows AS jsonb))
-           AS r(contact_id bigint, status text, outcome text, next_attempt_at timestamptz)
-     WHERE k.id = r.contact_id
-    """
-)
+
+
+class CloseRaceError(RuntimeError):
+    """An attempt locked for its close was not closed; the batch is rolled back."""
+
+
+# A call_events row: attempt id, event name, fingerprint, received_at, data (JSON text).
+EventRow = tuple[int, str, str, dt.datetime, str]
 
 
 class CloseReason(enum.StrEnum):
@@ -186,13 +211,26 @@ class CloseReason(enum.StrEnum):
 
 @dataclass(slots=True)
 class Observation:
-    """One used event of a known-to-be-correlated call, as the listener buffers it."""
+    """One used event of a correlated call, as the listener buffers it: already in the form it
+    is stored in (the event itself is not kept)."""
 
     call_id: str
-    event: Event
+    name: str  # call_events.event: the event's name (a UserEvent's own name)
+    data: str  # call_events.data: the event as compact JSON
+    fingerprint: str
     facts: EventFacts
     at: dt.datetime  # when it happened (event_time)
     origin: float  # wall-clock seconds the latency is measured from
+
+    @classmethod
+    def of(
+        cls, call_id: str, event: Event, facts: EventFacts, at: dt.datetime, origin: float
+    ) -> Observation:
+        data = encode(event)
+        name = event.get("Event", "")
+        if name == "UserEvent":
+            name = event.get("UserEvent") or name
+        return cls(call_id, str(name), data, fingerprint(data), facts, at, origin)
 
 
 @dataclass(slots=True)
@@ -252,9 +290,6 @@ class CallStore:
         failed = [c for c in originate_failed if c]
         with self.engine.begin() as conn:
             calls = self._resolve(conn, {o.call_id for o in batch} | set(failed))
-            known = [o for o in batch if calls.get(o.call_id) is not None]
-            result.unknown = len(batch) - len(known)
-            result.stored = len(known)
             requests: dict[int, CloseRequest] = {}
             for call_id in failed:
                 info = calls.get(call_id)
@@ -263,17 +298,35 @@ class CallStore:
                         info.attempt_id, CloseReason.ORIGINATE_FAILED, now
                     )
             facts: dict[int, dict[str, Any]] = {}
-            for o in known:
-                info = calls[o.call_id]
-                assert info is not None
-                merge_values(facts.setdefault(info.attempt_id, {}), o.facts.values)
+            events: list[EventRow] = []
+            opt_outs: list[dict[str, str]] = []
+            answers: list[tuple[CallInfo, Observation]] = []
+            for o in batch:
+                info = calls.get(o.call_id)
+                if info is None:
+                    continue
+                attempt_id = info.attempt_id
+                events.append((attempt_id, o.name, o.fingerprint, o.at, o.data))
+                values = o.facts.values
+                if values:
+                    merge_values(facts.setdefault(attempt_id, {}), values)
+                    digit = values.get("dtmf")
+                    if digit and digit == info.opt_out_key:
+                        opt_outs.append(
+                            {"phone": info.phone, "reason": f"opt-out key on call {o.call_id}"}
+                        )
+                    if info.record and values.get("originate_response") == "Success":
+                        answers.append((info, o))
                 if o.facts.final and not info.closed:
-                    requests[info.attempt_id] = CloseRequest(
-                        info.attempt_id, CloseReason.HANGUP, o.at
-                    )
-            if known:
-                self._insert_events(conn, known, calls)
-                result.dnc_added = self._opt_outs(conn, known, calls)
+                    requests[attempt_id] = CloseRequest(attempt_id, CloseReason.HANGUP, o.at)
+            result.stored = len(events)
+            result.unknown = len(batch) - len(events)
+            if events:
+                insert_events(conn, events)
+            if opt_outs:
+                result.dnc_added = conn.execute(
+                    _ADD_DNC, {"rows": _json(opt_outs), "source": DNC_SOURCE}
+                ).rowcount
             # Calls closing now get their facts with the close: one row update, not two.
             update_facts(conn, {i: v for i, v in facts.items() if i not in requests})
             if requests:
@@ -286,18 +339,14 @@ class CallStore:
             info = self._calls.get(closed.call_id)
             if info is not None:
                 info.closed = True
-        closing = {c.attempt_id for c in result.closed}
-        for o in known:
-            info = calls[o.call_id]
-            assert info is not None
+        closing_now = {c.attempt_id for c in result.closed}
+        for info, o in answers:
             channel = o.facts.values.get("channel")
             if (
-                info.record
-                and not info.closed
+                not info.closed
                 and not info.recording_asked
-                and info.attempt_id not in closing
-                and o.event.get("Event") == "OriginateResponse"
-                and o.facts.values.get("originate_response") == "Success"
+                and info.attempt_id not in closing_now
+                and o.name == "OriginateResponse"
                 and channel
             ):
                 info.recording_asked = True
@@ -334,36 +383,6 @@ class CallStore:
                 self._calls.popitem(last=False)
         return found
 
-    def _insert_events(
-        self, conn: Connection, batch: list[Observation], calls: dict[str, CallInfo | None]
-    ) -> None:
-        parts = []
-        for o in batch:
-            info = calls[o.call_id]
-            assert info is not None
-            name = o.event.get("Event", "")
-            if name == "UserEvent":
-                name = o.event.get("UserEvent") or name
-            data = encode(o.event)
-            parts.append(
-                f'{{"id":{info.attempt_id},"event":{json.dumps(name)},'
-                f'"fp":"{fingerprint(data)}","at":"{o.at.isoformat()}","data":{data}}}'
-            )
-        conn.execute(_INSERT_EVENTS, {"rows": "[" + ",".join(parts) + "]"})
-
-    def _opt_outs(
-        self, conn: Connection, batch: list[Observation], calls: dict[str, CallInfo | None]
-    ) -> int:
-        rows = []
-        for o in batch:
-            info = calls[o.call_id]
-            digit = o.facts.values.get("dtmf")
-            if info is not None and digit and info.opt_out_key and digit == info.opt_out_key:
-                rows.append({"phone": info.phone, "reason": f"opt-out key on call {o.call_id}"})
-        if not rows:
-            return 0
-        return conn.execute(_ADD_DNC, {"rows": _json(rows), "source": DNC_SOURCE}).rowcount
-
 
 def merge_values(into: dict[str, Any], values: Mapping[str, Any]) -> None:
     """Merge one event's fact values: first value wins, earliest time wins."""
@@ -375,13 +394,45 @@ def merge_values(into: dict[str, Any], values: Mapping[str, Any]) -> None:
             into[name] = value
 
 
+def insert_events(
+    conn: Connection, rows: Sequence[EventRow], *, new_fingerprints: bool = False
+) -> None:
+    """Store events: (attempt id, name, fingerprint, time, JSON data) rows.
+
+    COPY, in a savepoint; should an event be there already (a replay, a batch written twice
+    after a lost COMMIT answer), the whole batch goes in again with `ON CONFLICT DO NOTHING`.
+    new_fingerprints: the rows' fingerprints were just made unique; no savepoint.
+    """
+    if new_fingerprints:
+        _copy_events(conn, rows)
+        return
+    try:
+        with conn.begin_nested():
+            _copy_events(conn, rows)
+    except psycopg.IntegrityError as exc:
+        log.info("events seen before in this batch (%s); storing the new ones", exc.sqlstate)
+        parts = [
+            f'{{"id":{i},"event":{json.dumps(name)},"fp":{json.dumps(fp)},'
+            f'"at":"{at.isoformat()}","data":{data}}}'
+            for i, name, fp, at, data in rows
+        ]
+        conn.execute(_INSERT_EVENTS, {"rows": "[" + ",".join(parts) + "]"})
+
+
+def _copy_events(conn: Connection, rows: Sequence[EventRow]) -> None:
+    with conn.connection.driver_connection.cursor() as cursor, cursor.copy(_COPY_EVENTS) as copy:
+        for row in rows:
+            copy.write_row(row)
+
+
 def update_facts(conn: Connection, facts: Mapping[int, Mapping[str, Any]]) -> None:
     """Apply fact values to their attempts ({attempt id: values}), in one statement."""
     rows = []
     for attempt_id, values in facts.items():
-        row = {c: values[c] for c in FACT_COLUMNS if values.get(c) is not None}
-        answered = CallFacts().merge(row).answered
-        rows.append({**row, "id": attempt_id, "answered": answered})
+        row = _fact_row(values)
+        row["id"] = attempt_id
+        row["answered"] = answered_in(values)
+        rows.append(row)
     if rows:
         conn.execute(_UPDATE_FACTS, {"rows": _json(rows)})
 
@@ -399,74 +450,75 @@ def close_attempts(
     """
     pending = pending or {}
     by_id = {r.attempt_id: r for r in requests}
-    rows = list(conn.execute(_READ_FOR_CLOSE, {"ids": sorted(by_id)}))
+    driver = conn.connection.driver_connection
+    rows = driver.execute(_READ_FOR_CLOSE, {"ids": sorted(by_id)}).fetchall()
     # Unique per close: a second close of one attempt would show as a second audit row.
     audit_tag = uuid.uuid4().hex
     closing: list[dict[str, Any]] = []
-    contacts: list[dict[str, Any]] = []
-    audit: list[dict[str, Any]] = []
+    audit: list[EventRow] = []
     decided: dict[int, tuple[str, Outcome, CloseReason]] = {}
     left_open: list[int] = []
     for row in rows:
-        request = by_id[row.id]
-        stored = row._mapping
-        values = {c: stored[c] for c in FACT_COLUMNS}
-        merge_values(values, pending.get(row.id, {}))
+        attempt_id, call_id, contact_id, attempts = row[0], row[1], row[2], row[3]
+        press_key, opt_out_key, max_attempts, retry_delays = row[-4:]
+        request = by_id[attempt_id]
+        new = pending.get(attempt_id, {})
+        values = dict(zip(FACT_COLUMNS, row[_FACTS_AT], strict=True))
+        merge_values(values, new)
         facts = CallFacts(**values)
-        keys = {"press_key": row.press_key, "opt_out_key": row.opt_out_key}
         if request.reason is CloseReason.GONE:
-            outcome = decide_without_end(facts, **keys)
+            outcome = decide_without_end(facts, press_key=press_key, opt_out_key=opt_out_key)
         elif request.reason is CloseReason.ORIGINATE_FAILED and facts.answered and not facts.ended:
-            left_open.append(row.id)
+            left_open.append(attempt_id)
             continue
         else:
-            outcome = decide(facts, **keys)
-        step = next_step(_policy(row.max_attempts, row.retry_delays), outcome, row.attempts, now)
-        decided[row.id] = (row.custom_call_id, outcome, request.reason)
-        closing.append(
-            {
-                **{c: values[c] for c in FACT_COLUMNS},
-                "id": row.id,
-                "outcome": outcome.value,
-                "ended_at": request.ended_at,
-            }
-        )
-        contacts.append(
-            {
-                "contact_id": row.contact_id,
-                "status": step.contact_status.value,
-                "outcome": outcome.value,
-                "next_attempt_at": step.next_attempt_at,
-            }
-        )
+            outcome = decide(facts, press_key=press_key, opt_out_key=opt_out_key)
+        step = next_step(_policy(max_attempts, retry_delays), outcome, attempts, now)
+        decided[attempt_id] = (call_id, outcome, request.reason)
+        # Only the facts not stored yet: the statement merges them as update_facts does.
+        close = _fact_row(new)
+        close["id"] = attempt_id
+        close["outcome"] = outcome.value
+        close["ended_at"] = request.ended_at.isoformat()
+        close["contact_id"] = contact_id
+        close["contact_status"] = step.contact_status.value
+        if step.next_attempt_at is not None:
+            close["next_attempt_at"] = step.next_attempt_at.isoformat()
+        closing.append(close)
+        note = {
+            "Event": OUTCOME_EVENT,
+            "outcome": outcome.value,
+            "reason": request.reason.value,
+            "contact_status": step.contact_status.value,
+        }
         audit.append(
-            {
-                "id": row.id,
-                "event": OUTCOME_EVENT,
-                "fp": f"outcome:{audit_tag}:{row.id}",
-                "at": now,
-                "data": {
-                    "Event": OUTCOME_EVENT,
-                    "outcome": outcome.value,
-                    "reason": request.reason.value,
-                    "contact_status": step.contact_status.value,
-                },
-            }
+            (attempt_id, OUTCOME_EVENT, f"outcome:{audit_tag}:{attempt_id}", now, encode(note))
         )
     if not closing:
         return [], left_open
+    # The rows read are locked and open: every one of them closes now. The outcome rows go
+    # first and the close last, so the campaign's shared count rows stay locked only until
+    # the COMMIT that follows.
+    insert_events(conn, audit, new_fingerprints=True)
     conn.execute(_COUNTING, {"value": "counted"})
     ended = {r.id for r in conn.execute(_CLOSE_ATTEMPTS, {"rows": _json(closing)})}
     conn.execute(_COUNTING, {"value": ""})
-    if ended != {c["id"] for c in closing}:
-        # Cannot happen under the row locks taken above; never settle a contact twice.
-        log.error("attempts changed under lock: %s", sorted({c["id"] for c in closing} - ended))
-    settle = [c for c, a in zip(contacts, closing, strict=True) if a["id"] in ended]
-    if settle:
-        conn.execute(_SETTLE_CONTACTS, {"rows": _json(settle)})
-    conn.execute(_INSERT_EVENTS, {"rows": _json([a for a in audit if a["id"] in ended])})
-    closed = [Closed(decided[i][0], i, decided[i][1], decided[i][2]) for i in sorted(ended)]
+    if ended != decided.keys():
+        raise CloseRaceError(f"locked attempts not closed: {sorted(decided.keys() - ended)}")
+    closed = []
+    for attempt_id in sorted(ended):
+        call_id, outcome, reason = decided[attempt_id]
+        closed.append(Closed(call_id, attempt_id, outcome, reason))
     return closed, left_open
+
+
+def _fact_row(values: Mapping[str, Any]) -> dict[str, Any]:
+    """Fact values as a JSON-ready row of `call_attempts` columns (times as ISO text)."""
+    return {
+        name: value.isoformat() if isinstance(value, dt.datetime) else value
+        for name, value in values.items()
+        if name in FACT_COLUMNS and value is not None
+    }
 
 
 @functools.lru_cache(maxsize=256)
@@ -476,10 +528,5 @@ def _policy(max_attempts: int, retry_delays: str | None) -> RetryPolicy:
 
 
 def _json(rows: list[dict[str, Any]]) -> str:
-    return json.dumps(rows, default=_encode, ensure_ascii=False)
-
-
-def _encode(value: Any) -> Any:
-    if isinstance(value, dt.datetime):
-        return value.isoformat()
-    raise TypeError(f"cannot encode {type(value).__name__}")
+    # Times are ISO text already (_fact_row).
+    return to_json(rows)

@@ -27,6 +27,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
+import orjson
+
 Event = dict[str, Any]
 
 CALL_ID = re.compile(r"^[0-9]+_[0-9]+$")
@@ -100,7 +102,17 @@ _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 
 def encode(event: Mapping[str, Any]) -> str:
     """The event as compact JSON, headers in wire order (what `call_events.data` holds)."""
-    return _ENCODER.encode(event)
+    return to_json(event)
+
+
+def to_json(value: Any) -> str:
+    """Compact JSON, UTF-8 characters as they are: orjson, about six times faster than the
+    standard library, whose output is the same except where orjson refuses the input (a lone
+    surrogate, an integer beyond 64 bits): the standard library writes those."""
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError:
+        return _ENCODER.encode(value)
 
 
 def fingerprint(encoded: str) -> str:
@@ -207,11 +219,7 @@ class CallFacts:
 
     @property
     def answered(self) -> bool:
-        return (
-            self.answered_at is not None
-            or self.dial_status == "ANSWER"
-            or self.originate_response == "Success"
-        )
+        return _answered(self.answered_at, self.dial_status, self.originate_response)
 
     @property
     def ended(self) -> bool:
@@ -220,6 +228,17 @@ class CallFacts:
 
 
 FACT_NAMES = tuple(f.name for f in fields(CallFacts))
+
+
+def answered_in(values: Mapping[str, Any]) -> bool:
+    """`CallFacts.answered` of fact values not made into `CallFacts` (the listener's batches)."""
+    return _answered(
+        values.get("answered_at"), values.get("dial_status"), values.get("originate_response")
+    )
+
+
+def _answered(answered_at: Any, dial_status: Any, originate_response: Any) -> bool:
+    return answered_at is not None or dial_status == "ANSWER" or originate_response == "Success"
 
 
 @dataclass(frozen=True, slots=True)

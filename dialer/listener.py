@@ -119,7 +119,7 @@ def observe(event: Event, call_id: str, wall: float) -> Observation | None:
         return None
     # Latency counts from when the PBX stamped the event (manager.conf timestampevents).
     origin = min(at.timestamp(), wall) if "Timestamp" in event else wall
-    return Observation(call_id, event, facts, at, origin)
+    return Observation.of(call_id, event, facts, at, origin)
 
 
 class Listener:
@@ -278,7 +278,7 @@ class Listener:
         facts = EventFacts({"recording_file": file_name} if ok else {})
         wall = time.time()
         at = dt.datetime.fromtimestamp(wall, dt.UTC)
-        self._buffer.append(Observation(call_id, event, facts, at, wall))
+        self._buffer.append(Observation.of(call_id, event, facts, at, wall))
 
     def _requeue(self, batch: list[Observation], due: list[str], now: float) -> None:
         self._buffer[:0] = batch
