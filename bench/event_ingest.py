@@ -46,7 +46,7 @@ from dialer import migrate
 from dialer.ami import AmiClient
 from dialer.db import make_engine
 from dialer.events import EVENT_FILTERS, Correlator, extract, parse_frame
-from dialer.listener import Listener, ListenerOptions
+from dialer.listener import Listener, ListenerOptions, tune_collector
 from dialer.models import Campaign, Trunk
 from dialer.payload import CallSettings, TrunkRoute, build_originate_payload
 from dialer.pbxsim import start_in_thread
@@ -82,6 +82,7 @@ def main() -> None:
     args = parser.parse_args()
 
     templates = record_templates()
+    tune_collector()  # as `dialer listen` does
     used_per_round = sum(t.used for t in templates)
     frames_per_round = sum(len(t.frames) for t in templates)
     print(

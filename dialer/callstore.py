@@ -14,8 +14,11 @@
    written by the close itself (one row version instead of two: every index of call_attempts
    is updated on each). The close is conditional on the attempt still being open, so whichever
    of listener or reconciliation comes first closes it and the other does nothing: one outcome
-   per attempt, ever. The same statement adds the closed attempts to the campaign summary's
-   counts (`campaign_attempt_stats`), one upsert per group rather than a trigger per call.
+   per attempt, ever. The same statement settles the contacts, adds each decision to its
+   call's timeline (a `DialerOutcome` row in call_events) and adds the closed attempts to the
+   campaign summary's counts (`campaign_attempt_stats`), one upsert per group rather than a
+   trigger per call, in key order (concurrent closes lock the shared rows in the same order).
+   It is the batch's last statement: those rows stay locked only until the COMMIT.
 
 Each statement takes all its rows at once (COPY, or one JSON document read with
 `jsonb_to_recordset`): no round trip per event or per call. The events are encoded once, when
@@ -25,6 +28,8 @@ row per call read and write through the psycopg connection itself, without ORM r
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import datetime as dt
 import enum
 import functools
@@ -32,9 +37,9 @@ import json
 import logging
 import uuid
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 from sqlalchemy import Connection, Engine, text
@@ -53,6 +58,12 @@ from dialer.outcomes import Outcome, decide, decide_without_end
 from dialer.retry import RetryPolicy, next_step
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+# A database call of a store operation, run by whoever runs the operation (`run_steps`).
+Step = Callable[[], Any]
+# A store operation: a generator of its database calls, each sent back its call's result.
+Steps = Generator[Step, Any, T]
 
 OPEN = ("queued", "originating", "up")
 OUTCOME_EVENT = "DialerOutcome"
@@ -87,27 +98,29 @@ def _merge_sql(column: str) -> str:
     return f"{column} = {fn}(a.{column}, r.{column})"
 
 
-_LOOKUP = text(
-    """
-    SELECT a.custom_call_id, a.id, a.status, k.phone_e164, c.press_key, c.opt_out_key,
-           c.record_calls
+# Statements run through psycopg itself (positional rows) are plain strings.
+_LOOKUP = """
+    SELECT a.custom_call_id, a.id, a.status, k.phone_e164, c.opt_out_key, c.record_calls
       FROM call_attempts a
       JOIN contacts k ON k.id = a.contact_id
       JOIN campaigns c ON c.id = a.campaign_id
-     WHERE a.custom_call_id = ANY(:ids)
-    """
+     WHERE a.custom_call_id = ANY(%(ids)s::text[])
+"""
+_EVENT_COLUMNS = "call_attempt_id, event, fingerprint, received_at, data"
+_COPY_EVENTS = f"COPY call_events ({_EVENT_COLUMNS}) FROM STDIN"
+# After a COPY refused a duplicate: the rows again, through a staging table of the session.
+_STAGING = (
+    "CREATE TEMPORARY TABLE IF NOT EXISTS dialer_staged_events (call_attempt_id bigint,"
+    " event text, fingerprint text, received_at timestamptz, data jsonb) ON COMMIT DELETE ROWS",
+    "TRUNCATE dialer_staged_events",
 )
-_COPY_EVENTS = (
-    "COPY call_events (call_attempt_id, event, fingerprint, received_at, data) FROM STDIN"
-)
-# After a COPY refused a duplicate. Events of an attempt deleted meanwhile are dropped too.
-_INSERT_EVENTS = text(
-    """
-    INSERT INTO call_events (call_attempt_id, event, fingerprint, received_at, data)
-    SELECT r.id, r.event, r.fp, r.at, r.data
-      FROM jsonb_to_recordset(CAST(:rows AS jsonb))
-           AS r(id bigint, event text, fp text, at timestamptz, data jsonb)
-      JOIN call_attempts a ON a.id = r.id
+_COPY_STAGED = f"COPY dialer_staged_events ({_EVENT_COLUMNS}) FROM STDIN"
+_INSERT_STAGED = text(
+    f"""
+    INSERT INTO call_events ({_EVENT_COLUMNS})
+    SELECT s.call_attempt_id, s.event, s.fingerprint, s.received_at, s.data
+      FROM dialer_staged_events s
+      JOIN call_attempts a ON a.id = s.call_attempt_id
     ON CONFLICT (call_attempt_id, fingerprint) DO NOTHING
     """
 )
@@ -129,7 +142,7 @@ _ADD_DNC = text(
     ON CONFLICT DO NOTHING
     """
 )
-# Read through psycopg (positional rows: the fact columns come after the first four).
+# The fact columns come after the first four.
 _READ_FOR_CLOSE = f"""
     SELECT a.id, a.custom_call_id, a.contact_id, k.attempts,
            {", ".join(f"a.{c}" for c in FACT_COLUMNS)},
@@ -153,13 +166,21 @@ _CLOSE_ATTEMPTS = text(
            SET status = 'ended', outcome = r.outcome, ended_at = r.ended_at,
                {", ".join(_merge_sql(c) for c in FACT_COLUMNS)}
           FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS r(
-               id bigint, outcome text, ended_at timestamptz, contact_id bigint,
+               id bigint, outcome text, ended_at timestamptz, reason text, contact_id bigint,
                contact_status text, next_attempt_at timestamptz,
                {", ".join(f"{c} {t}" for c, t in FACT_COLUMNS.items())})
          WHERE a.id = r.id AND a.status IN {OPEN}
         RETURNING a.id, a.campaign_id, a.queued_at, a.outcome, a.amd_status, a.dtmf,
                   a.sent_at, a.answered_at, a.ended_at,
-                  r.contact_id, r.contact_status, r.next_attempt_at
+                  r.reason, r.contact_id, r.contact_status, r.next_attempt_at
+    ), noted AS (
+        -- The decision in the call's timeline; the tag makes each close's rows new.
+        INSERT INTO call_events (call_attempt_id, event, fingerprint, received_at, data)
+        SELECT c.id, CAST(:event AS text), 'outcome:' || CAST(:tag AS text) || ':' || c.id,
+               CAST(:now AS timestamptz),
+               jsonb_build_object('Event', CAST(:event AS text), 'outcome', c.outcome,
+                                  'reason', c.reason, 'contact_status', c.contact_status)
+          FROM closed c
     ), settled AS (
         UPDATE contacts k
            SET status = CASE WHEN k.status = 'dialing' OR c.contact_status = 'dnc'
@@ -199,10 +220,6 @@ class CloseRaceError(RuntimeError):
     """An attempt locked for its close was not closed; the batch is rolled back."""
 
 
-# A call_events row: attempt id, event name, fingerprint, received_at, data (JSON text).
-EventRow = tuple[int, str, str, dt.datetime, str]
-
-
 class CloseReason(enum.StrEnum):
     HANGUP = "hangup"  # the originated channel hung up
     ORIGINATE_FAILED = "originate_failed"  # failed OriginateResponse, no Hangup followed
@@ -216,8 +233,8 @@ class Observation:
 
     call_id: str
     name: str  # call_events.event: the event's name (a UserEvent's own name)
-    data: str  # call_events.data: the event as compact JSON
-    fingerprint: str
+    # Its call_events row in COPY text format, all but the attempt id that starts it.
+    row: str
     facts: EventFacts
     at: dt.datetime  # when it happened (event_time)
     origin: float  # wall-clock seconds the latency is measured from
@@ -230,7 +247,27 @@ class Observation:
         name = event.get("Event", "")
         if name == "UserEvent":
             name = event.get("UserEvent") or name
-        return cls(call_id, str(name), data, fingerprint(data), facts, at, origin)
+        name = str(name)
+        return cls(call_id, name, event_row(name, fingerprint(data), at, data), facts, at, origin)
+
+
+def event_row(name: str, fingerprint: str, at: dt.datetime, data: str) -> str:
+    """A call_events row (event, fingerprint, received_at, data) in COPY text format, after the
+    attempt id: tab-separated, backslash, tab, newline and CR escaped, ending in a newline."""
+    return (
+        f"\t{_copy_text(name)}\t{_copy_text(fingerprint)}\t{at.isoformat()}\t{_copy_text(data)}\n"
+    )
+
+
+def _copy_text(value: str) -> str:
+    if "\\" in value or "\t" in value or "\n" in value or "\r" in value:
+        value = (
+            value.replace("\\", "\\\\")
+            .replace("\t", "\\t")
+            .replace("\n", "\\n")
+            .replace("\r", "\\r")
+        )
+    return value
 
 
 @dataclass(slots=True)
@@ -270,7 +307,13 @@ class CloseRequest:
 
 
 class CallStore:
-    """Batch writer for one listener; call `apply` from one thread at a time."""
+    """Batch writer for one listener; one batch at a time.
+
+    `apply` writes a batch from the calling thread. `apply_async` writes it from an event
+    loop: its Python work runs on the loop, each database call on a worker thread, so a
+    listener's parsing and its batch's preparation never compete for the interpreter lock
+    while the database works. Both run the same steps (`_apply`).
+    """
 
     def __init__(self, engine: Engine, *, cache_size: int = 200_000) -> None:
         self.engine = engine
@@ -285,56 +328,97 @@ class CallStore:
     ) -> BatchResult:
         """Store a batch in one transaction. `originate_failed`: calls whose failed
         OriginateResponse has waited long enough for a Hangup; they are closed unless answered."""
+        with self.engine.begin() as conn:
+            result, answers = run_steps(self._apply(conn, batch, originate_failed, now))
+        return self._committed(result, answers)
+
+    async def apply_async(
+        self,
+        batch: Sequence[Observation],
+        originate_failed: Iterable[str] = (),
+        now: dt.datetime | None = None,
+    ) -> BatchResult:
+        """`apply`, from an event loop (see the class doc)."""
+        conn = await asyncio.to_thread(_begin, self.engine)
+        try:
+            steps = self._apply(conn, batch, originate_failed, now)
+            result, answers = await run_steps_in_threads(steps)
+            await asyncio.to_thread(conn.commit)
+        except BaseException:
+            await asyncio.to_thread(_roll_back, conn)
+            raise
+        finally:
+            await asyncio.to_thread(conn.close)
+        return self._committed(result, answers)
+
+    def forget(self, call_ids: Iterable[str]) -> None:
+        """Drop cached state (e.g. attempts closed by someone else)."""
+        for call_id in call_ids:
+            self._calls.pop(call_id, None)
+
+    # -- steps ------------------------------------------------------------------------------
+
+    def _apply(
+        self,
+        conn: Connection,
+        batch: Sequence[Observation],
+        originate_failed: Iterable[str],
+        now: dt.datetime | None,
+    ) -> Steps[tuple[BatchResult, list[tuple[CallInfo, Observation]]]]:
         now = now or dt.datetime.now(dt.UTC)
         result = BatchResult()
         failed = [c for c in originate_failed if c]
-        with self.engine.begin() as conn:
-            calls = self._resolve(conn, {o.call_id for o in batch} | set(failed))
-            requests: dict[int, CloseRequest] = {}
-            for call_id in failed:
-                info = calls.get(call_id)
-                if info is not None and not info.closed:
-                    requests[info.attempt_id] = CloseRequest(
-                        info.attempt_id, CloseReason.ORIGINATE_FAILED, now
-                    )
-            facts: dict[int, dict[str, Any]] = {}
-            events: list[EventRow] = []
-            opt_outs: list[dict[str, str]] = []
-            answers: list[tuple[CallInfo, Observation]] = []
-            for o in batch:
-                info = calls.get(o.call_id)
-                if info is None:
-                    continue
-                attempt_id = info.attempt_id
-                events.append((attempt_id, o.name, o.fingerprint, o.at, o.data))
-                values = o.facts.values
-                if values:
-                    merge_values(facts.setdefault(attempt_id, {}), values)
-                    digit = values.get("dtmf")
-                    if digit and digit == info.opt_out_key:
-                        opt_outs.append(
-                            {"phone": info.phone, "reason": f"opt-out key on call {o.call_id}"}
-                        )
-                    if info.record and values.get("originate_response") == "Success":
-                        answers.append((info, o))
-                if o.facts.final and not info.closed:
-                    requests[attempt_id] = CloseRequest(attempt_id, CloseReason.HANGUP, o.at)
-            result.stored = len(events)
-            result.unknown = len(batch) - len(events)
-            if events:
-                insert_events(conn, events)
-            if opt_outs:
-                result.dnc_added = conn.execute(
-                    _ADD_DNC, {"rows": _json(opt_outs), "source": DNC_SOURCE}
-                ).rowcount
-            # Calls closing now get their facts with the close: one row update, not two.
-            update_facts(conn, {i: v for i, v in facts.items() if i not in requests})
-            if requests:
-                closing = {i: facts.get(i, {}) for i in requests}
-                result.closed, left_open = close_attempts(
-                    conn, list(requests.values()), now, closing
+        calls = yield from self._resolve(conn, {o.call_id for o in batch} | set(failed))
+        requests: dict[int, CloseRequest] = {}
+        for call_id in failed:
+            info = calls.get(call_id)
+            if info is not None and not info.closed:
+                requests[info.attempt_id] = CloseRequest(
+                    info.attempt_id, CloseReason.ORIGINATE_FAILED, now
                 )
-                update_facts(conn, {i: facts[i] for i in left_open if i in facts})
+        facts: dict[int, dict[str, Any]] = {}
+        events: list[str] = []
+        opt_outs: list[dict[str, str]] = []
+        answers: list[tuple[CallInfo, Observation]] = []
+        for o in batch:
+            info = calls.get(o.call_id)
+            if info is None:
+                continue
+            attempt_id = info.attempt_id
+            events.append(f"{attempt_id}{o.row}")
+            values = o.facts.values
+            if values:
+                merge_values(facts.setdefault(attempt_id, {}), values)
+                digit = values.get("dtmf")
+                if digit and digit == info.opt_out_key:
+                    opt_outs.append(
+                        {"phone": info.phone, "reason": f"opt-out key on call {o.call_id}"}
+                    )
+                if info.record and values.get("originate_response") == "Success":
+                    answers.append((info, o))
+            if o.facts.final and not info.closed:
+                requests[attempt_id] = CloseRequest(attempt_id, CloseReason.HANGUP, o.at)
+        result.stored = len(events)
+        result.unknown = len(batch) - len(events)
+        if events:
+            yield from _insert_events(conn, events)
+        if opt_outs:
+            params = {"rows": _json(opt_outs), "source": DNC_SOURCE}
+            result.dnc_added = yield lambda: conn.execute(_ADD_DNC, params).rowcount
+        # Calls closing now get their facts with the close: one row update, not two.
+        yield from _update_facts(conn, {i: v for i, v in facts.items() if i not in requests})
+        if requests:
+            closing = {i: facts.get(i, {}) for i in requests}
+            result.closed, left_open = yield from _close(
+                conn, list(requests.values()), now, closing
+            )
+            yield from _update_facts(conn, {i: facts[i] for i in left_open if i in facts})
+        return result, answers
+
+    def _committed(
+        self, result: BatchResult, answers: list[tuple[CallInfo, Observation]]
+    ) -> BatchResult:
+        """What the cache learns once the batch is committed."""
         for closed in result.closed:
             info = self._calls.get(closed.call_id)
             if info is not None:
@@ -353,14 +437,7 @@ class CallStore:
                 result.record.append((o.call_id, channel))
         return result
 
-    def forget(self, call_ids: Iterable[str]) -> None:
-        """Drop cached state (e.g. attempts closed by someone else)."""
-        for call_id in call_ids:
-            self._calls.pop(call_id, None)
-
-    # -- steps ------------------------------------------------------------------------------
-
-    def _resolve(self, conn: Connection, call_ids: set[str]) -> dict[str, CallInfo | None]:
+    def _resolve(self, conn: Connection, call_ids: set[str]) -> Steps[dict[str, CallInfo | None]]:
         found: dict[str, CallInfo | None] = {}
         missing = []
         for call_id in call_ids:
@@ -372,16 +449,65 @@ class CallStore:
         if missing:
             for cid in missing:
                 found[cid] = None
-            for row in conn.execute(_LOOKUP, {"ids": missing}):
-                found[row.custom_call_id] = CallInfo(
-                    row.id, row.phone_e164, row.opt_out_key, row.status not in OPEN,
-                    record=bool(row.record_calls),
-                )  # fmt: skip
+            rows = yield lambda: conn.connection.driver_connection.execute(
+                _LOOKUP, {"ids": missing}
+            ).fetchall()
+            for call_id, attempt_id, status, phone, opt_out_key, record in rows:
+                found[call_id] = CallInfo(
+                    attempt_id, phone, opt_out_key, status not in OPEN, record=bool(record)
+                )
             for cid in missing:
                 self._calls[cid] = found[cid]
             while len(self._calls) > self._cache_size:
                 self._calls.popitem(last=False)
         return found
+
+
+# -- running steps ------------------------------------------------------------------------------
+
+
+def run_steps(steps: Steps[T]) -> T:
+    """Run a store operation in this thread, its database calls included."""
+    send: Callable[[Any], Step] = steps.send
+    value: Any = None
+    while True:
+        try:
+            step = send(value)
+        except StopIteration as done:
+            return done.value
+        try:
+            value, send = step(), steps.send
+        except Exception as exc:  # the operation may handle it (a duplicate event)
+            value, send = exc, steps.throw
+
+
+async def run_steps_in_threads(steps: Steps[T]) -> T:
+    """Run a store operation on this event loop, each database call on a worker thread."""
+    send: Callable[[Any], Step] = steps.send
+    value: Any = None
+    while True:
+        try:
+            step = send(value)
+        except StopIteration as done:
+            return done.value
+        try:
+            value, send = await asyncio.to_thread(step), steps.send
+        except Exception as exc:
+            value, send = exc, steps.throw
+
+
+def _begin(engine: Engine) -> Connection:
+    conn = engine.connect()
+    conn.begin()
+    return conn
+
+
+def _roll_back(conn: Connection) -> None:
+    with contextlib.suppress(Exception):  # the connection may be gone; closing discards it
+        conn.rollback()
+
+
+# -- statements ---------------------------------------------------------------------------------
 
 
 def merge_values(into: dict[str, Any], values: Mapping[str, Any]) -> None:
@@ -394,39 +520,43 @@ def merge_values(into: dict[str, Any], values: Mapping[str, Any]) -> None:
             into[name] = value
 
 
-def insert_events(
-    conn: Connection, rows: Sequence[EventRow], *, new_fingerprints: bool = False
-) -> None:
-    """Store events: (attempt id, name, fingerprint, time, JSON data) rows.
+def _insert_events(conn: Connection, rows: Sequence[str]) -> Steps[None]:
+    """Store events: call_events rows in COPY text format (attempt id + `event_row`).
 
     COPY, in a savepoint; should an event be there already (a replay, a batch written twice
-    after a lost COMMIT answer), the whole batch goes in again with `ON CONFLICT DO NOTHING`.
-    new_fingerprints: the rows' fingerprints were just made unique; no savepoint.
-    """
-    if new_fingerprints:
-        _copy_events(conn, rows)
-        return
+    after a lost COMMIT answer), the rows go through a staging table instead, into call_events
+    with `ON CONFLICT DO NOTHING` (skipping events of attempts deleted meanwhile)."""
+    data = "".join(rows).encode()
     try:
-        with conn.begin_nested():
-            _copy_events(conn, rows)
+        yield lambda: _copy(conn, _COPY_EVENTS, data, savepoint=True)
     except psycopg.IntegrityError as exc:
         log.info("events seen before in this batch (%s); storing the new ones", exc.sqlstate)
-        parts = [
-            f'{{"id":{i},"event":{json.dumps(name)},"fp":{json.dumps(fp)},'
-            f'"at":"{at.isoformat()}","data":{data}}}'
-            for i, name, fp, at, data in rows
-        ]
-        conn.execute(_INSERT_EVENTS, {"rows": "[" + ",".join(parts) + "]"})
+        yield lambda: _copy(conn, _COPY_STAGED, data, setup=_STAGING)
+        yield lambda: conn.execute(_INSERT_STAGED)
 
 
-def _copy_events(conn: Connection, rows: Sequence[EventRow]) -> None:
-    with conn.connection.driver_connection.cursor() as cursor, cursor.copy(_COPY_EVENTS) as copy:
-        for row in rows:
-            copy.write_row(row)
+def _copy(
+    conn: Connection,
+    statement: str,
+    data: bytes,
+    *,
+    savepoint: bool = False,
+    setup: Iterable[str] = (),
+) -> None:
+    driver = conn.connection.driver_connection
+    with conn.begin_nested() if savepoint else contextlib.nullcontext():
+        for query in setup:
+            driver.execute(query)
+        with driver.cursor() as cursor, cursor.copy(statement) as copy:
+            copy.write(data)
 
 
 def update_facts(conn: Connection, facts: Mapping[int, Mapping[str, Any]]) -> None:
     """Apply fact values to their attempts ({attempt id: values}), in one statement."""
+    run_steps(_update_facts(conn, facts))
+
+
+def _update_facts(conn: Connection, facts: Mapping[int, Mapping[str, Any]]) -> Steps[None]:
     rows = []
     for attempt_id, values in facts.items():
         row = _fact_row(values)
@@ -434,7 +564,8 @@ def update_facts(conn: Connection, facts: Mapping[int, Mapping[str, Any]]) -> No
         row["answered"] = answered_in(values)
         rows.append(row)
     if rows:
-        conn.execute(_UPDATE_FACTS, {"rows": _json(rows)})
+        params = {"rows": _json(rows)}
+        yield lambda: conn.execute(_UPDATE_FACTS, params)
 
 
 def close_attempts(
@@ -448,14 +579,19 @@ def close_attempts(
     close. Returns the attempts closed here and those left open on purpose (a live call whose
     failed OriginateResponse answered a duplicate send); an attempt closed already is skipped.
     """
-    pending = pending or {}
+    return run_steps(_close(conn, requests, now, pending or {}))
+
+
+def _close(
+    conn: Connection,
+    requests: Sequence[CloseRequest],
+    now: dt.datetime,
+    pending: Mapping[int, Mapping[str, Any]],
+) -> Steps[tuple[list[Closed], list[int]]]:
     by_id = {r.attempt_id: r for r in requests}
-    driver = conn.connection.driver_connection
-    rows = driver.execute(_READ_FOR_CLOSE, {"ids": sorted(by_id)}).fetchall()
-    # Unique per close: a second close of one attempt would show as a second audit row.
-    audit_tag = uuid.uuid4().hex
+    ids = {"ids": sorted(by_id)}
+    rows = yield lambda: conn.connection.driver_connection.execute(_READ_FOR_CLOSE, ids).fetchall()
     closing: list[dict[str, Any]] = []
-    audit: list[EventRow] = []
     decided: dict[int, tuple[str, Outcome, CloseReason]] = {}
     left_open: list[int] = []
     for row in rows:
@@ -480,29 +616,18 @@ def close_attempts(
         close["id"] = attempt_id
         close["outcome"] = outcome.value
         close["ended_at"] = request.ended_at.isoformat()
+        close["reason"] = request.reason.value
         close["contact_id"] = contact_id
         close["contact_status"] = step.contact_status.value
         if step.next_attempt_at is not None:
             close["next_attempt_at"] = step.next_attempt_at.isoformat()
         closing.append(close)
-        note = {
-            "Event": OUTCOME_EVENT,
-            "outcome": outcome.value,
-            "reason": request.reason.value,
-            "contact_status": step.contact_status.value,
-        }
-        audit.append(
-            (attempt_id, OUTCOME_EVENT, f"outcome:{audit_tag}:{attempt_id}", now, encode(note))
-        )
     if not closing:
         return [], left_open
-    # The rows read are locked and open: every one of them closes now. The outcome rows go
-    # first and the close last, so the campaign's shared count rows stay locked only until
-    # the COMMIT that follows.
-    insert_events(conn, audit, new_fingerprints=True)
-    conn.execute(_COUNTING, {"value": "counted"})
-    ended = {r.id for r in conn.execute(_CLOSE_ATTEMPTS, {"rows": _json(closing)})}
-    conn.execute(_COUNTING, {"value": ""})
+    # The rows read are locked and open: every one of them closes now. The tag makes each
+    # close's outcome rows new (a second close of one attempt would show as a second row).
+    params = {"rows": _json(closing), "event": OUTCOME_EVENT, "tag": uuid.uuid4().hex, "now": now}
+    ended = yield lambda: _close_counted(conn, params)
     if ended != decided.keys():
         raise CloseRaceError(f"locked attempts not closed: {sorted(decided.keys() - ended)}")
     closed = []
@@ -510,6 +635,13 @@ def close_attempts(
         call_id, outcome, reason = decided[attempt_id]
         closed.append(Closed(call_id, attempt_id, outcome, reason))
     return closed, left_open
+
+
+def _close_counted(conn: Connection, params: Mapping[str, Any]) -> set[int]:
+    conn.execute(_COUNTING, {"value": "counted"})
+    ended = {r.id for r in conn.execute(_CLOSE_ATTEMPTS, params)}
+    conn.execute(_COUNTING, {"value": ""})
+    return ended
 
 
 def _fact_row(values: Mapping[str, Any]) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 
 from dialer.ami import AmiClient
 from dialer.callstore import CallStore, CloseReason
@@ -206,11 +206,41 @@ def test_one_batch_is_a_few_statements_whatever_its_size(
     monkeypatch.undo()
     assert result.stored == len(batch) == 300 * 5
     assert len(result.closed) == 300
-    # lookup, savepoint, events (COPY), release, read-for-close, outcome rows (COPY), counting
-    # on, close (attempts, contacts and counts), counting off
-    assert len(statements) <= 9, statements
+    # lookup, savepoint, events (COPY), release, read-for-close, counting on, close (attempts,
+    # outcome rows, contacts and counts), counting off
+    assert len(statements) <= 8, statements
     rows = fetch(engine, "SELECT outcome, count(*) AS n FROM call_attempts GROUP BY outcome")
     assert [(r.outcome, r.n) for r in rows] == [("human_no_press", 300)]
+
+
+def test_a_batch_with_events_stored_before_keeps_each_event_once(
+    engine: Engine, campaign: int
+) -> None:
+    """The COPY refuses the batch over one event already stored; the batch's new events must
+    still be stored (through the staging table), each event once, exactly as sent."""
+    first, second = add_attempts(engine, campaign, ["+15550000111", "+15550000112"])
+    store = CallStore(engine)
+    seen = observations(answered(first.custom_call_id))
+    store.apply(seen)
+    tricky = user_event(second.custom_call_id, "DialerAMD", AMDSTATUS="HUMAN")
+    tricky["AMDCAUSE"] = 'tab\there, back\\slash "quoted" \u00e9t\u00e9'
+    fresh = observations([*answered(second.custom_call_id), tricky])
+    later = CallStore(engine)  # a new store: nothing cached
+    result = later.apply([*seen, *fresh])
+    assert result.stored == len(seen) + len(fresh)
+    rows = fetch(
+        engine,
+        "SELECT call_attempt_id, event, data FROM call_events ORDER BY id",
+    )
+    assert [r.call_attempt_id for r in rows] == [first.id] * len(seen) + [second.id] * len(fresh)
+    assert rows[-1].data["AMDCAUSE"] == tricky["AMDCAUSE"]
+    assert rows[-1].event == "DialerAMD"
+    # Events of an attempt deleted after its lookup are dropped, not an error for the batch.
+    with engine.begin() as conn:
+        conn.execute(text("DELETE FROM call_attempts WHERE id = :id"), {"id": second.id})
+    late = observations([hangup(second.custom_call_id, 16)])
+    assert later.apply([*seen, *late]).stored == len(seen) + 1  # the attempt is cached
+    assert fetch(engine, "SELECT count(*) AS n FROM call_events")[0].n == len(seen)
 
 
 def test_unknown_calls_are_counted_and_ignored(engine: Engine, campaign: int) -> None:

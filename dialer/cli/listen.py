@@ -13,7 +13,7 @@ import click
 from dialer.ami import AmiAuthenticationError
 from dialer.asterisk import FILES, reference_file
 from dialer.db import make_engine
-from dialer.listener import Listener, ListenerOptions
+from dialer.listener import Listener, ListenerOptions, tune_collector
 from dialer.reconcile import ReconcileOptions
 from dialer.settings import SettingsError, get_settings
 
@@ -97,6 +97,7 @@ def listen(
         filter_events=filter_events,
     )
     engine = make_engine(settings.database_url)
+    tune_collector()
     try:
         asyncio.run(_run(Listener(engine, server, options=options)))
     except AmiAuthenticationError as exc:
