@@ -2,7 +2,8 @@
 
 `CallStore.apply(batch)`:
 1. finds the call attempts of the batch's custom_call_ids (cached; unknown ids are counted and
-   their events dropped);
+   their events dropped) and locks them against deletion until the COMMIT: call_events has no
+   foreign key (migration 0006), and a deleted attempt takes its events with it;
 2. stores every used event in `call_events` with COPY; an event stored before (same
    fingerprint: replayed, read twice) makes the COPY fail, and the batch's events are then
    inserted with `ON CONFLICT DO NOTHING` instead: an event seen twice is kept once;
@@ -105,6 +106,9 @@ _LOOKUP = """
       JOIN contacts k ON k.id = a.contact_id
       JOIN campaigns c ON c.id = a.campaign_id
      WHERE a.custom_call_id = ANY(%(ids)s::text[])
+"""
+_LOCK_ATTEMPTS = """
+    SELECT id FROM call_attempts WHERE id = ANY(%(ids)s::bigint[]) ORDER BY id FOR KEY SHARE
 """
 _EVENT_COLUMNS = "call_attempt_id, event, fingerprint, received_at, data"
 _COPY_EVENTS = f"COPY call_events ({_EVENT_COLUMNS}) FROM STDIN"
@@ -369,6 +373,7 @@ class CallStore:
         result = BatchResult()
         failed = [c for c in originate_failed if c]
         calls = yield from self._resolve(conn, {o.call_id for o in batch} | set(failed))
+        calls = yield from self._lock(conn, calls)
         requests: dict[int, CloseRequest] = {}
         for call_id in failed:
             info = calls.get(call_id)
@@ -403,6 +408,9 @@ class CallStore:
         if events:
             yield from _insert_events(conn, events)
         if opt_outs:
+            # In one order: concurrent writers adding the same numbers never wait on each other
+            # in a cycle.
+            opt_outs.sort(key=lambda row: row["phone"])
             params = {"rows": _json(opt_outs), "source": DNC_SOURCE}
             result.dnc_added = yield lambda: conn.execute(_ADD_DNC, params).rowcount
         # Calls closing now get their facts with the close: one row update, not two.
@@ -436,6 +444,25 @@ class CallStore:
                 info.recording_asked = True
                 result.record.append((o.call_id, channel))
         return result
+
+    def _lock(
+        self, conn: Connection, calls: dict[str, CallInfo | None]
+    ) -> Steps[dict[str, CallInfo | None]]:
+        """Lock the batch's attempts against deletion until the COMMIT (call_events has no
+        foreign key: migration 0006); an attempt deleted already is an unknown call now."""
+        ids = sorted({info.attempt_id for info in calls.values() if info is not None})
+        if not ids:
+            return calls
+        params = {"ids": ids}
+        rows = yield lambda: conn.connection.driver_connection.execute(
+            _LOCK_ATTEMPTS, params
+        ).fetchall()
+        if len(rows) == len(ids):
+            return calls
+        present = {row[0] for row in rows}
+        gone = [c for c, info in calls.items() if info and info.attempt_id not in present]
+        self.forget(gone)
+        return {c: None if c in gone else info for c, info in calls.items()}
 
     def _resolve(self, conn: Connection, call_ids: set[str]) -> Steps[dict[str, CallInfo | None]]:
         found: dict[str, CallInfo | None] = {}

@@ -2,11 +2,13 @@
 
 One asyncio task reads events in arrival order (the AMI adapter queues them), keeps only the
 ones the dialer uses, correlates and extracts them (`dialer.events`) and buffers them. Another
-writes the buffer to Postgres every `flush_interval` seconds or `max_batch` events, one batch at
-a time in one transaction (`CallStore.apply_async`), so each call's events are applied in
-order. The batch's Python work runs on the event loop and its database calls on a worker
-thread: while Postgres works, the socket keeps being read, and the two never wait on each
-other for the interpreter lock. A batch that cannot be written is kept and tried again.
+writes the buffer to Postgres every `flush_interval` seconds or `max_batch` events, each batch in
+one transaction (`CallStore.apply_async`). A batch's Python work runs on the event loop and its
+database calls on a worker thread: while Postgres works, the socket keeps being read, and the
+two never wait on each other for the interpreter lock. There are `writers` of them, each with
+its own connection and its share of the calls (by custom_call_id), writing one batch at a time:
+a call's events are applied in order, and one writer's batch is prepared while another's is in
+the database. A batch that cannot be written is kept and tried again.
 
 A failed OriginateResponse does not close its call at once: when a channel was created its
 Hangup follows and carries the better cause (a PJSIP 486 Busy gives Reason 0 but cause 17), so
@@ -59,6 +61,7 @@ log = logging.getLogger(__name__)
 class ListenerOptions:
     flush_interval: float = 0.05  # seconds between batch writes
     max_batch: int = 5000  # events that trigger a write before the interval is up
+    writers: int = 2  # database connections writing batches, each for its share of the calls
     originate_settle: float = 1.0  # wait for the Hangup after a failed OriginateResponse
     reconcile_interval: float = 30.0
     reconcile: reconcile.ReconcileOptions = field(default_factory=reconcile.ReconcileOptions)
@@ -136,6 +139,19 @@ def observe(event: Event, call_id: str, wall: float) -> Observation | None:
     return Observation.of(call_id, event, facts, at, origin)
 
 
+@dataclass(eq=False)
+class _Writer:
+    """One writer: its share of the calls' buffered events, its store (connection, cache) and
+    the closes of its failed Originates waiting for a Hangup."""
+
+    store: CallStore
+    buffer: list[Observation] = field(default_factory=list)
+    settling: dict[str, float] = field(default_factory=dict)  # call id -> loop time it is due
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    failures: int = 0
+
+
 class Listener:
     def __init__(
         self,
@@ -150,16 +166,11 @@ class Listener:
         self.pbx = server.name
         self.options = options or ListenerOptions()
         self.stats = ListenerStats()
-        self.store = CallStore(engine)
         self.correlator = Correlator()
         self._client_factory = client_factory or (lambda s: AmiClient(s, events=True))
-        self._buffer: list[Observation] = []
-        self._settling: dict[str, float] = {}  # call id -> loop time its close is due
-        self._wake = asyncio.Event()
-        self._write_lock = asyncio.Lock()
+        self._writers = [_Writer(CallStore(engine)) for _ in range(max(1, self.options.writers))]
         self._tasks: set[asyncio.Task[Any]] = set()
         self._reconciling = asyncio.Lock()
-        self._failures = 0
         self._client: AmiClient | None = None
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -171,7 +182,10 @@ class Listener:
         await client.connect(retry=True)
         stop = stop or asyncio.Event()
         background = [
-            asyncio.create_task(self._write_loop(), name="listener-writer"),
+            *(
+                asyncio.create_task(self._write_loop(writer), name=f"listener-writer-{n}")
+                for n, writer in enumerate(self._writers)
+            ),
             asyncio.create_task(self._reconcile_loop(client), name="listener-reconcile"),
             asyncio.create_task(self._close_on(stop, client), name="listener-stop"),
         ]
@@ -211,15 +225,20 @@ class Listener:
         if observation is None:
             return
         stats.used += 1
-        self._buffer.append(observation)
+        writer = self._writer_of(call_id)
+        writer.buffer.append(observation)
         facts = observation.facts
         if facts.final:
-            self._settling.pop(call_id, None)
+            writer.settling.pop(call_id, None)
         elif facts.originate_failed:
             loop = asyncio.get_running_loop()
-            self._settling[call_id] = loop.time() + self.options.originate_settle
-        if len(self._buffer) >= self.options.max_batch:
-            self._wake.set()
+            writer.settling[call_id] = loop.time() + self.options.originate_settle
+        if len(writer.buffer) >= self.options.max_batch:
+            writer.wake.set()
+
+    def _writer_of(self, call_id: str) -> _Writer:
+        writers = self._writers
+        return writers[hash(call_id) % len(writers)]
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.create_task(coro)
@@ -228,27 +247,30 @@ class Listener:
 
     # -- writing --------------------------------------------------------------------------------
 
-    async def _write_loop(self) -> None:
+    async def _write_loop(self, writer: _Writer) -> None:
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.options.flush_interval)
-            self._wake.clear()
-            await self.flush()
-            if self._failures:
-                await asyncio.sleep(min(self.options.retry_delay_max, 0.5 * 2**self._failures))
+                await asyncio.wait_for(writer.wake.wait(), self.options.flush_interval)
+            writer.wake.clear()
+            await self._flush(writer)
+            if writer.failures:
+                await asyncio.sleep(min(self.options.retry_delay_max, 0.5 * 2**writer.failures))
 
-    async def flush(self, *, final: bool = False) -> BatchResult | None:
-        """Write what is buffered (and closes that are due); None if there was nothing."""
-        async with self._write_lock:
+    async def flush(self, *, final: bool = False) -> None:
+        """Write what is buffered (and the closes that are due), every writer at once."""
+        await asyncio.gather(*(self._flush(w, final=final) for w in self._writers))
+
+    async def _flush(self, writer: _Writer, *, final: bool = False) -> None:
+        async with writer.lock:
             loop = asyncio.get_running_loop()
             now = loop.time()
-            due = [c for c, t in self._settling.items() if final or t <= now]
-            batch, self._buffer = self._buffer, []
+            due = [c for c, t in writer.settling.items() if final or t <= now]
+            batch, writer.buffer = writer.buffer, []
             if not batch and not due:
-                return None
+                return
             for call_id in due:
-                del self._settling[call_id]
-            write = asyncio.ensure_future(self.store.apply_async(batch, due))
+                del writer.settling[call_id]
+            write = asyncio.ensure_future(writer.store.apply_async(batch, due))
             try:
                 result = await asyncio.shield(write)
             except asyncio.CancelledError:
@@ -258,19 +280,18 @@ class Listener:
                 if write.exception() is None:
                     self._account(batch, write.result())
                 else:
-                    self._requeue(batch, due, now)
+                    self._requeue(writer, batch, due, now)
                 raise
             except Exception:
-                self._failures += 1
+                writer.failures += 1
                 self.stats.write_errors += 1
                 log.exception("listener %s: batch of %d events not written", self.pbx, len(batch))
-                self._requeue(batch, due, now)
-                return None
-            self._failures = 0
+                self._requeue(writer, batch, due, now)
+                return
+            writer.failures = 0
             self._account(batch, result)
             for call_id, channel in result.record:
                 self._spawn(self._start_recording(call_id, channel))
-            return result
 
     async def _start_recording(self, call_id: str, channel: str) -> None:
         """MixMonitor on a just answered call of a recording campaign; the outcome goes to the
@@ -302,15 +323,17 @@ class Listener:
         facts = EventFacts({"recording_file": file_name} if ok else {})
         wall = time.time()
         at = dt.datetime.fromtimestamp(wall, dt.UTC)
-        self._buffer.append(Observation.of(call_id, event, facts, at, wall))
+        self._writer_of(call_id).buffer.append(Observation.of(call_id, event, facts, at, wall))
 
-    def _requeue(self, batch: list[Observation], due: list[str], now: float) -> None:
-        self._buffer[:0] = batch
+    def _requeue(
+        self, writer: _Writer, batch: list[Observation], due: list[str], now: float
+    ) -> None:
+        writer.buffer[:0] = batch
         for call_id in due:
-            self._settling.setdefault(call_id, now)
-        excess = len(self._buffer) - self.options.max_backlog
+            writer.settling.setdefault(call_id, now)
+        excess = len(writer.buffer) - self.options.max_backlog // len(self._writers)
         if excess > 0:
-            del self._buffer[:excess]
+            del writer.buffer[:excess]
             self.stats.dropped += excess
             log.error("listener %s: backlog full, %d oldest events dropped", self.pbx, excess)
 
@@ -389,9 +412,13 @@ class Listener:
             present = reconcile.present_call_ids(channels)
             await asyncio.sleep(self.options.snapshot_settle)
             await self.flush()
-            async with self._write_lock:
+            async with contextlib.AsyncExitStack() as held:
+                for writer in self._writers:  # no batch is written meanwhile
+                    await held.enter_async_context(writer.lock)
                 closed = await asyncio.to_thread(self._close_gone, present, snapshot, on_connect)
-            self.store.forget(c.call_id for c in closed)
+            gone = [c.call_id for c in closed]
+            for writer in self._writers:
+                writer.store.forget(gone)
             if closed:
                 log.info(
                     "AMI %s: reconciliation closed %d attempts the PBX no longer has",

@@ -115,10 +115,14 @@ def timeline(engine: Engine, attempt_id: int) -> list[dict[str, Any]]:
         return [{"event": r.event, "data": r.data} for r in rows]
 
 
+# With the attempt's row, locked: no event for an attempt deleted meanwhile (migration 0006).
 _INSERT_EVENT = text(
     """
     INSERT INTO call_events (call_attempt_id, event, fingerprint, received_at, data)
-    VALUES (:id, :event, :fp, :at, CAST(:data AS jsonb))
+    SELECT a.id, :event, :fp, :at, CAST(:data AS jsonb)
+      FROM call_attempts a
+     WHERE a.id = :id
+       FOR KEY SHARE
     ON CONFLICT (call_attempt_id, fingerprint) DO NOTHING
     """
 )

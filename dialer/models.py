@@ -327,7 +327,10 @@ class CallEvent(Base):
     )
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
-    call_attempt_id: Mapped[int] = mapped_column(ForeignKey("call_attempts.id", ondelete="CASCADE"))
+    # Not a foreign key, for the cost of its check on every stored event: triggers on
+    # call_attempts delete (and truncate) the events with their attempts, and writers lock the
+    # attempt while they add its events (migration 0006).
+    call_attempt_id: Mapped[int] = mapped_column(BigInteger)
     event: Mapped[str]
     # Hash of the event's fields: the same event seen twice (replay, reconnect) is kept once.
     fingerprint: Mapped[str]

@@ -120,3 +120,38 @@ def test_constraint_refuses(conn: Connection, statement: str, constraint: str) -
 def test_valid_rows_accepted(conn: Connection, statement: str) -> None:
     conn.execute(text(statement))
     conn.rollback()
+
+
+# -- call_events follow their attempts (migration 0006: triggers, no foreign key) ---------------
+
+EVENTS = (
+    "INSERT INTO call_attempts (id, custom_call_id, campaign_id, contact_id, trunk_id,"
+    " attempt_number) OVERRIDING SYSTEM VALUE VALUES (101, '1704067200000_101', 1, 1, 1, 2);"
+    "INSERT INTO call_events (call_attempt_id, event, fingerprint, data) VALUES"
+    " (1, 'Hangup', 'a', '{}'), (1, 'DialEnd', 'b', '{}'), (101, 'Hangup', 'c', '{}')"
+)
+
+
+def _events(conn: Connection) -> list[tuple[int, str]]:
+    rows = conn.execute(text("SELECT call_attempt_id, fingerprint FROM call_events ORDER BY 2"))
+    return [tuple(r) for r in rows]
+
+
+@pytest.mark.parametrize(
+    ("statement", "left"),
+    [
+        ("DELETE FROM call_attempts WHERE id = 1", [(101, "c")]),
+        ("DELETE FROM campaigns WHERE id = 1", []),  # attempts go by cascade, events follow
+        ("DELETE FROM contacts WHERE id = 1", []),
+        ("TRUNCATE call_attempts", []),
+        ("UPDATE call_attempts SET status = 'up' WHERE id = 1", [(1, "a"), (1, "b"), (101, "c")]),
+    ],
+)
+def test_events_follow_their_attempts(
+    conn: Connection, statement: str, left: list[tuple[int, str]]
+) -> None:
+    conn.exec_driver_sql(EVENTS)
+    assert len(_events(conn)) == 3
+    conn.exec_driver_sql(statement)
+    assert _events(conn) == left
+    conn.rollback()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime as dt
+import itertools
 import random
 import time
 from typing import Any
@@ -13,6 +14,7 @@ from typing import Any
 import psycopg
 import pytest
 from sqlalchemy import Engine, text
+from sqlalchemy.exc import OperationalError
 
 from dialer.ami import AmiClient
 from dialer.callstore import CallStore, CloseReason
@@ -206,9 +208,9 @@ def test_one_batch_is_a_few_statements_whatever_its_size(
     monkeypatch.undo()
     assert result.stored == len(batch) == 300 * 5
     assert len(result.closed) == 300
-    # lookup, savepoint, events (COPY), release, read-for-close, counting on, close (attempts,
-    # outcome rows, contacts and counts), counting off
-    assert len(statements) <= 8, statements
+    # lookup, lock, savepoint, events (COPY), release, read-for-close, counting on, close
+    # (attempts, outcome rows, contacts and counts), counting off
+    assert len(statements) <= 9, statements
     rows = fetch(engine, "SELECT outcome, count(*) AS n FROM call_attempts GROUP BY outcome")
     assert [(r.outcome, r.n) for r in rows] == [("human_no_press", 300)]
 
@@ -235,12 +237,47 @@ def test_a_batch_with_events_stored_before_keeps_each_event_once(
     assert [r.call_attempt_id for r in rows] == [first.id] * len(seen) + [second.id] * len(fresh)
     assert rows[-1].data["AMDCAUSE"] == tricky["AMDCAUSE"]
     assert rows[-1].event == "DialerAMD"
-    # Events of an attempt deleted after its lookup are dropped, not an error for the batch.
+    # An attempt deleted after its lookup (cached) takes its events with it, and its late
+    # events are those of an unknown call.
     with engine.begin() as conn:
         conn.execute(text("DELETE FROM call_attempts WHERE id = :id"), {"id": second.id})
     late = observations([hangup(second.custom_call_id, 16)])
-    assert later.apply([*seen, *late]).stored == len(seen) + 1  # the attempt is cached
+    result = later.apply([*seen, *late])
+    assert (result.stored, result.unknown) == (len(seen), 1)
     assert fetch(engine, "SELECT count(*) AS n FROM call_events")[0].n == len(seen)
+
+
+def test_an_attempt_deleted_while_its_batch_is_written_takes_the_events_along(
+    engine: Engine, campaign: int
+) -> None:
+    """call_events has no foreign key: the batch locks its attempts first, so a delete waits
+    for the batch's COMMIT and then takes the batch's events too (no orphan rows)."""
+    [attempt] = add_attempts(engine, campaign, ["+15550000113"])
+    store = CallStore(engine)
+    batch = observations(answered(attempt.custom_call_id))
+    blocked = None
+    with engine.begin() as conn:
+        steps = store._apply(conn, batch, (), None)
+        value = None
+        for n in itertools.count():
+            try:
+                step = steps.send(value)
+            except StopIteration:
+                break
+            value = step()
+            if n == 1:  # lookup, then lock: a delete must wait from here on
+                with engine.connect() as other:
+                    other.exec_driver_sql("SET lock_timeout = '200ms'")
+                    try:
+                        other.exec_driver_sql(f"DELETE FROM call_attempts WHERE id = {attempt.id}")
+                    except OperationalError as exc:
+                        blocked = exc
+                    other.rollback()
+    assert blocked is not None and "lock timeout" in str(blocked)
+    assert fetch(engine, "SELECT count(*) AS n FROM call_events")[0].n == len(batch)
+    with engine.begin() as conn:
+        conn.exec_driver_sql(f"DELETE FROM call_attempts WHERE id = {attempt.id}")
+    assert fetch(engine, "SELECT count(*) AS n FROM call_events")[0].n == 0
 
 
 def test_unknown_calls_are_counted_and_ignored(engine: Engine, campaign: int) -> None:
