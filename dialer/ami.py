@@ -1,7 +1,8 @@
 """The AMI adapter: the only module that talks to Asterisk's Manager Interface.
 
-`AmiClient` is the asyncio client (the listener uses it with events on); `SyncAmiClient` is the
-blocking facade for Celery worker processes (one persistent connection per process, events off).
+`AmiClient` is the asyncio client (the listener and the live call control commands use it);
+Celery worker processes use the blocking `dialer.amisync.SyncAmiClient`, which keeps the same
+guarantees without an event loop.
 
 panoramisk 1.4 was the starting point, and it is no longer imported here. Its connection manager
 is not used, because each of its verified defects would hurt a dialer, and each is handled here
@@ -34,8 +35,8 @@ reference parser of the fuzz tests (tests/test_fuzz_ami.py).
 - Event callbacks run detached (`ensure_future`), losing order and errors: one reader task per
   connection puts events on an asyncio.Queue in arrival order; `events()` yields them, with the
   markers `DialerConnected` and `DialerDisconnected` around every connection.
-- `Action` objects need a running event loop: `SyncAmiClient` owns a loop in a background
-  thread, and no AMI object is created outside it.
+- `Action` objects need a running event loop: no `Action` is made; worker threads use the
+  blocking `dialer.amisync.SyncAmiClient`.
 - `Message.from_line` takes the last line of a `Response: Follows`/`Fail` frame apart as a
   body and drops the other lines without `: `: `parse_frame` keeps every line, headers as
   headers and raw body lines under `Output`.
@@ -44,16 +45,13 @@ reference parser of the fuzz tests (tests/test_fuzz_ami.py).
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import itertools
 import logging
 import os
 import random
-import threading
 import time
-import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -723,193 +721,3 @@ async def _read_response(reader: asyncio.StreamReader, action_id: str) -> Event:
         frame = parse_frame(await reader.readuntil(FRAME_END))
         if frame is not None and frame.get("ActionID") == action_id and "Response" in frame:
             return frame
-
-
-# -- the blocking facade for worker processes ---------------------------------------------
-
-_SYNC_CLIENTS: weakref.WeakSet[SyncAmiClient] = weakref.WeakSet()
-# Loops and threads inherited from the parent process. They are kept referenced, never used
-# and never closed: closing one would unregister the parent's sockets from the epoll instance
-# that parent and child share after fork.
-_INHERITED_AT_FORK: list[object] = []
-
-
-class SyncAmiClient:
-    """Blocking AMI client for worker processes: one persistent connection, events off.
-
-    A background thread runs an event loop with one `AmiClient`, connected on first use.
-    Thread-safe. After a fork the child starts its own thread and connection on first use;
-    it never touches the parent's socket.
-    """
-
-    def __init__(self, server: AmiServer, **client_options: Any) -> None:
-        self.server = server
-        self._options = {"events": False, **client_options}
-        self._options["events"] = False
-        self._lock = threading.Lock()
-        self._pid = os.getpid()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._client: AmiClient | None = None
-        self._connect_lock: asyncio.Lock | None = None
-        _SYNC_CLIENTS.add(self)
-
-    def originate(
-        self,
-        payload: Mapping[str, Any],
-        *,
-        timeout: float | None = None,
-        send_by: float | None = None,
-    ) -> None:
-        """Send the Originate and return once Asterisk queued it (see `AmiClient.originate`)."""
-        amiwire.originate_frame(payload)  # refuse unsafe input in the caller's thread
-        self._call(
-            lambda client: client.originate(payload, timeout=timeout, send_by=send_by),
-            timeout,
-            OriginateFateUnknown,
-            connect_wait=None if send_by is None else max(0.0, send_by - time.time()),
-        )
-
-    def wait_connected(self, timeout: float) -> None:
-        """Block until connected and logged in (connecting first if need be).
-
-        Raises `AmiConnectionError` after `timeout`, `AmiAuthenticationError` if refused.
-        """
-        client = self._client
-        if client is not None and client.connected and self._pid == os.getpid():
-            # Logged in now: no hand-over to the loop's thread (one per call otherwise). A drop
-            # right after is the send's to handle, as for any drop after this returns.
-            return
-        started = time.monotonic()
-
-        async def wait(client: AmiClient) -> None:
-            await client.wait_connected(max(0.0, timeout - (time.monotonic() - started)))
-
-        self._call(wait, timeout, ActionFateUnknown, connect_wait=timeout)
-
-    def action(self, headers: Mapping[str, Any], *, timeout: float | None = None) -> Event:
-        return self._call(
-            lambda client: client.action(headers, timeout=timeout), timeout, ActionFateUnknown
-        )
-
-    def action_list(
-        self, headers: Mapping[str, Any], *, timeout: float | None = None
-    ) -> list[Event]:
-        return self._call(
-            lambda client: client.action_list(headers, timeout=timeout), timeout, ActionFateUnknown
-        )
-
-    def close(self, timeout: float = 5.0) -> None:
-        """Log off and stop the background thread (a later call reconnects)."""
-        with self._lock:
-            self._adopt_fork()
-            loop, thread = self._loop, self._thread
-            self._loop = self._thread = None
-            self._connect_lock = None
-        if loop is None or thread is None:
-            return
-        with contextlib.suppress(concurrent.futures.TimeoutError, AmiError, RuntimeError):
-            asyncio.run_coroutine_threadsafe(self._shutdown(), loop).result(timeout)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(timeout)
-        if not thread.is_alive():
-            loop.close()
-        self._client = None
-
-    def _call(
-        self,
-        operation: Callable[[AmiClient], Awaitable[T]],
-        timeout: float | None,
-        unknown: type[ActionFateUnknown],
-        *,
-        connect_wait: float | None = None,
-    ) -> T:
-        loop = self._ensure_loop()
-        options = self._options
-        budget = (
-            options.get("connect_timeout", 5.0)
-            + options.get("login_timeout", 5.0)
-            + (timeout if timeout is not None else options.get("action_timeout", 10.0))
-            + 5.0
-        )
-
-        async def run() -> T:
-            client = self._client
-            if client is not None and not client.stopped:
-                return await operation(client)  # (re)connecting is the client's own business
-            if connect_wait is None:
-                return await operation(await self._connected_client())
-            # The first connection counts against the caller's wait too.
-            try:
-                client = await asyncio.wait_for(self._connected_client(), connect_wait)
-            except TimeoutError:
-                raise AmiConnectionError(
-                    f"AMI {self.server.name}: not connected within {connect_wait:.3f}s; "
-                    "nothing sent"
-                ) from None
-            return await operation(client)
-
-        future = asyncio.run_coroutine_threadsafe(run(), loop)
-        try:
-            return future.result(budget)
-        except concurrent.futures.TimeoutError:
-            # The inner deadlines should have fired first; the loop is stuck, so assume the worst.
-            future.cancel()
-            raise unknown(f"AMI {self.server.name}: no result within {budget:.0f}s") from None
-
-    async def _connected_client(self) -> AmiClient:
-        if self._connect_lock is None:
-            self._connect_lock = asyncio.Lock()
-        async with self._connect_lock:
-            client = self._client
-            if client is None or client.stopped:
-                client = AmiClient(self.server, **self._options)
-                await client.connect()
-                self._client = client
-            return client
-
-    async def _shutdown(self) -> None:
-        client, self._client = self._client, None
-        if client is not None:
-            await client.close()
-
-    def _ensure_loop(self) -> asyncio.AbstractEventLoop:
-        with self._lock:
-            self._adopt_fork()
-            if self._loop is None:
-                loop = asyncio.new_event_loop()
-                ready = threading.Event()
-
-                def run() -> None:
-                    asyncio.set_event_loop(loop)
-                    loop.call_soon(ready.set)
-                    loop.run_forever()
-
-                thread = threading.Thread(target=run, name="ami-sync-loop", daemon=True)
-                thread.start()
-                ready.wait(5.0)
-                self._loop, self._thread = loop, thread
-            return self._loop
-
-    def _adopt_fork(self) -> None:
-        """In a forked child, forget the parent's loop, thread and connection (caller locks)."""
-        if self._pid == os.getpid():
-            return
-        _INHERITED_AT_FORK.append((self._loop, self._thread, self._client))
-        self._pid = os.getpid()
-        self._loop = self._thread = None
-        self._client = None
-        self._connect_lock = None
-
-    def _after_fork_in_child(self) -> None:
-        # The parent's lock may have been held by another thread at fork time.
-        self._lock = threading.Lock()
-        self._adopt_fork()
-
-
-def _reset_sync_clients_after_fork() -> None:
-    for client in list(_SYNC_CLIENTS):
-        client._after_fork_in_child()
-
-
-os.register_at_fork(after_in_child=_reset_sync_clients_after_fork)

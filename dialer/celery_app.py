@@ -33,7 +33,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from dialer import broker
-from dialer.ami import AmiError, SyncAmiClient
+from dialer.ami import AmiError
+from dialer.amisync import SyncAmiClient
 from dialer.db import make_engine, make_sessionmaker
 from dialer.dispatch import TickOptions
 from dialer.settings import Settings, get_settings
@@ -157,7 +158,7 @@ class Runtime:
         self.options = options
         self._engine: Engine | None = None
         self._sessions: sessionmaker[Session] | None = None
-        self._ami: dict[str, SyncAmiClient] = {}
+        self._ami: dict[tuple[str, int], SyncAmiClient] = {}  # (pbx, thread)
         self._lock = threading.Lock()
         self._local = threading.local()
         self._connections: list[psycopg.Connection[Any]] = []
@@ -189,12 +190,17 @@ class Runtime:
         return conn
 
     def ami_for(self, pbx: str) -> SyncAmiClient:
-        """This process's client for `pbx`, connected and logged in on first use."""
+        """This thread's client for `pbx`, connected and logged in on first use.
+
+        One connection per worker thread: a call's Originate is a blocking write and read, and
+        threads sharing a connection would wait for each other's answers.
+        """
+        key = (pbx, threading.get_ident())
+        client = self._ami.get(key)
+        if client is not None:
+            return client
         with self._lock:
-            client = self._ami.get(pbx)
-            if client is not None:
-                return client
-            client = self._ami[pbx] = SyncAmiClient(self.settings.ami_for(pbx))
+            client = self._ami[key] = SyncAmiClient(self.settings.ami_for(pbx))
         # Connect now rather than inside the first Originate: that one has already taken its
         # pacing slot, and a login's delay would bunch it with the next process's call.
         with contextlib.suppress(AmiError):

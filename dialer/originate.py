@@ -23,8 +23,12 @@ with `send_error` set, for reconciliation against the PBX: never sent again; `Or
 re-scheduled like any failed attempt. An attempt stopped by the last checks is `not_sent`.
 
 This is the dialer's hot path, so it talks to Postgres through a plain psycopg connection in
-autocommit mode (no ORM), four round trips per call: claim, slot, the checks (pipelined with
-their BEGIN), and the sent time with the COMMIT after the send.
+autocommit mode (no ORM), three round trips per call: the claim; the slot (its own transaction)
+with the BEGIN, lock and checks of the send transaction; and the sent time with the COMMIT after
+the send. Their statements are prepared once per connection and run with EXECUTE, several in one
+simple-protocol query: the server plans them once, and the client neither adapts parameters nor
+keeps a pipeline per statement (half of the path's client time before). Values are put in the
+query as literals made from ints, floats and datetimes only (`_literal`).
 """
 
 from __future__ import annotations
@@ -33,15 +37,18 @@ import contextlib
 import datetime as dt
 import enum
 import logging
+import math
 import select
 import time
+import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import orjson
 import psycopg
 from psycopg.rows import namedtuple_row
-from psycopg.types.json import Jsonb
+from psycopg.types.json import Jsonb, set_json_loads
 
 from dialer import calling_window
 from dialer.ami import (
@@ -52,7 +59,7 @@ from dialer.ami import (
     OriginateRejected,
 )
 from dialer.calling_window import CallingWindow
-from dialer.pacing import take_slot
+from dialer.pacing import PAD, TAKE_SLOT_PREPARED
 from dialer.payload import CallSettings, TrunkRoute, build_originate_payload
 
 log = logging.getLogger(__name__)
@@ -109,7 +116,7 @@ _DNC_FOR_ATTEMPT = """
 
 _CLAIM = f"""
     UPDATE call_attempts a SET status = 'originating'
-     WHERE a.id = %(id)s AND a.status = 'queued'
+     WHERE a.id = $1 AND a.status = 'queued'
        AND EXISTS (SELECT 1 FROM campaigns c WHERE c.id = a.campaign_id AND c.status = 'running')
        AND NOT {_DNC_FOR_ATTEMPT}
     RETURNING a.payload, a.trunk_id, (SELECT t.pbx FROM trunks t WHERE t.id = a.trunk_id),
@@ -128,7 +135,7 @@ _STATE = f"""
 # entry committed by the transaction the lock waited for.
 _LOCK_CONTACT = """
     SELECT k.id FROM contacts k
-     WHERE k.id = (SELECT a.contact_id FROM call_attempts a WHERE a.id = %(id)s)
+     WHERE k.id = (SELECT a.contact_id FROM call_attempts a WHERE a.id = $1)
        FOR NO KEY UPDATE
 """
 _SEND_CHECK = f"""
@@ -137,7 +144,7 @@ _SEND_CHECK = f"""
       FROM call_attempts a
       JOIN contacts k ON k.id = a.contact_id
       JOIN campaigns c ON c.id = a.campaign_id
-     WHERE a.id = %(id)s
+     WHERE a.id = $1
 """
 
 # For an attempt created without a payload (the dispatcher always stores one).
@@ -168,10 +175,20 @@ _GIVE_BACK = """
 # sent_at is a record of when, not a guard (the claim is): its commit need not wait for the
 # WAL flush.
 _SENT = """
-    UPDATE call_attempts SET sent_at = %(sent_at)s
+    UPDATE call_attempts SET sent_at = $2
       FROM (SELECT set_config('synchronous_commit', 'off', true)) AS async_commit
-     WHERE id = %(id)s
+     WHERE id = $1
 """
+
+# The hot path's statements: name -> (argument types, text).
+_PREPARED = {
+    "dialer_claim": ("bigint", _CLAIM),
+    "dialer_take_slot": ("bigint, float8, float8", TAKE_SLOT_PREPARED),
+    "dialer_lock_contact": ("bigint", _LOCK_CONTACT),
+    "dialer_send_check": ("bigint", _SEND_CHECK),
+    "dialer_sent": ("bigint, timestamptz", _SENT),
+}
+_READY: weakref.WeakSet[psycopg.Connection[Any]] = weakref.WeakSet()
 
 _FATE_UNKNOWN = """
     UPDATE call_attempts SET send_error = %(error)s, sent_at = coalesce(sent_at, %(sent_at)s)
@@ -210,7 +227,8 @@ def originate_attempt(
 
     `conn` must be in autocommit mode; `ami_for(pbx)` gives the client for the trunk's PBX.
     """
-    claimed = conn.execute(_CLAIM, {"id": attempt_id}).fetchone()
+    (claimed,) = _run(conn, _call("dialer_claim", attempt_id))
+    claimed = claimed[0] if claimed else None
     if claimed is None:
         return _not_claimed(conn, attempt_id)
     payload, trunk_id, pbx, call_id = claimed
@@ -233,9 +251,8 @@ def originate_attempt(
         try:
             # Connected first: a slot taken while reconnecting would be sent late, or wasted.
             client.wait_connected(send_timeout)
-            slot = take_slot(conn, trunk_id, lead=lead)
             sent = _send_in_slot(
-                conn, attempt_id, client, payload, slot,
+                conn, attempt_id, trunk_id, lead, client, payload,
                 send_timeout=send_timeout, sleep=sleep, clock=clock,
             )  # fmt: skip
         except (AmiConnectionError, AmiAuthenticationError) as exc:
@@ -274,25 +291,24 @@ class _Send:
 def _send_in_slot(
     conn: psycopg.Connection[Any],
     attempt_id: int,
+    trunk_id: int,
+    lead: float,
     client: Originator,
     payload: Mapping[str, Any],
-    slot: float,
     *,
     send_timeout: float,
     sleep: Callable[[float], None],
     clock: Callable[[], float],
 ) -> _Send | Result:
-    """The last checks, the wait for the slot and the send, with the contact's row locked.
+    """A pacing slot, then the last checks, the wait for the slot and the send, with the
+    contact's row locked.
 
     Returns the Result that stopped the attempt before it was sent, or a `_Send`. Raises only
     before anything was sent (a database error).
     """
     sent: _Send | None = None
     try:
-        with conn.pipeline(), conn.cursor(row_factory=namedtuple_row) as cursor:
-            conn.execute("BEGIN")
-            conn.execute(_LOCK_CONTACT, {"id": attempt_id})
-            check = cursor.execute(_SEND_CHECK, {"id": attempt_id}).fetchone()
+        slot, check = take_slot_and_check(conn, attempt_id, trunk_id, lead)
         stopped = _stopped_by(check, slot)
         if stopped is not None:
             return stopped
@@ -318,6 +334,26 @@ def _send_in_slot(
         # Releases the lock. Once something may have been sent, a failed COMMIT (connection
         # lost) changes nothing that matters: the transaction only read and locked.
         _end_transaction(conn, attempt_id, sent)
+
+
+def take_slot_and_check(
+    conn: psycopg.Connection[Any], attempt_id: int, trunk_id: int, lead: float
+) -> tuple[float, Any]:
+    """Take the trunk's next pacing slot (`dialer.pacing`, its own transaction), then open the
+    send transaction: lock the contact's row and read what the last checks need. One round trip;
+    the send transaction stays open. Returns the slot (Unix time) and the checks' row."""
+    slot_rows, _, check_rows = _run(
+        conn,
+        "BEGIN",
+        _call("dialer_take_slot", trunk_id, lead, PAD),
+        "COMMIT",
+        "BEGIN",
+        _call("dialer_lock_contact", attempt_id),
+        _call("dialer_send_check", attempt_id),
+    )
+    if not slot_rows:
+        raise LookupError(f"trunk {trunk_id} does not exist")
+    return float(slot_rows[0][0]), (check_rows[0] if check_rows else None)
 
 
 def _stopped_by(check: Any, slot: float) -> Result | None:
@@ -358,9 +394,8 @@ def _end_transaction(
         if sent is None:
             conn.execute("COMMIT")
             return
-        with conn.pipeline():
-            conn.execute(_SENT, {"id": attempt_id, "sent_at": sent.sent_at})
-            conn.execute("COMMIT")
+        assert sent.sent_at is not None
+        _run(conn, _call("dialer_sent", attempt_id, sent.sent_at), "COMMIT")
         sent.recorded = True
     except psycopg.Error as exc:
         log.warning("could not end the send transaction: %s", exc)
@@ -395,7 +430,8 @@ def _record_send(
     exc = sent.error
     if exc is None:
         if not sent.recorded:
-            conn.execute(_SENT, {"id": attempt_id, "sent_at": sent.sent_at})
+            assert sent.sent_at is not None
+            _run(conn, _call("dialer_sent", attempt_id, sent.sent_at))
         return Result.SENT
     if isinstance(exc, AmiAuthenticationError):
         log.warning("attempt %s: not sent: %s", call_id, exc)
@@ -488,3 +524,52 @@ def _give_back(
             "delay": delay_s,
         },
     )
+
+
+# -- prepared statements --------------------------------------------------------------------------
+
+
+def _run(conn: psycopg.Connection[Any], *statements: str) -> list[list[Any]]:
+    """Run statements as one simple-protocol query; the rows of each (namedtuples; [] for a
+    statement that returns none), in order. The hot path's statements are prepared first."""
+    if conn not in _READY:
+        _prepare(conn)
+    with conn.cursor(row_factory=namedtuple_row) as cursor:
+        cursor.execute("; ".join(statements))
+        results = []
+        while True:
+            results.append(cursor.fetchall() if cursor.description is not None else None)
+            if not cursor.nextset():
+                break
+    # Commands (BEGIN, COMMIT) have no rows at all; statements keep their place.
+    return [rows for rows in results if rows is not None]
+
+
+def _prepare(conn: psycopg.Connection[Any]) -> None:
+    conn.execute(
+        "; ".join(f"PREPARE {name}({types}) AS {text}" for name, (types, text) in _PREPARED.items())
+    )
+    # The payload the claim returns is parsed with orjson, about five times faster.
+    set_json_loads(orjson.loads, conn)
+    _READY.add(conn)
+
+
+def _call(name: str, *args: int | float | dt.datetime) -> str:
+    return f"EXECUTE {name}({', '.join(_literal(a) for a in args)})"
+
+
+def _literal(value: int | float | dt.datetime) -> str:
+    """An SQL literal of a value of these types only: nothing else can reach the query text."""
+    if isinstance(value, bool):
+        raise TypeError("no booleans in the hot path's literals")
+    if isinstance(value, int):
+        return str(int(value))
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"not a finite number: {value!r}")
+        return repr(float(value))
+    if isinstance(value, dt.datetime):
+        if value.tzinfo is None:
+            raise ValueError("a time without its zone")
+        return f"'{value.isoformat()}'::timestamptz"
+    raise TypeError(f"no literal for {type(value).__name__}")

@@ -28,18 +28,26 @@ from dialer.models import OPEN_ATTEMPT_STATUSES
 
 PAD = 1.05
 
-# Asynchronous commit (for this statement's transaction only): the row lock is released
-# without waiting for the WAL flush, so it is held for microseconds. A database crash could
-# lose the last few grants, allowing one slightly early call after recovery.
-_TAKE_SLOT = """
+
+def _take_slot_sql(trunk_id: str, lead: str, pad: str) -> str:
+    # Asynchronous commit (for this statement's transaction only): the row lock is released
+    # without waiting for the WAL flush, so it is held for microseconds. A database crash could
+    # lose the last few grants, allowing one slightly early call after recovery.
+    return f"""
     UPDATE trunks
        SET next_slot_at = greatest(next_slot_at,
-                                   clock_timestamp() + make_interval(secs => %(lead)s))
-                          + make_interval(secs => %(pad)s / cps)
+                                   clock_timestamp() + make_interval(secs => {lead}))
+                          + make_interval(secs => {pad} / cps)
       FROM (SELECT set_config('synchronous_commit', 'off', true)) AS async_commit
-     WHERE id = %(trunk_id)s
-    RETURNING extract(epoch FROM next_slot_at - make_interval(secs => %(pad)s / cps))::float8
+     WHERE id = {trunk_id}
+    RETURNING extract(epoch FROM next_slot_at - make_interval(secs => {pad} / cps))::float8
 """
+
+
+_TAKE_SLOT = _take_slot_sql("%(trunk_id)s", "%(lead)s", "%(pad)s")
+# The same, for PREPARE (trunk id, lead, pad): the originate task runs it in its own round trip
+# with the send transaction's first statements (`dialer.originate`).
+TAKE_SLOT_PREPARED = _take_slot_sql("$1", "$2", "$3")
 
 _USAGE = text(
     """

@@ -29,10 +29,10 @@ from dialer.ami import (
     AmiError,
     OriginateFateUnknown,
     OriginateRejected,
-    SyncAmiClient,
     backoff_delay,
     parse_frame,
 )
+from dialer.amisync import SyncAmiClient
 from dialer.amiwire import UnsafeHeaderValue
 from dialer.payload import CallSettings, TrunkRoute, build_originate_payload
 from dialer.settings import AmiServer
@@ -734,6 +734,76 @@ def test_sync_client_reconnects_in_a_forked_child() -> None:
             (0, "1704067200000_3"),
             (1, "1704067200000_2"),
         ]
+
+
+def test_sync_client_reconnects_after_the_server_closed_and_sends_each_call_once() -> None:
+    """A connection closed by the PBX between two calls is noticed before the next write:
+    reconnect (after the back-off), then send; nothing is written twice or lost."""
+
+    async def close_after_first(conn: int, frame: Frame, writer: asyncio.StreamWriter) -> bool:
+        if conn == 0 and frame.get("Action") == "Originate":
+            writer.write(wire("Response: Success", f"ActionID: {frame['ActionID']}"))
+            await writer.drain()
+            writer.close()  # the PBX restarts
+            return True
+        return False
+
+    with PeerThread(FaultPeer(behaviour=close_after_first)) as peer:
+        client = SyncAmiClient(peer.ami(), action_timeout=2.0, reconnect_initial=0.05)
+        client.originate(payload_for(1))
+        time.sleep(0.1)  # the close has arrived
+        client.originate(payload_for(2), send_by=time.time() + 2.0)
+        client.close()
+        assert [(c, f["ActionID"]) for c, f in peer.actions("Originate")] == [
+            (0, "1704067200000_1"),
+            (1, "1704067200000_2"),
+        ]
+        assert len(peer.actions("Login")) == 2
+
+
+def test_sync_client_unanswered_originate_is_fate_unknown_and_never_resent() -> None:
+    async def silent_once(conn: int, frame: Frame, writer: asyncio.StreamWriter) -> bool:
+        return frame.get("ActionID") == "1704067200000_1"  # written, never answered
+
+    with PeerThread(FaultPeer(behaviour=silent_once)) as peer:
+        client = SyncAmiClient(peer.ami(), action_timeout=0.3)
+        with pytest.raises(OriginateFateUnknown):
+            client.originate(payload_for(1))
+        client.originate(payload_for(2))  # the connection is still good
+        client.close()
+        ids = [f["ActionID"] for _, f in peer.actions("Originate")]
+        assert ids == ["1704067200000_1", "1704067200000_2"]
+
+
+def test_sync_client_pings_an_idle_connection_before_writing() -> None:
+    """A PBX that stopped answering is found out by a Ping after a quiet spell, so the
+    Originate is not written into the void (nothing sent, not fate unknown)."""
+    hung = threading.Event()
+
+    async def hang(conn: int, frame: Frame, writer: asyncio.StreamWriter) -> bool:
+        return hung.is_set()  # swallow everything
+
+    with PeerThread(FaultPeer(behaviour=hang)) as peer:
+        client = SyncAmiClient(peer.ami(), action_timeout=1.0, ping_interval=0.2, ping_timeout=0.2)
+        client.originate(payload_for(1))
+        hung.set()
+        time.sleep(0.3)
+        with pytest.raises(AmiConnectionError, match="nothing sent"):
+            client.originate(payload_for(2), send_by=time.time() + 0.5)
+        client.close()
+        assert [f["ActionID"] for _, f in peer.actions("Originate")] == ["1704067200000_1"]
+        assert len(peer.actions("Ping")) == 1
+
+
+def test_sync_client_refused_login_is_not_retried_at_every_call() -> None:
+    with PeerThread(FaultPeer()) as peer:
+        client = SyncAmiClient(peer.ami(secret="wrong"), reconnect_max=30.0)
+        for _ in range(3):
+            with pytest.raises(AmiAuthenticationError, match="refused login"):
+                client.originate(payload_for(1))
+        client.close()
+        assert len(peer.actions("Login")) == 1
+        assert peer.actions("Originate") == []
 
 
 def test_sync_client_reports_unreachable_server() -> None:

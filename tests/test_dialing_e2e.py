@@ -29,7 +29,7 @@ from celery.signals import task_postrun
 from sqlalchemy import text
 
 from dialer import amiwire
-from dialer.ami import SyncAmiClient
+from dialer.amisync import SyncAmiClient
 from dialer.celery_app import DISPATCH_TASK, ORIGINATE_TASK, enqueue_originates
 from dialer.dispatch import DISPATCH_LOCK_KEY, TickOptions, run_tick
 from dialer.originate import Result, originate_attempt

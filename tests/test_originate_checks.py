@@ -19,7 +19,7 @@ from sqlalchemy import text
 
 from dialer import dnc
 from dialer import originate as originate_module
-from dialer.ami import SyncAmiClient
+from dialer.amisync import SyncAmiClient
 from dialer.db import transaction
 from dialer.dispatch import run_tick
 from dialer.originate import SLOT_TOLERANCE_S, Result, originate_attempt
@@ -51,12 +51,14 @@ def client(pbx_sim: Any) -> Any:
 def slots(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     """The slots the originate task takes, in order."""
     taken: list[float] = []
+    original = originate_module.take_slot_and_check
 
-    def recording(*args: Any, **kwargs: Any) -> float:
-        taken.append(take_slot(*args, **kwargs))
-        return taken[-1]
+    def recording(*args: Any, **kwargs: Any) -> tuple[float, Any]:
+        slot, check = original(*args, **kwargs)
+        taken.append(slot)
+        return slot, check
 
-    monkeypatch.setattr(originate_module, "take_slot", recording)
+    monkeypatch.setattr(originate_module, "take_slot_and_check", recording)
     return taken
 
 
@@ -195,3 +197,29 @@ def test_a_connection_lost_just_before_the_slot_is_not_made_up_for_by_a_late_cal
     assert 0 <= sent["wall"] - slots[1] < SLOT_TOLERANCE_S + 0.05
     [attempt] = rows(session_factory, "SELECT status, sent_at FROM call_attempts")
     assert attempt.status == "originating" and attempt.sent_at is not None
+
+
+# -- the literals of the prepared hot path ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "literal"),
+    [
+        (42, "42"),
+        (2**40, "1099511627776"),
+        (0.25, "0.25"),
+        (1.05, "1.05"),
+        (dt.datetime(2026, 3, 2, 10, 0, 1, 500, tzinfo=dt.UTC),
+         "'2026-03-02T10:00:01.000500+00:00'::timestamptz"),
+    ],
+)  # fmt: skip
+def test_hot_path_literals(value: Any, literal: str) -> None:
+    assert originate_module._literal(value) == literal
+
+
+@pytest.mark.parametrize(
+    "value", [True, float("nan"), float("inf"), "1; DROP TABLE x", dt.datetime(2026, 3, 2), None]
+)
+def test_hot_path_literals_refuse_anything_else(value: Any) -> None:
+    with pytest.raises((TypeError, ValueError)):
+        originate_module._literal(value)

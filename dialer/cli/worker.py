@@ -23,8 +23,9 @@ POOLS = ("threads", "prefork", "solo")
     type=click.Choice(POOLS),
     default="threads",
     show_default=True,
-    # Originate tasks mostly wait (pacing, database, AMI): threads share one AMI connection
-    # and cost less CPU per call than processes (see bench/dial_throughput.py).
+    # Threads let one process wait for many calls' pacing slots at once, beside the embedded
+    # tick. For the most calls per second per CPU run several `--pool solo --no-beat` workers
+    # and one beat (see bench/dial_throughput.py and BENCHMARKS.md).
     help="Pool kind.",
 )
 @click.option(
