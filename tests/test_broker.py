@@ -3,6 +3,9 @@ messages still flow, get acked and are never lost."""
 
 from __future__ import annotations
 
+import base64
+import copy
+import json
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -12,7 +15,14 @@ import redis
 from kombu import Connection, Exchange, Queue
 
 from dialer import broker
-from dialer.celery_app import ORIGINATE_QUEUE, DialerCelery, WorkerOptions, celery_config
+from dialer.celery_app import (
+    ORIGINATE_QUEUE,
+    ORIGINATE_TASK,
+    DialerCelery,
+    WorkerOptions,
+    celery_config,
+    enqueue_originates,
+)
 from dialer.settings import Settings
 from tests.support_celery import in_process_worker, wait_until
 
@@ -184,3 +194,58 @@ def test_a_running_worker_writes_its_last_acks_within_the_flush_interval(
         # them, while the worker still runs.
         wait_until(lambda: broker_keys("unacked") == 0, 2, message="the last acks written")
     assert sorted(ran) == list(range(20))
+
+
+def test_task_messages_are_what_celery_would_publish(
+    make_app: Callable[..., DialerCelery], settings: Settings, broker_prefix: str
+) -> None:
+    """The direct publisher's messages match `send_task`'s, field for field (ids aside), so a
+    Celery upgrade that changes the message shape fails here, not in production."""
+    app = make_app()
+    client = redis.Redis.from_url(settings.broker_url)
+    queue_key = f"{broker_prefix}{ORIGINATE_QUEUE}"
+    try:
+        with app.producer_or_acquire() as producer:
+            app.send_task(
+                ORIGINATE_TASK, args=(4242,), producer=producer, argsrepr="(4242,)",
+                kwargsrepr="{}",
+            )  # fmt: skip
+        enqueue_originates(app, [4242])
+        celerys, ours = (json.loads(m) for m in reversed(client.lrange(queue_key, 0, -1)))
+    finally:
+        client.delete(queue_key)
+        client.close()
+
+    def comparable(message: dict[str, Any]) -> dict[str, Any]:
+        message = copy.deepcopy(message)
+        task_id = message["headers"].pop("id")
+        assert message["headers"].pop("root_id") == task_id
+        assert message["properties"].pop("correlation_id") == task_id
+        assert message["properties"].pop("delivery_tag") not in (task_id, None)
+        body = base64.b64decode(message.pop("body"))
+        message["decoded_body"] = json.loads(body)
+        return message
+
+    assert comparable(ours) == comparable(celerys)
+
+
+def test_tasks_published_directly_run_once_each_in_order(
+    make_app: Callable[..., DialerCelery],
+) -> None:
+    app = make_app()
+    ran: list[int] = []
+
+    @app.task(name="tests.broker_direct", ignore_result=True)
+    def direct(n: int) -> None:
+        ran.append(n)
+
+    messages = broker.task_messages(
+        "tests.broker_direct", ORIGINATE_QUEUE, ((n,) for n in range(1200)),
+        origin="test", reply_to=app.thread_oid,
+    )  # fmt: skip
+    with app.pool.acquire(block=True) as connection:
+        pushed = broker.push_task_messages(connection.default_channel, ORIGINATE_QUEUE, messages)
+    assert pushed == 1200  # three LPUSH batches
+    with in_process_worker(app, concurrency=1):
+        wait_until(lambda: len(ran) == 1200, 30, message="every task to run")
+    assert ran == list(range(1200))
