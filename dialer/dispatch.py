@@ -31,6 +31,7 @@ an attempt, so the two can differ).
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import json
 import logging
 import math
@@ -271,20 +272,27 @@ def plan_tick(
     budget = options.max_attempts_per_tick
     windows = _WindowCache(now)
     idle: list[_Campaign] = []
+    queued: list[list[list[int]]] = []  # per trunk, per campaign
     for trunk_id, trunk_campaigns in by_trunk.items():
         spare = min(usage[trunk_id].spare_capacity(options.lookahead_s), budget)
+        queued.append([])
         for index, campaign in enumerate(trunk_campaigns):
             created = 0
             if spare > 0:
                 # Fair share of what is left; unused share flows to the campaigns after it.
                 share = math.ceil(spare / (len(trunk_campaigns) - index))
+                first = len(report.queued)
                 created = _dispatch_campaign(
                     connection, campaign, share, now, windows, options, report
                 )
+                queued[-1].append(report.queued[first:])
                 spare -= created
                 budget -= created
             if created == 0:
                 idle.append(campaign)
+    # Handed out in turns: workers take tasks in order and each waits for its trunk's slot, so
+    # a trunk's whole share ahead of the next trunk's would hold every trunk to one's pace.
+    report.queued = interleave([interleave(campaigns) for campaigns in queued])
 
     report.requeued = list(
         connection.execute(
@@ -305,6 +313,12 @@ def plan_tick(
             report.campaigns_completed,
         )  # fmt: skip
     return report
+
+
+def interleave(groups: Sequence[Sequence[int]]) -> list[int]:
+    """Every item of `groups`, one from each group in turn: [[1, 2, 3], [4], [5, 6]] ->
+    [1, 4, 5, 2, 6, 3]."""
+    return [item for turn in itertools.zip_longest(*groups) for item in turn if item is not None]
 
 
 def _dispatch_campaign(

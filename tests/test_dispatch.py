@@ -5,6 +5,7 @@ Celery wiring is exercised in test_dialing_e2e."""
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import re
 import threading
 import zoneinfo
@@ -19,6 +20,7 @@ from dialer.dispatch import (
     INVALID_NUMBER_OUTCOME,
     NO_WINDOW_OUTCOME,
     TickOptions,
+    interleave,
     plan_tick,
     run_tick,
 )
@@ -124,6 +126,45 @@ def test_trunk_capacity_is_shared_fairly(session_factory) -> None:
         rows(session_factory, "SELECT campaign_id, count(*) FROM call_attempts GROUP BY 1")
     )
     assert per_campaign == {first: 5, second: 5}
+
+
+@pytest.mark.parametrize(
+    ("groups", "expected"),
+    [
+        ([], []),
+        ([[1, 2, 3]], [1, 2, 3]),
+        ([[1, 2, 3], [4], [5, 6]], [1, 4, 5, 2, 6, 3]),
+        ([[], [7, 8]], [7, 8]),
+    ],
+)
+def test_interleave(groups: list[list[int]], expected: list[int]) -> None:
+    assert interleave(groups) == expected
+
+
+def test_attempts_are_handed_out_in_turns_across_trunks_and_campaigns(session_factory) -> None:
+    """Workers take tasks in order and wait for each one's slot: a trunk's (or a campaign's)
+    whole share ahead of the next would hold all of them to one pace."""
+    slow = add_trunk(session_factory, "slow", cps=5, max_channels=100)
+    fast = add_trunk(session_factory, "fast", cps=100, max_channels=100)
+    campaigns = [
+        add_campaign(session_factory, slow, "slow one"),
+        add_campaign(session_factory, fast, "fast one"),
+        add_campaign(session_factory, fast, "fast two"),
+    ]
+    for n, campaign in enumerate(campaigns):
+        add_contacts(session_factory, campaign, simulator_numbers(6, start=10 * n))
+    report = tick(session_factory, options=TickOptions(lookahead_s=1.0))
+    owner = dict(rows(session_factory, "SELECT id, campaign_id FROM call_attempts"))
+    order = [owner[i] for i in report.queued]
+    # slow: 5 cps x 1 s = 5 calls; fast: 12 calls shared by its two campaigns.
+    assert sorted(order) == sorted([campaigns[0]] * 5 + [campaigns[1]] * 6 + [campaigns[2]] * 6)
+    trunk_of = {campaigns[0]: "slow", campaigns[1]: "fast", campaigns[2]: "fast"}
+    trunks = [trunk_of[c] for c in order]
+    # In turns while both have calls, whichever comes first.
+    assert sorted(trunks[:10]) == ["fast"] * 5 + ["slow"] * 5
+    assert all(a != b for a, b in itertools.pairwise(trunks[:10]))
+    fast_only = [c for c in order if trunk_of[c] == "fast"]
+    assert all(a != b for a, b in itertools.pairwise(fast_only))
 
 
 def test_do_not_call_numbers_are_marked_not_dialled(engine, session_factory) -> None:
