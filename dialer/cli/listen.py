@@ -39,6 +39,13 @@ log = logging.getLogger(__name__)
     help="Write as soon as this many events are buffered.",
 )
 @click.option(
+    "--writers",
+    type=click.IntRange(1, 8),
+    default=2,
+    show_default=True,
+    help="Database connections writing batches, each for its share of the calls.",
+)
+@click.option(
     "--reconcile-every",
     type=click.FloatRange(1.0),
     default=30.0,
@@ -70,6 +77,7 @@ def listen(
     pbx: str,
     flush_ms: int,
     batch: int,
+    writers: int,
     reconcile_every: float,
     grace: float,
     min_age: float,
@@ -92,6 +100,7 @@ def listen(
     options = ListenerOptions(
         flush_interval=flush_ms / 1000,
         max_batch=batch,
+        writers=writers,
         reconcile_interval=reconcile_every,
         reconcile=ReconcileOptions(grace_s=grace, min_age_s=min_age),
         filter_events=filter_events,
