@@ -8,23 +8,19 @@
    fingerprint: replayed, read twice) makes the COPY fail, and the batch's events are then
    inserted with `ON CONFLICT DO NOTHING` instead: an event seen twice is kept once;
 3. adds opted-out numbers to the do-not-call list at once;
-4. applies the facts, merged per call, in one UPDATE: the first value of a fact wins and times
-   keep their earliest value, so events may arrive in any order and more than once;
-5. closes the attempts whose call is over: outcome from the facts, attempt `ended`, contact
-   re-scheduled, completed, exhausted or dnc (`dialer.retry`). A closing call's facts are
-   written by the close itself (one row version instead of two: every index of call_attempts
-   is updated on each). The close is conditional on the attempt still being open, so whichever
-   of listener or reconciliation comes first closes it and the other does nothing: one outcome
-   per attempt, ever. The same statement settles the contacts, adds each decision to its
-   call's timeline (a `DialerOutcome` row in call_events) and adds the closed attempts to the
-   campaign summary's counts (`campaign_attempt_stats`), one upsert per group rather than a
-   trigger per call, in key order (concurrent closes lock the shared rows in the same order).
-   It is the batch's last statement: those rows stay locked only until the COMMIT.
+4. applies the facts, merged per call, in one UPDATE (`dialer.attemptfacts`);
+5. closes the attempts whose call is over (`dialer.attemptfacts`): outcome, contact, timeline
+   row and counts in one statement. A closing call's facts are written by the close itself (one
+   row version instead of two: every index of call_attempts is updated on each). The close is
+   the batch's last statement, so the campaign's shared count rows stay locked only until the
+   COMMIT.
 
 Each statement takes all its rows at once (COPY, or one JSON document read with
 `jsonb_to_recordset`): no round trip per event or per call. The events are encoded once, when
 the listener takes them (`Observation.of`), and the statements that run once per batch with a
-row per call read and write through the psycopg connection itself, without ORM rows.
+row per call read and write through the psycopg connection itself, without ORM rows. A batch is
+an operation of `dialer.dbsteps`: `apply` runs it in the calling thread, `apply_async` on an
+event loop with its database calls on a worker thread.
 """
 
 from __future__ import annotations
@@ -32,72 +28,30 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import enum
-import functools
-import json
 import logging
-import uuid
 from collections import OrderedDict
-from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
 import psycopg
 from sqlalchemy import Connection, Engine, text
 
-from dialer.events import (
-    EARLIEST,
-    CallFacts,
-    Event,
-    EventFacts,
-    answered_in,
-    encode,
-    fingerprint,
-    to_json,
+from dialer.attemptfacts import (
+    OPEN,
+    Closed,
+    CloseReason,
+    CloseRequest,
+    close_attempts_steps,
+    merge_values,
+    update_facts_steps,
 )
-from dialer.outcomes import Outcome, decide, decide_without_end
-from dialer.retry import RetryPolicy, next_step
+from dialer.dbsteps import Steps, run_steps, run_steps_in_threads
+from dialer.events import Event, EventFacts, encode, fingerprint, to_json
 
 log = logging.getLogger(__name__)
 
-T = TypeVar("T")
-# A database call of a store operation, run by whoever runs the operation (`run_steps`).
-Step = Callable[[], Any]
-# A store operation: a generator of its database calls, each sent back its call's result.
-Steps = Generator[Step, Any, T]
-
-OPEN = ("queued", "originating", "up")
-OUTCOME_EVENT = "DialerOutcome"
 DNC_SOURCE = "opt_out"
-
-# Fact -> SQL type, for the facts UPDATE (hangup_at becomes ended_at when the attempt is
-# closed).
-FACT_COLUMNS: dict[str, str] = {
-    "uniqueid": "text",
-    "channel": "text",
-    "originate_response": "text",
-    "originate_reason": "integer",
-    "answered_at": "timestamptz",
-    "dial_status": "text",
-    "amd_status": "text",
-    "amd_cause": "text",
-    "dtmf": "text",
-    "read_status": "text",
-    "voicemail_left": "boolean",
-    "transfer_requested_at": "timestamptz",
-    "transfer_answered_at": "timestamptz",
-    "transfer_ended_at": "timestamptz",
-    "transfer_status": "text",
-    "recording_file": "text",
-    "hangup_cause": "integer",
-    "hangup_cause_txt": "text",
-}
-
-
-def _merge_sql(column: str) -> str:
-    fn = "LEAST" if column in EARLIEST else "COALESCE"
-    return f"{column} = {fn}(a.{column}, r.{column})"
-
 
 # Statements run through psycopg itself (positional rows) are plain strings.
 _LOOKUP = """
@@ -128,16 +82,6 @@ _INSERT_STAGED = text(
     ON CONFLICT (call_attempt_id, fingerprint) DO NOTHING
     """
 )
-_UPDATE_FACTS = text(
-    f"""
-    UPDATE call_attempts a SET
-           {", ".join(_merge_sql(c) for c in FACT_COLUMNS)},
-           status = CASE WHEN a.status = 'originating' AND r.answered THEN 'up' ELSE a.status END
-      FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS r(
-           id bigint, answered boolean, {", ".join(f"{c} {t}" for c, t in FACT_COLUMNS.items())})
-     WHERE a.id = r.id
-    """
-)
 _ADD_DNC = text(
     """
     INSERT INTO dnc_numbers (phone_e164, campaign_id, source, reason)
@@ -146,88 +90,6 @@ _ADD_DNC = text(
     ON CONFLICT DO NOTHING
     """
 )
-# The fact columns come after the first four.
-_READ_FOR_CLOSE = f"""
-    SELECT a.id, a.custom_call_id, a.contact_id, k.attempts,
-           {", ".join(f"a.{c}" for c in FACT_COLUMNS)},
-           c.press_key, c.opt_out_key, c.max_attempts, c.retry_delays::text
-      FROM call_attempts a
-      JOIN contacts k ON k.id = a.contact_id
-      JOIN campaigns c ON c.id = a.campaign_id
-     WHERE a.id = ANY(%(ids)s::bigint[]) AND a.status IN {OPEN}
-     ORDER BY a.id
-       FOR UPDATE OF a
-"""
-_FACTS_AT = slice(4, 4 + len(FACT_COLUMNS))
-# The close counts the attempts it finishes in campaign_attempt_stats itself, one upsert per
-# group (migration 0004), with the row trigger told to skip this statement: a closed attempt
-# was open, so it was not counted before.
-_COUNTING = text("SELECT set_config('dialer.attempt_stats', :value, true)")
-_CLOSE_ATTEMPTS = text(
-    f"""
-    WITH closed AS (
-        UPDATE call_attempts a
-           SET status = 'ended', outcome = r.outcome, ended_at = r.ended_at,
-               {", ".join(_merge_sql(c) for c in FACT_COLUMNS)}
-          FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS r(
-               id bigint, outcome text, ended_at timestamptz, reason text, contact_id bigint,
-               contact_status text, next_attempt_at timestamptz,
-               {", ".join(f"{c} {t}" for c, t in FACT_COLUMNS.items())})
-         WHERE a.id = r.id AND a.status IN {OPEN}
-        RETURNING a.id, a.campaign_id, a.queued_at, a.outcome, a.amd_status, a.dtmf,
-                  a.sent_at, a.answered_at, a.ended_at,
-                  r.reason, r.contact_id, r.contact_status, r.next_attempt_at
-    ), noted AS (
-        -- The decision in the call's timeline; the tag makes each close's rows new.
-        INSERT INTO call_events (call_attempt_id, event, fingerprint, received_at, data)
-        SELECT c.id, CAST(:event AS text), 'outcome:' || CAST(:tag AS text) || ':' || c.id,
-               CAST(:now AS timestamptz),
-               jsonb_build_object('Event', CAST(:event AS text), 'outcome', c.outcome,
-                                  'reason', c.reason, 'contact_status', c.contact_status)
-          FROM closed c
-    ), settled AS (
-        UPDATE contacts k
-           SET status = CASE WHEN k.status = 'dialing' OR c.contact_status = 'dnc'
-                             THEN c.contact_status ELSE k.status END,
-               last_outcome = c.outcome,
-               next_attempt_at = coalesce(c.next_attempt_at, k.next_attempt_at),
-               updated_at = now()
-          FROM closed c
-         WHERE k.id = c.contact_id
-    ), counted AS (
-        -- In key order: concurrent closes lock the shared count rows in the same order.
-        INSERT INTO campaign_attempt_stats AS s
-               (campaign_id, bucket, outcome, amd_status, dtmf, attempts, sent, answered_at,
-                talk_total, talk_count, first_sent_at, last_sent_at)
-        SELECT campaign_id, date_bin(interval '10 minutes', queued_at, timestamptz 'epoch'),
-               outcome, amd_status, dtmf, count(*), count(sent_at), count(answered_at),
-               coalesce(sum(ended_at - answered_at), interval '0'),
-               count(ended_at - answered_at), min(sent_at), max(sent_at)
-          FROM closed
-         GROUP BY 1, 2, 3, 4, 5
-         ORDER BY 1, 2, 3, 4, 5
-        ON CONFLICT (campaign_id, bucket, outcome, amd_status, dtmf) DO UPDATE SET
-               attempts = s.attempts + excluded.attempts,
-               sent = s.sent + excluded.sent,
-               answered_at = s.answered_at + excluded.answered_at,
-               talk_total = s.talk_total + excluded.talk_total,
-               talk_count = s.talk_count + excluded.talk_count,
-               first_sent_at = least(s.first_sent_at, excluded.first_sent_at),
-               last_sent_at = greatest(s.last_sent_at, excluded.last_sent_at)
-    )
-    SELECT id FROM closed
-    """
-)
-
-
-class CloseRaceError(RuntimeError):
-    """An attempt locked for its close was not closed; the batch is rolled back."""
-
-
-class CloseReason(enum.StrEnum):
-    HANGUP = "hangup"  # the originated channel hung up
-    ORIGINATE_FAILED = "originate_failed"  # failed OriginateResponse, no Hangup followed
-    GONE = "gone"  # reconciliation: the PBX no longer has the call
 
 
 @dataclass(slots=True)
@@ -284,14 +146,6 @@ class CallInfo:
     recording_asked: bool = False
 
 
-@dataclass(frozen=True, slots=True)
-class Closed:
-    call_id: str
-    attempt_id: int
-    outcome: Outcome
-    reason: CloseReason
-
-
 @dataclass(slots=True)
 class BatchResult:
     stored: int = 0  # used events of known calls (duplicates included)
@@ -301,13 +155,6 @@ class BatchResult:
     # (call id, channel) of calls just answered whose campaign records them: the listener
     # starts MixMonitor on each (once per call).
     record: list[tuple[str, str]] = field(default_factory=list)
-
-
-@dataclass(frozen=True, slots=True)
-class CloseRequest:
-    attempt_id: int
-    reason: CloseReason
-    ended_at: dt.datetime
 
 
 class CallStore:
@@ -411,16 +258,16 @@ class CallStore:
             # In one order: concurrent writers adding the same numbers never wait on each other
             # in a cycle.
             opt_outs.sort(key=lambda row: row["phone"])
-            params = {"rows": _json(opt_outs), "source": DNC_SOURCE}
+            params = {"rows": to_json(opt_outs), "source": DNC_SOURCE}
             result.dnc_added = yield lambda: conn.execute(_ADD_DNC, params).rowcount
         # Calls closing now get their facts with the close: one row update, not two.
-        yield from _update_facts(conn, {i: v for i, v in facts.items() if i not in requests})
+        yield from update_facts_steps(conn, {i: v for i, v in facts.items() if i not in requests})
         if requests:
             closing = {i: facts.get(i, {}) for i in requests}
-            result.closed, left_open = yield from _close(
+            result.closed, left_open = yield from close_attempts_steps(
                 conn, list(requests.values()), now, closing
             )
-            yield from _update_facts(conn, {i: facts[i] for i in left_open if i in facts})
+            yield from update_facts_steps(conn, {i: facts[i] for i in left_open if i in facts})
         return result, answers
 
     def _committed(
@@ -490,39 +337,6 @@ class CallStore:
         return found
 
 
-# -- running steps ------------------------------------------------------------------------------
-
-
-def run_steps(steps: Steps[T]) -> T:
-    """Run a store operation in this thread, its database calls included."""
-    send: Callable[[Any], Step] = steps.send
-    value: Any = None
-    while True:
-        try:
-            step = send(value)
-        except StopIteration as done:
-            return done.value
-        try:
-            value, send = step(), steps.send
-        except Exception as exc:  # the operation may handle it (a duplicate event)
-            value, send = exc, steps.throw
-
-
-async def run_steps_in_threads(steps: Steps[T]) -> T:
-    """Run a store operation on this event loop, each database call on a worker thread."""
-    send: Callable[[Any], Step] = steps.send
-    value: Any = None
-    while True:
-        try:
-            step = send(value)
-        except StopIteration as done:
-            return done.value
-        try:
-            value, send = await asyncio.to_thread(step), steps.send
-        except Exception as exc:
-            value, send = exc, steps.throw
-
-
 def _begin(engine: Engine) -> Connection:
     conn = engine.connect()
     conn.begin()
@@ -535,16 +349,6 @@ def _roll_back(conn: Connection) -> None:
 
 
 # -- statements ---------------------------------------------------------------------------------
-
-
-def merge_values(into: dict[str, Any], values: Mapping[str, Any]) -> None:
-    """Merge one event's fact values: first value wins, earliest time wins."""
-    for name, value in values.items():
-        if value is None:
-            continue
-        current = into.get(name)
-        if current is None or (name in EARLIEST and value < current):
-            into[name] = value
 
 
 def _insert_events(conn: Connection, rows: Sequence[str]) -> Steps[None]:
@@ -576,116 +380,3 @@ def _copy(
             driver.execute(query)
         with driver.cursor() as cursor, cursor.copy(statement) as copy:
             copy.write(data)
-
-
-def update_facts(conn: Connection, facts: Mapping[int, Mapping[str, Any]]) -> None:
-    """Apply fact values to their attempts ({attempt id: values}), in one statement."""
-    run_steps(_update_facts(conn, facts))
-
-
-def _update_facts(conn: Connection, facts: Mapping[int, Mapping[str, Any]]) -> Steps[None]:
-    rows = []
-    for attempt_id, values in facts.items():
-        row = _fact_row(values)
-        row["id"] = attempt_id
-        row["answered"] = answered_in(values)
-        rows.append(row)
-    if rows:
-        params = {"rows": _json(rows)}
-        yield lambda: conn.execute(_UPDATE_FACTS, params)
-
-
-def close_attempts(
-    conn: Connection,
-    requests: Sequence[CloseRequest],
-    now: dt.datetime,
-    pending: Mapping[int, Mapping[str, Any]] | None = None,
-) -> tuple[list[Closed], list[int]]:
-    """Close the attempts still open among `requests` with their outcome and settle their
-    contacts. `pending`: fact values not yet written, by attempt id; they are written with the
-    close. Returns the attempts closed here and those left open on purpose (a live call whose
-    failed OriginateResponse answered a duplicate send); an attempt closed already is skipped.
-    """
-    return run_steps(_close(conn, requests, now, pending or {}))
-
-
-def _close(
-    conn: Connection,
-    requests: Sequence[CloseRequest],
-    now: dt.datetime,
-    pending: Mapping[int, Mapping[str, Any]],
-) -> Steps[tuple[list[Closed], list[int]]]:
-    by_id = {r.attempt_id: r for r in requests}
-    ids = {"ids": sorted(by_id)}
-    rows = yield lambda: conn.connection.driver_connection.execute(_READ_FOR_CLOSE, ids).fetchall()
-    closing: list[dict[str, Any]] = []
-    decided: dict[int, tuple[str, Outcome, CloseReason]] = {}
-    left_open: list[int] = []
-    for row in rows:
-        attempt_id, call_id, contact_id, attempts = row[0], row[1], row[2], row[3]
-        press_key, opt_out_key, max_attempts, retry_delays = row[-4:]
-        request = by_id[attempt_id]
-        new = pending.get(attempt_id, {})
-        values = dict(zip(FACT_COLUMNS, row[_FACTS_AT], strict=True))
-        merge_values(values, new)
-        facts = CallFacts(**values)
-        if request.reason is CloseReason.GONE:
-            outcome = decide_without_end(facts, press_key=press_key, opt_out_key=opt_out_key)
-        elif request.reason is CloseReason.ORIGINATE_FAILED and facts.answered and not facts.ended:
-            left_open.append(attempt_id)
-            continue
-        else:
-            outcome = decide(facts, press_key=press_key, opt_out_key=opt_out_key)
-        step = next_step(_policy(max_attempts, retry_delays), outcome, attempts, now)
-        decided[attempt_id] = (call_id, outcome, request.reason)
-        # Only the facts not stored yet: the statement merges them as update_facts does.
-        close = _fact_row(new)
-        close["id"] = attempt_id
-        close["outcome"] = outcome.value
-        close["ended_at"] = request.ended_at.isoformat()
-        close["reason"] = request.reason.value
-        close["contact_id"] = contact_id
-        close["contact_status"] = step.contact_status.value
-        if step.next_attempt_at is not None:
-            close["next_attempt_at"] = step.next_attempt_at.isoformat()
-        closing.append(close)
-    if not closing:
-        return [], left_open
-    # The rows read are locked and open: every one of them closes now. The tag makes each
-    # close's outcome rows new (a second close of one attempt would show as a second row).
-    params = {"rows": _json(closing), "event": OUTCOME_EVENT, "tag": uuid.uuid4().hex, "now": now}
-    ended = yield lambda: _close_counted(conn, params)
-    if ended != decided.keys():
-        raise CloseRaceError(f"locked attempts not closed: {sorted(decided.keys() - ended)}")
-    closed = []
-    for attempt_id in sorted(ended):
-        call_id, outcome, reason = decided[attempt_id]
-        closed.append(Closed(call_id, attempt_id, outcome, reason))
-    return closed, left_open
-
-
-def _close_counted(conn: Connection, params: Mapping[str, Any]) -> set[int]:
-    conn.execute(_COUNTING, {"value": "counted"})
-    ended = {r.id for r in conn.execute(_CLOSE_ATTEMPTS, params)}
-    conn.execute(_COUNTING, {"value": ""})
-    return ended
-
-
-def _fact_row(values: Mapping[str, Any]) -> dict[str, Any]:
-    """Fact values as a JSON-ready row of `call_attempts` columns (times as ISO text)."""
-    return {
-        name: value.isoformat() if isinstance(value, dt.datetime) else value
-        for name, value in values.items()
-        if name in FACT_COLUMNS and value is not None
-    }
-
-
-@functools.lru_cache(maxsize=256)
-def _policy(max_attempts: int, retry_delays: str | None) -> RetryPolicy:
-    # Parsed once per campaign setting, not once per closing call.
-    return RetryPolicy(max_attempts, json.loads(retry_delays) if retry_delays else {})
-
-
-def _json(rows: list[dict[str, Any]]) -> str:
-    # Times are ISO text already (_fact_row).
-    return to_json(rows)

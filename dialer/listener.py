@@ -42,7 +42,8 @@ from sqlalchemy import Engine
 
 from dialer import callcontrol, reconcile
 from dialer.ami import CONNECTED_EVENT, DISCONNECTED_EVENT, AmiClient, AmiError
-from dialer.callstore import BatchResult, CallStore, Closed, Observation
+from dialer.attemptfacts import Closed
+from dialer.callstore import BatchResult, CallStore, Observation
 from dialer.events import (
     EVENT_FILTERS,
     USED_EVENTS,

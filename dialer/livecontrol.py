@@ -23,7 +23,7 @@ from sqlalchemy import Connection, Engine, text
 
 from dialer import callcontrol as cc
 from dialer.ami import AmiClient, AmiError, Event
-from dialer.callstore import update_facts
+from dialer.attemptfacts import update_facts
 from dialer.events import encode, event_time
 from dialer.payload import TrunkRoute
 from dialer.settings import AmiServer

@@ -24,7 +24,7 @@ from typing import Any
 
 from sqlalchemy import Connection, text
 
-from dialer.callstore import Closed, CloseReason, CloseRequest, close_attempts
+from dialer.attemptfacts import Closed, CloseReason, CloseRequest, close_attempts
 from dialer.events import CALL_VARIABLE
 
 

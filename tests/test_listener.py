@@ -17,7 +17,8 @@ from sqlalchemy import Engine, text
 from sqlalchemy.exc import OperationalError
 
 from dialer.ami import AmiClient
-from dialer.callstore import CallStore, CloseReason
+from dialer.attemptfacts import CloseReason
+from dialer.callstore import CallStore
 from dialer.events import Correlator, Event
 from dialer.listener import Listener, ListenerOptions, observe
 from dialer.payload import CallSettings, TrunkRoute, build_originate_payload
@@ -543,7 +544,7 @@ def test_read_status_is_a_fact_the_close_finds_without_reading_events(
     """The prompt's read status arrives in one batch and the hangup in a later one: the close
     must still see it (TIMEOUT -> human_no_press, not abandoned), from the attempt's own row;
     closing never reads call_events (migration 0005)."""
-    from dialer.callstore import _READ_FOR_CLOSE
+    from dialer.attemptfacts import _READ_FOR_CLOSE
 
     attempts = add_attempts(engine, campaign, ["+15550000401", "+15550000402"])
     store = CallStore(engine)
