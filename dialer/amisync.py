@@ -281,7 +281,8 @@ class SyncAmiClient:
         except OSError as exc:
             raise AmiConnectionError(f"cannot reach AMI {server.name} at {where}: {exc}") from None
         self._sock, self._buffer = sock, b""
-        login_by = time.monotonic() + self.login_timeout
+        # Never past the caller's deadline: a call due to leave now is not held by a login.
+        login_by = min(time.monotonic() + self.login_timeout, deadline)
         try:
             greeting = self._read_until(b"\r\n", login_by)
             if not greeting.startswith(GREETING_PREFIX):
