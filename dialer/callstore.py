@@ -7,7 +7,8 @@
 2. stores every used event in `call_events` with COPY; an event stored before (same
    fingerprint: replayed, read twice) makes the COPY fail, and the batch's events are then
    inserted with `ON CONFLICT DO NOTHING` instead: an event seen twice is kept once;
-3. adds opted-out numbers to the do-not-call list at once;
+3. adds opted-out numbers to the do-not-call list at once, after waiting for calls to them
+   being sent at that moment;
 4. applies the facts, merged per call, in one UPDATE (`dialer.attemptfacts`);
 5. closes the attempts whose call is over (`dialer.attemptfacts`): outcome, contact, timeline
    row and counts in one statement. A closing call's facts are written by the close itself (one
@@ -82,10 +83,17 @@ _INSERT_STAGED = text(
     ON CONFLICT (call_attempt_id, fingerprint) DO NOTHING
     """
 )
+# An opt-out first waits for calls to the same number being sent right now (the worker holds
+# the contact's row from its last check to its send, `dialer.originate`), as `dnc.add_e164`
+# does, in id order; the entry is stamped after that wait: no call reaches the PBX after it.
+_WAIT_FOR_SENDS = """
+    SELECT id FROM contacts WHERE phone_e164 = ANY(%(phones)s::text[])
+     ORDER BY id FOR NO KEY UPDATE
+"""
 _ADD_DNC = text(
     """
-    INSERT INTO dnc_numbers (phone_e164, campaign_id, source, reason)
-    SELECT r.phone, NULL, :source, r.reason
+    INSERT INTO dnc_numbers (phone_e164, campaign_id, source, reason, added_at)
+    SELECT r.phone, NULL, :source, r.reason, clock_timestamp()
       FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS r(phone text, reason text)
     ON CONFLICT DO NOTHING
     """
@@ -258,6 +266,8 @@ class CallStore:
             # In one order: concurrent writers adding the same numbers never wait on each other
             # in a cycle.
             opt_outs.sort(key=lambda row: row["phone"])
+            phones = {"phones": sorted({row["phone"] for row in opt_outs})}
+            yield lambda: conn.connection.driver_connection.execute(_WAIT_FOR_SENDS, phones)
             params = {"rows": to_json(opt_outs), "source": DNC_SOURCE}
             result.dnc_added = yield lambda: conn.execute(_ADD_DNC, params).rowcount
         # Calls closing now get their facts with the close: one row update, not two.

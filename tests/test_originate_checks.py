@@ -20,8 +20,10 @@ from sqlalchemy import text
 from dialer import dnc
 from dialer import originate as originate_module
 from dialer.amisync import SyncAmiClient
+from dialer.callstore import CallStore
 from dialer.db import transaction
 from dialer.dispatch import run_tick
+from dialer.listener import observe
 from dialer.originate import SLOT_TOLERANCE_S, Result, originate_attempt
 from dialer.pacing import take_slot
 from tests.support_celery import (
@@ -103,6 +105,56 @@ def test_a_number_listed_while_its_call_waits_for_the_slot_is_never_dialled_afte
     [sent] = originates(pbx_sim)
     [added_at] = [r.added_at for r in rows(session_factory, "SELECT added_at FROM dnc_numbers")]
     assert waited > 0.3, "the listing did not wait for the call being sent"
+    assert sent["wall"] < added_at.timestamp()
+
+
+def test_an_opt_out_on_another_call_to_the_number_waits_for_the_send_in_flight(
+    session_factory, engine, pg_connection, pbx_sim, client
+) -> None:
+    """The listener's opt-out (the same number, another campaign's call) is a listing like any
+    other: it waits for the call being sent and is stamped after it."""
+    trunk, _, phone, attempt_id = one_queued_attempt(session_factory)
+    other = add_campaign(session_factory, trunk, "other", opt_out_key="9", status="paused")
+    (contact,) = add_contacts(session_factory, other, [phone])
+    call_id = "1704067200000_777"
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO call_attempts (custom_call_id, campaign_id, contact_id, trunk_id,"
+                " attempt_number, status) VALUES (:c, :k, :n, :t, 1, 'up')"
+            ),
+            {"c": call_id, "k": other, "n": contact, "t": trunk},
+        )
+    opt_out = observe(
+        {"Event": "UserEvent", "UserEvent": "DialerDTMF", "Linkedid": call_id, "Uniqueid": call_id,
+         "custom_call_id": call_id, "DTMF": "9", "READSTATUS": "OK"},
+        call_id, time.time(),
+    )  # fmt: skip
+    for _ in range(2):  # the queued attempt's slot will be about a second away
+        take_slot(pg_connection, trunk)
+    result: list[Result] = []
+    worker = threading.Thread(
+        target=lambda: result.append(originate_attempt(pg_connection, attempt_id, lambda p: client))
+    )
+    worker.start()
+    wait_until(
+        lambda: rows(
+            session_factory,
+            "SELECT 1 FROM pg_locks l JOIN pg_stat_activity s ON s.pid = l.pid"
+            " WHERE s.datname = current_database() AND s.state = 'idle in transaction'",
+        ),
+        5,
+        message="the task to hold the contact during its wait",
+    )
+    started = time.time()
+    assert CallStore(engine).apply([opt_out]).dnc_added == 1
+    waited = time.time() - started
+    worker.join(10)
+
+    assert result == [Result.SENT]
+    [sent] = originates(pbx_sim)
+    [added_at] = [r.added_at for r in rows(session_factory, "SELECT added_at FROM dnc_numbers")]
+    assert waited > 0.3, "the opt-out did not wait for the call being sent"
     assert sent["wall"] < added_at.timestamp()
 
 
