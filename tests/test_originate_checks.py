@@ -74,12 +74,12 @@ def one_queued_attempt(session_factory: Any, *, cps: float = 2.0, **campaign: An
     return trunk, campaign_id, phone, attempt_id
 
 
-def test_a_number_listed_while_its_call_waits_for_the_slot_is_never_dialled_after(
-    session_factory, database_url, pg_connection, pbx_sim, client
-) -> None:
-    """The listing waits for the send in flight, and is stamped after it."""
-    trunk, _, phone, attempt_id = one_queued_attempt(session_factory)
-    for _ in range(2):  # the attempt's slot will be about a second away
+def sending_in_a_second(
+    session_factory: Any, pg_connection: Any, client: Any, trunk: int, attempt_id: int
+) -> tuple[threading.Thread, list[Result]]:
+    """The originate task of `attempt_id` on a thread, its slot about a second away; returns
+    once it holds its contact's row, waiting for that slot (the thread, and its result)."""
+    for _ in range(2):
         take_slot(pg_connection, trunk)
     result: list[Result] = []
     worker = threading.Thread(
@@ -95,6 +95,15 @@ def test_a_number_listed_while_its_call_waits_for_the_slot_is_never_dialled_afte
         5,
         message="the task to hold the contact during its wait",
     )
+    return worker, result
+
+
+def test_a_number_listed_while_its_call_waits_for_the_slot_is_never_dialled_after(
+    session_factory, database_url, pg_connection, pbx_sim, client
+) -> None:
+    """The listing waits for the send in flight, and is stamped after it."""
+    trunk, _, phone, attempt_id = one_queued_attempt(session_factory)
+    worker, result = sending_in_a_second(session_factory, pg_connection, client, trunk, attempt_id)
     started = time.time()
     with transaction(session_factory) as session:
         dnc.add_e164(session, [phone], campaign_id=None)
@@ -130,22 +139,7 @@ def test_an_opt_out_on_another_call_to_the_number_waits_for_the_send_in_flight(
          "custom_call_id": call_id, "DTMF": "9", "READSTATUS": "OK"},
         call_id, time.time(),
     )  # fmt: skip
-    for _ in range(2):  # the queued attempt's slot will be about a second away
-        take_slot(pg_connection, trunk)
-    result: list[Result] = []
-    worker = threading.Thread(
-        target=lambda: result.append(originate_attempt(pg_connection, attempt_id, lambda p: client))
-    )
-    worker.start()
-    wait_until(
-        lambda: rows(
-            session_factory,
-            "SELECT 1 FROM pg_locks l JOIN pg_stat_activity s ON s.pid = l.pid"
-            " WHERE s.datname = current_database() AND s.state = 'idle in transaction'",
-        ),
-        5,
-        message="the task to hold the contact during its wait",
-    )
+    worker, result = sending_in_a_second(session_factory, pg_connection, client, trunk, attempt_id)
     started = time.time()
     assert CallStore(engine).apply([opt_out]).dnc_added == 1
     waited = time.time() - started
