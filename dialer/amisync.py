@@ -262,6 +262,7 @@ class SyncAmiClient:
         return True
 
     def _open(self, deadline: float) -> socket.socket:
+        """Connect and log in: the new connection becomes `_sock` (None if this fails)."""
         server = self.server
         where = f"{server.host}:{server.port}"
         action_id = f"{self._id_prefix}-{next(self._ids)}"
@@ -303,7 +304,6 @@ class SyncAmiClient:
                 f"AMI {server.name} at {where} refused login as {server.username!r}: "
                 f"{response.get('Message', response.get('Response'))}"
             )
-        self._sock = None  # set by the caller once logged in
         return sock
 
     def _read_answer(self, action_id: str, deadline: float, *, as_list: bool) -> Any:
