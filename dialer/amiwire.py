@@ -17,7 +17,7 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from dialer.payload import VARIABLE_ORDER, is_local_channel
+from dialer.payload import TRANSFER_DIAL_VARIABLES, VARIABLE_ORDER, is_local_channel
 
 EOL = "\r\n"
 # Asterisk reads a line into a 1024-byte buffer; the line and its CR LF must both fit.
@@ -30,6 +30,8 @@ _CONTROL = re.compile(r"[\r\n\x00]")
 # with a backslash so the value arrives unchanged.
 _VARIABLE_SPECIAL = re.compile(r'([\\,"()\[\]])')
 _SECRET_HEADERS = frozenset({"secret", "key"})
+# The payload's own variables in the order they are sent, whatever order jsonb gave them back.
+_WIRE_ORDER = VARIABLE_ORDER + TRANSFER_DIAL_VARIABLES
 
 HeaderValue = str | int | bool | list[str] | tuple[str, ...]
 Headers = Mapping[str, HeaderValue] | Iterable[tuple[str, str]]
@@ -98,9 +100,10 @@ def originate_headers(payload: Mapping[str, Any]) -> list[tuple[str, str]]:
     """AMI headers for a payload built by `dialer.payload`, in a fixed order.
 
     Variables go out one header each, the spec's variables first in the spec's order (the stored
-    payload may come back from jsonb with its keys reordered), then any others. The call's id is
-    sent as `ChannelId` (and `<id>-2` as `OtherChannelId` for the second half of a Local
-    channel) so Asterisk uses it as Uniqueid and every leg's Linkedid.
+    payload may come back from jsonb with its keys reordered), then `transfer_dial` and
+    `TRANSFER_DIAL` when present, then any others. The call's id is sent as `ChannelId` (and
+    `<id>-2` as `OtherChannelId` for the second half of a Local channel) so Asterisk uses it as
+    Uniqueid and every leg's Linkedid.
     """
     missing = [
         k for k in ("actionid", "channel", "context", "exten", "priority") if k not in payload
@@ -130,8 +133,8 @@ def originate_headers(payload: Mapping[str, Any]) -> list[tuple[str, str]]:
     if payload.get("timeout") is not None:
         headers.append(("Timeout", _scalar("Timeout", payload["timeout"])))
     headers.append(("Async", "true"))
-    ordered = [n for n in VARIABLE_ORDER if n in variables]
-    ordered += [n for n in variables if n not in VARIABLE_ORDER]
+    ordered = [n for n in _WIRE_ORDER if n in variables]
+    ordered += [n for n in variables if n not in _WIRE_ORDER]
     for name in ordered:
         headers.append(("Variable", _variable(name, variables[name])))
     headers.append(("ChannelId", call_id))

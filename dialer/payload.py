@@ -4,6 +4,12 @@ The payload is the dialer's record of what it asked Asterisk to do: it is stored
 attempt and translated to an AMI frame by `dialer.amiwire`. Its shape is fixed by the spec:
 top-level keys in this order, every channel variable in lowercase and again in uppercase, numbers
 in E.164, `actionid` equal to `custom_call_id`, `priority`/`timeout` as integers, `async` true.
+
+One addition to the spec's variables: `transfer_dial`/`TRANSFER_DIAL`, the full dial string of
+the IVR's transfer through the trunk's channel template. The reference dialplan would otherwise
+build `PJSIP/<prefix><number>@<trunk name>`, an endpoint that does not exist when the template
+names another one (`PJSIP/{number}@carrier-east`) or another technology (`Local/...`). It is
+sent only when it differs from that default, so the spec's payloads stay as they are.
 """
 
 from __future__ import annotations
@@ -42,6 +48,8 @@ UPPERCASE_VARIABLES = (
     ("AMD_ENABLED", "amd_enabled"),
 )
 VARIABLE_ORDER = LOWERCASE_VARIABLES + tuple(upper for upper, _ in UPPERCASE_VARIABLES)
+# Sent after the spec's variables, and only when the trunk's template needs them.
+TRANSFER_DIAL_VARIABLES = ("transfer_dial", "TRANSFER_DIAL")
 PAYLOAD_KEYS = (
     "action",
     "actionid",
@@ -59,6 +67,8 @@ _CALL_ID = re.compile(r"^[0-9]+_[0-9]+$")
 _DTMF_KEY = re.compile(r"^[0-9*#]$")
 # Characters that would end or corrupt the `"name" <number>` caller ID Asterisk parses.
 _CALLER_NAME_FORBIDDEN = set('"<>\\')
+# Dial() and UserEvent() split their arguments on commas; CR, LF and NUL would break the header.
+_DIAL_STRING_FORBIDDEN = set(",\r\n\x00")
 
 
 class PayloadError(ValueError):
@@ -121,6 +131,12 @@ class TrunkRoute:
                 f"channel template {self.channel_template!r} has no {{number}} placeholder"
             )
         return self.channel_template.replace("{number}", number).replace("{trunk}", self.name)
+
+    def transfer_dial(self, dialled: str) -> str:
+        """The dial string of a transfer to `dialled` (prefix included) through this trunk, or
+        '' when it is what the reference dialplan builds without it (`PJSIP/<dialled>@<name>`)."""
+        channel = self.channel_for(dialled)
+        return "" if channel == f"PJSIP/{dialled}@{self.name}" else channel
 
 
 class _CampaignLike(Protocol):
@@ -188,6 +204,7 @@ class OriginateTemplate:
     caller: str
     transfer: str
     callerid: str
+    transfer_dial: str = ""  # '' when the dialplan's default dial string is the right one
 
     @classmethod
     def build(
@@ -206,7 +223,18 @@ class OriginateTemplate:
                 raise PayloadError(f"{field_name} must not be empty")
         if not trunk.name:
             raise PayloadError("trunk name must not be empty")
-        trunk.channel_for("")  # the template must have its {number} placeholder
+        # The template must have its {number} placeholder, and give a dial string Dial() and
+        # the AMI header can carry whole.
+        if _DIAL_STRING_FORBIDDEN.intersection(trunk.channel_for("")):
+            raise PayloadError(
+                f"channel template {trunk.channel_template!r} (trunk {trunk.name!r}) must not "
+                "give commas, line breaks or NUL characters"
+            )
+        if _DIAL_STRING_FORBIDDEN.intersection(settings.transfer_prefix):
+            raise PayloadError(
+                f"transfer prefix {settings.transfer_prefix!r} must not contain commas, line "
+                "breaks or NUL characters"
+            )
         caller = _number("from", from_number, settings.region)
         transfer = (
             _number("transfer number", settings.transfer_number, settings.region)
@@ -216,7 +244,8 @@ class OriginateTemplate:
         name = settings.caller_id_name or caller
         if _CALLER_NAME_FORBIDDEN.intersection(name):
             raise PayloadError(f'caller name {name!r} must not contain ", <, > or \\')
-        return cls(settings, trunk, caller, transfer, f'"{name}" <{caller}>')
+        transfer_dial = trunk.transfer_dial(settings.transfer_prefix + transfer) if transfer else ""
+        return cls(settings, trunk, caller, transfer, f'"{name}" <{caller}>', transfer_dial)
 
     def payload(self, call_id: str, to_e164: str) -> dict[str, Any]:
         """The payload for one call to `to_e164`, a number already in E.164 form."""
@@ -241,6 +270,9 @@ class OriginateTemplate:
         variables = dict(lower)
         for upper, source in UPPERCASE_VARIABLES:
             variables[upper] = lower[source]
+        if self.transfer_dial:
+            variables["transfer_dial"] = self.transfer_dial
+            variables["TRANSFER_DIAL"] = self.transfer_dial
         return {
             "action": "Originate",
             "actionid": call_id,

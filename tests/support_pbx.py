@@ -13,6 +13,7 @@ recording every action to a JSONL file); options through indirect parametrisatio
 from __future__ import annotations
 
 import ast
+import concurrent.futures
 import re
 import socket
 import time
@@ -82,6 +83,12 @@ class PbxSim:
         self.stop()
         self.config = replace(self.config, **options)
         self.start()
+
+    def core_restart(self, down_for: float = 0.5) -> concurrent.futures.Future[None]:
+        """`core restart now` (see PbxSimulator.restart): returns once every call is hung up
+        and actions are refused; the future is done when it listens again."""
+        assert self.thread is not None
+        return self.thread.restart(down_for)
 
     def records(self) -> list[dict[str, Any]]:
         """The actions received so far (one dict per action, see dialer.pbxsim.record)."""

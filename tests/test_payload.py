@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from dialer import amiwire
 from dialer.cli import cli
 from dialer.payload import (
     PAYLOAD_KEYS,
@@ -213,3 +214,83 @@ def test_cli_wire_prints_the_ami_frame() -> None:
     ]
     as_json = CliRunner().invoke(cli, ["payload", "preview", *SEED_CALL, "--wire", "--json"])
     assert json.loads(as_json.output)[0] == ["Action", "Originate"]
+
+
+# -- where the transfer leaves ---------------------------------------------------------------------
+
+TRANSFER = CallSettings(transfer_number="+15551234567")
+
+
+def _variables(trunk: TrunkRoute, settings: CallSettings = TRANSFER) -> dict[str, str]:
+    return build_originate_payload(**{**BASE, "settings": settings, "trunk": trunk})["variable"]
+
+
+def test_a_template_naming_another_endpoint_sends_the_transfer_dial_string_last() -> None:
+    variables = _variables(TrunkRoute("MC", "PJSIP/{number}@carrier-east"))
+    assert list(variables) == [*VARIABLE_ORDER, "transfer_dial", "TRANSFER_DIAL"]
+    assert variables["transfer_dial"] == "PJSIP/+15551234567@carrier-east"
+    assert variables["TRANSFER_DIAL"] == variables["transfer_dial"]
+    prefixed = _variables(
+        TrunkRoute("MC", "PJSIP/{number}@carrier-east"),
+        CallSettings(transfer_number="+15551234567", transfer_prefix="9"),
+    )
+    assert prefixed["TRANSFER_DIAL"] == "PJSIP/9+15551234567@carrier-east"
+    lab = _variables(TrunkRoute("lab", "Local/{number}@transfer-sim"))
+    assert lab["TRANSFER_DIAL"] == "Local/+15551234567@transfer-sim"
+
+
+@pytest.mark.parametrize(
+    "trunk",
+    [
+        TrunkRoute(),
+        TrunkRoute("MC", "PJSIP/{number}@MC"),
+        TrunkRoute("east", "PJSIP/{number}@{trunk}"),
+    ],
+    ids=["default", "the trunk's own name", "{trunk}"],
+)
+def test_no_transfer_dial_when_the_dialplan_builds_the_same_string(trunk: TrunkRoute) -> None:
+    assert list(_variables(trunk)) == list(VARIABLE_ORDER)
+
+
+def test_no_transfer_dial_without_a_transfer_number() -> None:
+    variables = _variables(TrunkRoute("MC", "PJSIP/{number}@carrier-east"), CallSettings())
+    assert list(variables) == list(VARIABLE_ORDER)
+
+
+def test_the_transfer_dial_string_is_worked_out_once_per_template() -> None:
+    template = OriginateTemplate.build(
+        from_number="+15559990000",
+        settings=TRANSFER,
+        trunk=TrunkRoute("MC", "PJSIP/{number}@carrier-east"),
+    )
+    assert template.transfer_dial == "PJSIP/+15551234567@carrier-east"
+    first = template.payload("1_1", "+12125550123")
+    second = template.payload("1_2", "+442079460000")
+    assert first["variable"]["TRANSFER_DIAL"] is second["variable"]["TRANSFER_DIAL"]
+
+
+def test_the_wire_sends_the_transfer_dial_string_after_the_specs_variables() -> None:
+    payload = build_originate_payload(
+        **{**BASE, "settings": TRANSFER, "trunk": TrunkRoute("MC", "PJSIP/{number}@carrier-east")}
+    )
+    # jsonb gives keys back sorted by length, then bytes
+    payload["variable"] = dict(sorted(payload["variable"].items(), key=lambda i: (len(i[0]), i[0])))
+    names = [v.split("=", 1)[0] for k, v in amiwire.originate_headers(payload) if k == "Variable"]
+    assert names == [*VARIABLE_ORDER, "transfer_dial", "TRANSFER_DIAL"]
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"trunk": TrunkRoute("MC", "PJSIP/{number}@east,west")}, "channel template"),
+        ({"trunk": TrunkRoute("MC", "PJSIP/{number}@east\r\nAction: Hangup")}, "channel template"),
+        ({"trunk": TrunkRoute("a,b", "PJSIP/{number}@{trunk}")}, "channel template"),
+        ({"settings": CallSettings(transfer_prefix="9,1")}, "transfer prefix"),
+        ({"settings": CallSettings(transfer_prefix="9\n")}, "transfer prefix"),
+    ],
+)
+def test_dial_strings_dial_and_the_header_cannot_carry_are_refused(
+    change: dict, message: str
+) -> None:
+    with pytest.raises(PayloadError, match=re.escape(message)):
+        build_originate_payload(**{**BASE, **change})

@@ -122,6 +122,7 @@ REFUSED = [
     (validation.channel_template, ("PJSIP/{num}@{number}",), "channel_template", "placeholder"),
     (validation.channel_template, ("PJSIP/{number}@MC\r\n",), "channel_template", "line"),
     (validation.channel_template, ("PJSIP/{number}@M C",), "channel_template", "spaces"),
+    (validation.channel_template, ("PJSIP/{number}@east,west",), "channel_template", "commas"),
     (validation.trunk_name, ("bad name", "trunk"), "trunk", "letters"),
     (validation.trunk_name, ("", "name"), "name", "letters"),
     (validation.name, ("   ",), "name", "empty"),

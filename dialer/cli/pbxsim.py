@@ -51,6 +51,13 @@ from dialer.settings import get_settings
     help="Only these PJSIP endpoints (trunks) exist (repeat for several).  [default: any]",
 )
 @click.option("--varset", is_flag=True, help="Also send a VarSet event per Originate variable.")
+@click.option(
+    "--restart-down",
+    type=click.FloatRange(min=0),
+    default=2.0,
+    show_default=True,
+    help="Seconds a restart (SIGUSR2) stays down before listening again.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the listening address as JSON.")
 def pbx_sim(
     host: str | None,
@@ -63,6 +70,7 @@ def pbx_sim(
     queues: tuple[str, ...],
     endpoints: tuple[str, ...],
     varset: bool,
+    restart_down: float,
     as_json: bool,
 ) -> None:
     """Run the PBX simulator: an AMI server that behaves like Asterisk 22.
@@ -73,7 +81,10 @@ def pbx_sim(
     others answer and hang up after a few seconds. Stops on SIGINT/SIGTERM.
 
     SIGUSR1 cuts every AMI connection at once (calls stay up), to test how
-    clients survive a network failure.
+    clients survive a network failure. SIGUSR2 restarts the PBX as `core
+    restart now` does: actions refused, every call hung up (cause 0), the
+    Shutdown event, connections closed, listening again --restart-down
+    seconds later.
 
     \b
     Example:
@@ -101,18 +112,19 @@ def pbx_sim(
     # the actions read after each pause. Those objects live for good: exempt them.
     gc.freeze()
     try:
-        asyncio.run(_serve(config, as_json))
+        asyncio.run(_serve(config, as_json, restart_down))
     except OSError as exc:
         raise click.ClickException(f"cannot listen on {config.host}:{config.port}: {exc}") from None
 
 
-async def _serve(config: SimConfig, as_json: bool) -> None:
+async def _serve(config: SimConfig, as_json: bool, restart_down: float) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     async with PbxSimulator(config) as sim:
         loop.add_signal_handler(signal.SIGUSR1, lambda: _drop_sessions(sim))
+        loop.add_signal_handler(signal.SIGUSR2, lambda: _restart(sim, restart_down))
         if as_json:
             ready = json.dumps(
                 {
@@ -133,3 +145,15 @@ def _drop_sessions(sim: PbxSimulator) -> None:
     click.echo(
         f"pbx-sim: SIGUSR1: dropped {dropped} AMI connections, {sim.active_calls()} calls up"
     )
+
+
+def _restart(sim: PbxSimulator, down_for: float) -> None:
+    calls = sim.active_calls()
+    restart = sim.restart(down_for)
+    click.echo(f"pbx-sim: SIGUSR2: restarting, {calls} calls hung up; back in {down_for:g} s")
+
+    def back(task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is None:
+            click.echo(f"pbx-sim: listening again on {sim.host}:{sim.port}")
+
+    restart.add_done_callback(back)

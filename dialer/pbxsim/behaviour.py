@@ -7,6 +7,7 @@ after the previous milestone named in each comment); `Timings.scaled(speed)` div
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum
 
@@ -99,6 +100,9 @@ class Timings:
     atxfer_digit_gap: float = 0.06  # between the queued extension digits
     atxfer_dial: float = 3.0  # last digit -> the transfer target is dialled
     auth_failure: float = 1.0  # wrong secret -> `Authentication failed`
+    # `core restart now`: every channel hung up -> the Shutdown event (asterisk.c
+    # can_safely_quit polls every 0.1 s for the channels to go, then sleeps 1 s).
+    shutdown_settle: float = 1.1
 
     def scaled(self, speed: float) -> Timings:
         if speed <= 0:
@@ -134,6 +138,17 @@ def parse_dial_string(channel: str) -> DialTarget | None:
             number, endpoint = "", target
         return DialTarget("PJSIP", data, number, endpoint=endpoint)
     return DialTarget(tech, data, "")
+
+
+def dial_target(channel: str) -> DialTarget:
+    """What Dial() makes of a dial string; without a '/' it cannot dial (CHANUNAVAIL)."""
+    return parse_dial_string(channel) or DialTarget(channel, "", "")
+
+
+def dialer_variable(variables: Mapping[str, str], upper: str) -> str:
+    """A dialer variable, sent in both cases; the uppercase one wins when both are set (the
+    reference dialplan's [dialer-ivr-variables])."""
+    return variables.get(upper) or variables.get(upper.lower(), "")
 
 
 def parse_callerid(text: str) -> tuple[str, str]:

@@ -63,6 +63,11 @@ CAUSE_TEXT = {
 }
 
 
+# AST_SOFTHANGUP_SHUTDOWN: the Cause of the SoftHangupRequest every channel gets when Asterisk
+# shuts down or restarts (a soft-hangup flag, not a Q.850 cause).
+SOFTHANGUP_SHUTDOWN = 4
+
+
 def cause_text(cause: int) -> str:
     return CAUSE_TEXT.get(cause, "Unknown")
 

@@ -272,6 +272,22 @@ class Engine:
 
     # -- shutdown -------------------------------------------------------------------------------
 
+    def hang_up_everything(self) -> None:
+        """ast_softhangup_all, as `core restart now` does it: every channel is asked to hang up
+        at once (SoftHangupRequest, cause 4), then each call hangs up where it is, its channels
+        taken in the order they were created (a caller before the legs it dialled)."""
+        from dialer.pbxsim.parties import Party
+
+        channels = list(self.registry)
+        for channel in channels:
+            self.events.soft_hangup_request(channel, codes.SOFTHANGUP_SHUTDOWN)
+        parties: dict[Party, None] = {}
+        for channel in channels:
+            if isinstance(channel.owner, Party):
+                parties.setdefault(channel.owner)
+        for party in [*parties, *self.parties]:
+            party.shut_down()
+
     def stop(self) -> None:
         """Drop every call without events: the PBX went away."""
         for party in list(self.parties):
@@ -280,6 +296,11 @@ class Engine:
         self.calls.clear()
         self._ticks.clear()
         self.registry.clear()
+
+    def reboot(self) -> None:
+        """A new Asterisk process: no calls, and Uniqueids and channel names counted afresh."""
+        self.stop()
+        self.registry = ChannelRegistry()
 
 
 def _timer_order(timer: Timer) -> tuple[float, int]:

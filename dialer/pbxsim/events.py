@@ -11,6 +11,7 @@ from dialer.pbxsim.codes import (
     CALL,
     DIALPLAN,
     DTMF,
+    SYSTEM,
     USER,
     cause_text,
     privilege,
@@ -64,7 +65,7 @@ class EventBus:
                 listener.send_event(data)
 
 
-_PRIV = {category: privilege(category) for category in (CALL, AGENT, USER, DTMF, DIALPLAN)}
+_PRIV = {category: privilege(category) for category in (SYSTEM, CALL, AGENT, USER, DTMF, DIALPLAN)}
 
 
 def _lines(pairs: Iterable[tuple[str, str]]) -> str:
@@ -241,6 +242,17 @@ class Events:
             f"{transferer.block('SecondTransferer')}{second.block('SecondBridge')}"
             f"{transferee.block('Transferee')}{target.block('TransferTarget')}"
             f"IsExternal: No\r\nDestType: Bridge\r\nDestBridgeUniqueid: {original.uniqueid}\r\n",
+        )
+
+    # -- the PBX itself -------------------------------------------------------------------------
+
+    def shutdown(self, *, cleanly: bool, restart: bool) -> None:
+        """asterisk.c really_quit: Uncleanly when channels were still up."""
+        self.raw(
+            "Shutdown",
+            f"Shutdown: {'Cleanly' if cleanly else 'Uncleanly'}\r\n"
+            f"Restart: {'True' if restart else 'False'}\r\n",
+            SYSTEM,
         )
 
     # -- queues ---------------------------------------------------------------------------------

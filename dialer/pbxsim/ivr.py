@@ -4,6 +4,11 @@ After answer: optional recording (DialerRecording), AMD (DialerAMD), then either
 path for machines (DialerVoicemail) or the prompt and Read() (DialerDTMF), and for the press key
 the transfer (DialerTransfer, Dial, DialerTransferResult). Every UserEvent carries
 `custom_call_id`, split on commas like the dialplan's UserEvent() arguments.
+
+The transfer dials TRANSFER_DIAL when the dialer sent it (the trunk's channel template), else
+what the dialplan builds, `PJSIP/${TRANSFER_PREFIX}${TRANSFER_NUMBER}@${TRUNK}`: an endpoint
+that does not exist fails the Dial() (CHANUNAVAIL). A Local call without TRANSFER_DIAL (a raw
+test Originate) dials the number in its own callee context instead, a simulator convenience.
 """
 
 from __future__ import annotations
@@ -14,6 +19,8 @@ from dialer.pbxsim.behaviour import (
     Callee,
     DialTarget,
     amd_result,
+    dial_target,
+    dialer_variable,
     digit_pressed,
     user_event_fields,
 )
@@ -35,8 +42,7 @@ class Ivr:
 
     def var(self, upper: str) -> str:
         """A dialer variable, sent in both cases; the uppercase one wins when both are set."""
-        variables = self.call.near.variables
-        return variables.get(upper) or variables.get(upper.lower(), "")
+        return dialer_variable(self.call.near.variables, upper)
 
     def _at(self, offset: float) -> float:
         """Delay until `offset` seconds after the IVR started (the answer)."""
@@ -123,18 +129,22 @@ class Ivr:
     def _transfer(self, number: str) -> None:
         call = self.call
         dialled = self.var("TRANSFER_PREFIX") + number
-        if call.near.tech == "PJSIP":
+        channel = self.var("TRANSFER_DIAL")
+        if channel:
+            target = dial_target(channel)
+        elif call.near.tech == "PJSIP":
             endpoint = self.var("TRUNK") or call.target.endpoint
             target = DialTarget("PJSIP", f"{dialled}@{endpoint}", dialled, endpoint=endpoint)
+            channel = f"PJSIP/{target.data}"
         else:
             context = call.target.context
             target = DialTarget("Local", f"{dialled}@{context}", dialled, context=context)
-        channel = f"{target.tech}/{target.data}"
+            channel = f"Local/{target.data}"
         call.near.at(24)
         self._user_event(
             "DialerTransfer", ("TRANSFER_NUMBER", number), ("TRANSFER_CHANNEL", channel)
         )
-        call.near.at(25, "Dial", f"{channel},30")
+        call.near.at(25, "Dial", f"{channel},30,g")
         call.dial_mode = "ivr"
         call.dial(target, self.t.transfer_timeout)
 

@@ -179,6 +179,12 @@ class Leg(Party):
         }.get(self.callee, self.t.target_stays)
         self.after(FAR_END, stays, self.remote_hang_up)
 
+    def shut_down(self) -> None:
+        """Still ringing: the caller's Dial() gives up on it (DialEnd CANCEL) first."""
+        if not self.ended and not self.answered:
+            self.events.dial_end(self.caller.near, self.near, "CANCEL")
+        super().shut_down()
+
     def cancel_dial(self) -> None:
         """The caller gave up while this leg was still ringing."""
         if self.ended:

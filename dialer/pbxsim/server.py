@@ -1,10 +1,18 @@
 """The simulator as a server: in-process (`async with PbxSimulator(config)`), on a thread of
-its own (`start_in_thread(config)`), or from the `dialer pbx-sim` command."""
+its own (`start_in_thread(config)`), or from the `dialer pbx-sim` command.
+
+Two ways for the PBX to go away: `stop()` drops everything at once without a word (a crash, a
+killed process), `restart(down_for)` is Asterisk's `core restart now`, which tells the calls and
+the AMI sessions before it goes.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextlib
 import itertools
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -19,6 +27,8 @@ from dialer.pbxsim.events import EventBus, Events
 from dialer.pbxsim.queues import Queues
 from dialer.pbxsim.record import ActionRecorder, read_records
 from dialer.pbxsim.session import AmiSession
+
+log = logging.getLogger(__name__)
 
 
 class PbxSimulator:
@@ -35,6 +45,9 @@ class PbxSimulator:
         self._server: asyncio.Server | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._numbers = itertools.count(1)
+        self._restart: asyncio.Task[None] | None = None
+        # Between the start of a shutdown and the process going away every action is refused.
+        self.shutting_down = False
         self.host = self.config.host
         self.port = self.config.port
 
@@ -50,10 +63,14 @@ class PbxSimulator:
         self._loop = asyncio.get_running_loop()
         if self.config.record is not None:
             self.recorder = ActionRecorder(self.config.record)
-        self._server = await self._loop.create_server(
+        await self._listen()
+
+    async def _listen(self) -> None:
+        # The port bound first (config.port 0: a free one) is kept across restarts.
+        self._server = await self.loop.create_server(
             lambda: AmiSession(self, next(self._numbers)),
             self.config.host,
-            self.config.port,
+            self.port,
             reuse_address=True,
             backlog=1024,
         )
@@ -61,7 +78,13 @@ class PbxSimulator:
         self.host, self.port = sockname[0], sockname[1]
 
     async def stop(self) -> None:
-        """Close the listener, drop every session and every call (a PBX restart)."""
+        """Close the listener, drop every session and every call without any event (the PBX
+        process killed; `restart` is the orderly way)."""
+        restart, self._restart = self._restart, None
+        if restart is not None and not restart.done():
+            restart.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await restart
         server, self._server = self._server, None
         if server is not None:
             server.close()
@@ -87,6 +110,62 @@ class PbxSimulator:
         tb: TracebackType | None,
     ) -> None:
         await self.stop()
+
+    def restart(self, down_for: float = 1.0) -> asyncio.Task[None]:
+        """`core restart now` with calls up, in Asterisk 22's order (asterisk.c can_safely_quit
+        and really_quit, SHUTDOWN_NORMAL):
+
+        1. the shutdown begins: from now on every AMI action, Originate included, is answered
+           `Response: Error`, `Message: Asterisk is shutting down` (manager.c process_message);
+        2. every channel is hung up where it is (`Engine.hang_up_everything`): answered calls end
+           with Hangup cause 0 (16 for a channel in a bridge), calls still ringing with DialEnd
+           NOANSWER, Hangup cause 0 and a failed OriginateResponse (Reason 0);
+        3. `Timings.shutdown_settle` later (Asterisk's wait for the channels, then its 1 s sleep),
+           the Shutdown event (`Shutdown: Cleanly`, `Restart: True`, class system: only sessions
+           whose event mask has `system` and whose filters let it through get it; the
+           simulator has no per-user `read` privileges), then every AMI connection is closed
+           and the port stops listening;
+        4. `down_for` seconds later (wall-clock time, not divided by the speed) a new PBX listens
+           on the same port: no channels, Uniqueids and channel names counted afresh, uptime
+           from zero, FullyBooted again at each login.
+
+        Steps 1 and 2 are done when this returns; the task returned ends with step 4. A restart
+        asked for while one is under way is that one ("already in progress").
+        """
+        if self._restart is not None and not self._restart.done():
+            return self._restart
+        if down_for < 0:
+            raise ValueError(f"down_for must be 0 or more, got {down_for}")
+        self.shutting_down = True
+        had_channels = len(self.engine.registry) > 0
+        self.engine.hang_up_everything()
+        self._restart = self.loop.create_task(self._finish_restart(down_for, had_channels))
+        return self._restart
+
+    async def _finish_restart(self, down_for: float, had_channels: bool) -> None:
+        if had_channels:
+            # Asterisk sleeps only when it had channels to wait for.
+            await asyncio.sleep(self.engine.timings.shutdown_settle)
+        self.events.shutdown(cleanly=len(self.engine.registry) == 0, restart=True)
+        server, self._server = self._server, None
+        if server is not None:
+            server.close()
+        for session in list(self.sessions):
+            session.close_after_output()
+        self.sessions.clear()
+        if server is not None:
+            await server.wait_closed()
+        self.engine.reboot()
+        self.queues.reset_calls()
+        self.globals.clear()
+        await asyncio.sleep(down_for)
+        self.started_at = time.time()
+        self.shutting_down = False
+        try:
+            await self._listen()
+        except OSError:
+            log.exception("PBX simulator could not listen again on %s:%s", self.host, self.port)
+            raise
 
     def drop_sessions(self) -> int:
         """Cut every AMI connection at once, as a network failure would; returns how many.
@@ -155,6 +234,18 @@ class SimulatorThread:
             return function(self._sim)
 
         return asyncio.run_coroutine_threadsafe(run(), self._loop).result(timeout)
+
+    def restart(
+        self, down_for: float = 1.0, timeout: float = 10.0
+    ) -> concurrent.futures.Future[None]:
+        """`PbxSimulator.restart` from another thread: returns once the shutdown has begun
+        (actions refused, every call hung up); the future is done when it listens again."""
+        task: asyncio.Task[None] = self.call(lambda sim: sim.restart(down_for), timeout)
+
+        async def listening() -> None:
+            await task
+
+        return asyncio.run_coroutine_threadsafe(listening(), self._loop)
 
     @property
     def host(self) -> str:

@@ -26,6 +26,8 @@ GREETING = b"Asterisk Call Manager/11.0.0\r\n"
 MAX_PENDING_OUTPUT = 64 * 1024 * 1024
 # Stop reading a client's socket while this many of its actions wait their turn.
 MAX_QUEUED_ACTIONS = 10_000
+# manager.c process_message, while a shutdown or restart is under way.
+SHUTTING_DOWN = "Asterisk is shutting down"
 
 
 class AmiSession(asyncio.Protocol):
@@ -82,6 +84,9 @@ class AmiSession(asyncio.Protocol):
             message = self.queue.popleft()
             if self.sim.recorder is not None:
                 self.sim.recorder.record(message, session=self.number)
+            if self.sim.shutting_down and _refused_in_shutdown(message):
+                self.send(error(message, SHUTTING_DOWN))
+                continue
             try:
                 waiting = dispatch(self, message)
             except Exception as exc:
@@ -156,3 +161,9 @@ class AmiSession(asyncio.Protocol):
         self.sim.bus.unsubscribe(self)
         if self.transport is not None:
             self.transport.abort()
+
+
+def _refused_in_shutdown(message: Message) -> bool:
+    """process_message refuses every action once shutdown has begun, Login included; only a
+    frame it cannot read, or one without an Action, is answered as usual first."""
+    return message.error is None and any(message.get_all("Action"))
