@@ -95,6 +95,21 @@ class OriginateFateUnknown(ActionFateUnknown):
 class OriginateRejected(AmiError):
     """Asterisk answered the Originate with an error: no call was queued."""
 
+    @property
+    def pbx_shutting_down(self) -> bool:
+        """Refused because the PBX is going down (`core restart now`): nothing about the call
+        itself, which may be sent again once a PBX takes calls."""
+        return "shutting down" in str(self).lower()
+
+
+class AmiActionRefused(AmiError):
+    """Asterisk answered a list action with an error; `response` is its answer (`Message`
+    says why: "Permission denied", "Did not find context X"...)."""
+
+    def __init__(self, message: str, response: Event) -> None:
+        super().__init__(message)
+        self.response = response
+
 
 def backoff_delay(
     attempt: int, initial: float, maximum: float, rng: Callable[[], float] = random.random
@@ -484,17 +499,22 @@ class AmiClient:
         )
 
     async def action_list(
-        self, headers: Mapping[str, Any], *, timeout: float | None = None
+        self,
+        headers: Mapping[str, Any] | list[tuple[str, str]],
+        *,
+        timeout: float | None = None,
     ) -> list[Event]:
         """Send an action answered by an event list (CoreShowChannels, QueueStatus, Status...)
         and return the list's events, without the closing `...Complete` event.
-        Raises `AmiError` if Asterisk answers with an error.
+        Raises `AmiActionRefused` (an `AmiError`) if Asterisk answers with an error, even after
+        the list started (ShowDialPlan does that).
         """
         result = await self._request(headers, timeout, as_list=True, unknown=ActionFateUnknown)
         if isinstance(result, dict):
             if result.get("Response") == "Success":
                 return []
-            raise AmiError(f"{headers.get('Action')}: {result.get('Message', 'error')}")
+            action = _action_name(headers)
+            raise AmiActionRefused(f"{action}: {result.get('Message', 'error')}", result)
         return result
 
     async def originate(
@@ -714,6 +734,11 @@ class AmiClient:
 
     def _next_id(self) -> str:
         return f"{self._id_prefix}-{next(self._ids)}"
+
+
+def _action_name(headers: Mapping[str, Any] | list[tuple[str, str]]) -> str:
+    pairs = headers.items() if isinstance(headers, Mapping) else headers
+    return next((str(v) for k, v in pairs if k.lower() == "action"), "?")
 
 
 async def _read_response(reader: asyncio.StreamReader, action_id: str) -> Event:

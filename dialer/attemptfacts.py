@@ -30,7 +30,7 @@ from sqlalchemy import Connection, text
 
 from dialer.dbsteps import Steps, run_steps
 from dialer.events import EARLIEST, CallFacts, answered_in, to_json
-from dialer.outcomes import Outcome, decide, decide_without_end
+from dialer.outcomes import Decision, EndedBy, Outcome, decide, decide_without_end
 from dialer.retry import RetryPolicy, next_step
 
 OPEN = ("queued", "originating", "up")
@@ -57,6 +57,11 @@ FACT_COLUMNS: dict[str, str] = {
     "recording_file": "text",
     "hangup_cause": "integer",
     "hangup_cause_txt": "text",
+    "transfer_source": "text",
+    "transfer_queue": "text",
+    "operator_hangup_at": "timestamptz",
+    "operator_retry": "boolean",
+    "pbx_down_at": "timestamptz",
 }
 
 
@@ -96,15 +101,16 @@ _CLOSE_ATTEMPTS = text(
     f"""
     WITH closed AS (
         UPDATE call_attempts a
-           SET status = 'ended', outcome = r.outcome, ended_at = r.ended_at,
+           SET status = 'ended', outcome = r.outcome, ended_by = r.ended_by, ended_at = r.ended_at,
                {", ".join(_merge_sql(c) for c in FACT_COLUMNS)}
           FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS r(
-               id bigint, outcome text, ended_at timestamptz, reason text, contact_id bigint,
+               id bigint, outcome text, ended_by text, ended_at timestamptz, reason text,
+               contact_id bigint,
                contact_status text, next_attempt_at timestamptz,
                {", ".join(f"{c} {t}" for c, t in FACT_COLUMNS.items())})
          WHERE a.id = r.id AND a.status IN {OPEN}
         RETURNING a.id, a.campaign_id, a.queued_at, a.outcome, a.amd_status, a.dtmf,
-                  a.sent_at, a.answered_at, a.ended_at,
+                  a.ended_by, a.transfer_source, a.sent_at, a.answered_at, a.ended_at,
                   r.reason, r.contact_id, r.contact_status, r.next_attempt_at
     ), noted AS (
         -- The decision in the call's timeline; the tag makes each close's rows new.
@@ -112,7 +118,8 @@ _CLOSE_ATTEMPTS = text(
         SELECT c.id, CAST(:event AS text), 'outcome:' || CAST(:tag AS text) || ':' || c.id,
                CAST(:now AS timestamptz),
                jsonb_build_object('Event', CAST(:event AS text), 'outcome', c.outcome,
-                                  'reason', c.reason, 'contact_status', c.contact_status)
+                                  'ended_by', c.ended_by, 'reason', c.reason,
+                                  'contact_status', c.contact_status)
           FROM closed c
     ), settled AS (
         UPDATE contacts k
@@ -126,16 +133,17 @@ _CLOSE_ATTEMPTS = text(
     ), counted AS (
         -- In key order: concurrent closes lock the shared count rows in the same order.
         INSERT INTO campaign_attempt_stats AS s
-               (campaign_id, bucket, outcome, amd_status, dtmf, attempts, sent, answered_at,
-                talk_total, talk_count, first_sent_at, last_sent_at)
+               (campaign_id, bucket, outcome, amd_status, dtmf, ended_by, transfer_source,
+                attempts, sent, answered_at, talk_total, talk_count, first_sent_at, last_sent_at)
         SELECT campaign_id, date_bin(interval '10 minutes', queued_at, timestamptz 'epoch'),
-               outcome, amd_status, dtmf, count(*), count(sent_at), count(answered_at),
-               coalesce(sum(ended_at - answered_at), interval '0'),
+               outcome, amd_status, dtmf, ended_by, transfer_source, count(*), count(sent_at),
+               count(answered_at), coalesce(sum(ended_at - answered_at), interval '0'),
                count(ended_at - answered_at), min(sent_at), max(sent_at)
           FROM closed
-         GROUP BY 1, 2, 3, 4, 5
-         ORDER BY 1, 2, 3, 4, 5
-        ON CONFLICT (campaign_id, bucket, outcome, amd_status, dtmf) DO UPDATE SET
+         GROUP BY 1, 2, 3, 4, 5, 6, 7
+         ORDER BY 1, 2, 3, 4, 5, 6, 7
+        ON CONFLICT (campaign_id, bucket, outcome, amd_status, dtmf, ended_by, transfer_source)
+        DO UPDATE SET
                attempts = s.attempts + excluded.attempts,
                sent = s.sent + excluded.sent,
                answered_at = s.answered_at + excluded.answered_at,
@@ -165,6 +173,7 @@ class Closed:
     attempt_id: int
     outcome: Outcome
     reason: CloseReason
+    ended_by: EndedBy = EndedBy.CALLEE
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,7 +234,7 @@ def close_attempts_steps(
     ids = {"ids": sorted(by_id)}
     rows = yield lambda: conn.connection.driver_connection.execute(_READ_FOR_CLOSE, ids).fetchall()
     closing: list[dict[str, Any]] = []
-    decided: dict[int, tuple[str, Outcome, CloseReason]] = {}
+    decided: dict[int, tuple[str, Decision, CloseReason]] = {}
     left_open: list[int] = []
     for row in rows:
         attempt_id, call_id, contact_id, attempts = row[0], row[1], row[2], row[3]
@@ -236,18 +245,29 @@ def close_attempts_steps(
         merge_values(values, new)
         facts = CallFacts(**values)
         if request.reason is CloseReason.GONE:
-            outcome = decide_without_end(facts, press_key=press_key, opt_out_key=opt_out_key)
+            decision = decide_without_end(facts, press_key=press_key, opt_out_key=opt_out_key)
         elif request.reason is CloseReason.ORIGINATE_FAILED and facts.answered and not facts.ended:
             left_open.append(attempt_id)
             continue
         else:
-            outcome = decide(facts, press_key=press_key, opt_out_key=opt_out_key)
-        step = next_step(_policy(max_attempts, retry_delays), outcome, attempts, now)
-        decided[attempt_id] = (call_id, outcome, request.reason)
+            decision = decide(facts, press_key=press_key, opt_out_key=opt_out_key)
+        outcome = decision.outcome
+        step = next_step(
+            _policy(max_attempts, retry_delays),
+            outcome,
+            attempts,
+            now,
+            retry_requested=decision.ended_by is EndedBy.OPERATOR and bool(facts.operator_retry),
+        )
+        decided[attempt_id] = (call_id, decision, request.reason)
         # Only the facts not stored yet: the statement merges them as update_facts does.
         close = _fact_row(new)
+        if facts.transfer_answered_at is not None and facts.transfer_ended_at is None:
+            # A transfer nobody reported the end of (an operator's) ends with the call.
+            close["transfer_ended_at"] = request.ended_at.isoformat()
         close["id"] = attempt_id
         close["outcome"] = outcome.value
+        close["ended_by"] = decision.ended_by.value
         close["ended_at"] = request.ended_at.isoformat()
         close["reason"] = request.reason.value
         close["contact_id"] = contact_id
@@ -265,9 +285,38 @@ def close_attempts_steps(
         raise CloseRaceError(f"locked attempts not closed: {sorted(decided.keys() - ended)}")
     closed = []
     for attempt_id in sorted(ended):
-        call_id, outcome, reason = decided[attempt_id]
-        closed.append(Closed(call_id, attempt_id, outcome, reason))
+        call_id, decision, reason = decided[attempt_id]
+        closed.append(Closed(call_id, attempt_id, decision.outcome, reason, decision.ended_by))
     return closed, left_open
+
+
+_MARK_OPERATOR_HANGUP = text(
+    f"""
+    UPDATE call_attempts SET operator_hangup_at = :at, operator_retry = :retry
+     WHERE id = :id AND status IN {OPEN}
+    RETURNING id
+    """
+)
+_CLEAR_OPERATOR_HANGUP = text(
+    f"""
+    UPDATE call_attempts SET operator_hangup_at = NULL, operator_retry = NULL
+     WHERE id = :id AND status IN {OPEN} AND operator_hangup_at = :at
+    """
+)
+
+
+def mark_operator_hangup(conn: Connection, attempt_id: int, at: dt.datetime, retry: bool) -> bool:
+    """Record that an operator is hanging the call up, before the AMI Hangup is sent: the
+    listener may close the call on its Hangup event within milliseconds, and must then know
+    who ended it. False when the attempt is not open any more (nothing marked)."""
+    params = {"id": attempt_id, "at": at, "retry": retry}
+    return conn.execute(_MARK_OPERATOR_HANGUP, params).first() is not None
+
+
+def clear_operator_hangup(conn: Connection, attempt_id: int, at: dt.datetime) -> None:
+    """Undo `mark_operator_hangup` (the Hangup was refused, or the call stayed up); a call
+    closed meanwhile keeps what its close decided."""
+    conn.execute(_CLEAR_OPERATOR_HANGUP, {"id": attempt_id, "at": at})
 
 
 def _close_counted(conn: Connection, params: Mapping[str, Any]) -> set[int]:

@@ -144,6 +144,17 @@ def _copy_text(value: str) -> str:
     return value
 
 
+@dataclass(frozen=True, slots=True)
+class HeldClose:
+    """A close the listener held back for a while and now asks for: a failed
+    OriginateResponse that waited for its Hangup, or a Hangup with cause 0 that waited to see
+    whether the PBX was going down (`ended_at`: the Hangup's time)."""
+
+    call_id: str
+    reason: CloseReason = CloseReason.ORIGINATE_FAILED
+    ended_at: dt.datetime | None = None
+
+
 @dataclass(slots=True)
 class CallInfo:
     attempt_id: int
@@ -182,25 +193,26 @@ class CallStore:
     def apply(
         self,
         batch: Sequence[Observation],
-        originate_failed: Iterable[str] = (),
+        held: Iterable[str | HeldClose] = (),
         now: dt.datetime | None = None,
     ) -> BatchResult:
-        """Store a batch in one transaction. `originate_failed`: calls whose failed
-        OriginateResponse has waited long enough for a Hangup; they are closed unless answered."""
+        """Store a batch in one transaction. `held`: closes the listener held back and now
+        asks for; a call id alone is a failed OriginateResponse that has waited long enough
+        for a Hangup (closed unless answered)."""
         with self.engine.begin() as conn:
-            result, answers = run_steps(self._apply(conn, batch, originate_failed, now))
+            result, answers = run_steps(self._apply(conn, batch, held, now))
         return self._committed(result, answers)
 
     async def apply_async(
         self,
         batch: Sequence[Observation],
-        originate_failed: Iterable[str] = (),
+        held: Iterable[str | HeldClose] = (),
         now: dt.datetime | None = None,
     ) -> BatchResult:
         """`apply`, from an event loop (see the class doc)."""
         conn = await asyncio.to_thread(_begin, self.engine)
         try:
-            steps = self._apply(conn, batch, originate_failed, now)
+            steps = self._apply(conn, batch, held, now)
             result, answers = await run_steps_in_threads(steps)
             await asyncio.to_thread(conn.commit)
         except BaseException:
@@ -221,20 +233,22 @@ class CallStore:
         self,
         conn: Connection,
         batch: Sequence[Observation],
-        originate_failed: Iterable[str],
+        held: Iterable[str | HeldClose],
         now: dt.datetime | None,
     ) -> Steps[tuple[BatchResult, list[tuple[CallInfo, Observation]]]]:
         now = now or dt.datetime.now(dt.UTC)
         result = BatchResult()
-        failed = [c for c in originate_failed if c]
-        calls = yield from self._resolve(conn, {o.call_id for o in batch} | set(failed))
+        due = [h if isinstance(h, HeldClose) else HeldClose(h) for h in held if h]
+        calls = yield from self._resolve(
+            conn, {o.call_id for o in batch} | {h.call_id for h in due}
+        )
         calls = yield from self._lock(conn, calls)
         requests: dict[int, CloseRequest] = {}
-        for call_id in failed:
-            info = calls.get(call_id)
+        for close in due:
+            info = calls.get(close.call_id)
             if info is not None and not info.closed:
                 requests[info.attempt_id] = CloseRequest(
-                    info.attempt_id, CloseReason.ORIGINATE_FAILED, now
+                    info.attempt_id, close.reason, close.ended_at or now
                 )
         facts: dict[int, dict[str, Any]] = {}
         events: list[str] = []

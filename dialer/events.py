@@ -52,11 +52,20 @@ EVENT_FILTERS: tuple[tuple[str, str], ...] = (
     ("action(include),name(DialEnd)", ""),
     ("action(include),name(Hangup)", ""),
     ("action(include),name(UserEvent),header(UserEvent),method(starts_with)", "Dialer"),
+    # The PBX going down (needs `system` in read): its calls' cause-0 ends are its doing.
+    ("action(include),name(Shutdown)", ""),
 )
 
 # Facts kept as the earliest value seen (timestamps); the others keep the first value seen.
 EARLIEST = frozenset(
-    {"answered_at", "transfer_requested_at", "transfer_answered_at", "transfer_ended_at"}
+    {
+        "answered_at",
+        "transfer_requested_at",
+        "transfer_answered_at",
+        "transfer_ended_at",
+        "operator_hangup_at",
+        "pbx_down_at",
+    }
 )
 
 
@@ -204,6 +213,16 @@ class CallFacts:
     recording_file: str | None = None
     hangup_cause: int | None = None
     hangup_cause_txt: str | None = None
+    # Who moved the call to a transfer: the IVR (press key) or an operator (`dialer call
+    # transfer`); a transfer into a queue names it.
+    transfer_source: str | None = None
+    transfer_queue: str | None = None
+    # What the dialer knows and the PBX's events do not say: an operator hung the call up
+    # (written before the AMI Hangup is sent) and whether the operator asked for a retry; the
+    # PBX shut down or its connection was lost while the call ended.
+    operator_hangup_at: dt.datetime | None = None
+    operator_retry: bool | None = None
+    pbx_down_at: dt.datetime | None = None
     hangup_at: dt.datetime | None = None
 
     def merge(self, values: Mapping[str, Any]) -> CallFacts:
@@ -355,7 +374,7 @@ def _user_event(event: Mapping[str, Any], at: dt.datetime) -> EventFacts | None:
     if kind == "DialerVoicemail":
         return EventFacts({"voicemail_left": True})
     if kind == "DialerTransfer":
-        return EventFacts({"transfer_requested_at": at})
+        return EventFacts({"transfer_requested_at": at, "transfer_source": "ivr"})
     if kind == "DialerTransferResult":
         return EventFacts({"transfer_status": get("DIALSTATUS") or None, "transfer_ended_at": at})
     return EventFacts({"recording_file": get("RECORDING_FILE") or None})

@@ -14,6 +14,14 @@ A failed OriginateResponse does not close its call at once: when a channel was c
 Hangup follows and carries the better cause (a PJSIP 486 Busy gives Reason 0 but cause 17), so
 the listener waits `originate_settle` seconds for it first.
 
+Who ended a call is not in the PBX's events (DESIGN.md): a PBX going down (`core restart now`)
+hangs every call up with cause 0 first, and only then says `Shutdown` (to users with `system`
+in `read`) and closes the connection. So the close of a call whose Hangup has cause 0 waits
+`pbx_settle` seconds (its facts and events are written at once); when the PBX says it shuts
+down, or the connection is lost, every close still held gets the fact `pbx_down_at` (and a
+`DialerPbxDown` row in its timeline) and is written at once: those calls are `interrupted`,
+ended by the PBX, not by their callees.
+
 Calls of campaigns that record (`record_calls`) are recorded from their answer: once the
 OriginateResponse is written, the listener starts MixMonitor on the answered channel (file
 `<call id>.wav`) and adds the result to the call's timeline (`ControlRecording`) and its
@@ -35,15 +43,15 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from sqlalchemy import Engine
 
 from dialer import callcontrol, reconcile
 from dialer.ami import CONNECTED_EVENT, DISCONNECTED_EVENT, AmiClient, AmiError
-from dialer.attemptfacts import Closed
-from dialer.callstore import BatchResult, CallStore, Observation
+from dialer.attemptfacts import Closed, CloseReason
+from dialer.callstore import BatchResult, CallStore, HeldClose, Observation
 from dialer.events import (
     EVENT_FILTERS,
     USED_EVENTS,
@@ -64,6 +72,8 @@ class ListenerOptions:
     max_batch: int = 5000  # events that trigger a write before the interval is up
     writers: int = 2  # database connections writing batches, each for its share of the calls
     originate_settle: float = 1.0  # wait for the Hangup after a failed OriginateResponse
+    # Hold the close of a call hung up with cause 0 this long: is the PBX going down?
+    pbx_settle: float = 2.0
     reconcile_interval: float = 30.0
     reconcile: reconcile.ReconcileOptions = field(default_factory=reconcile.ReconcileOptions)
     # After the channel snapshot, let events already on their way arrive before judging.
@@ -140,14 +150,27 @@ def observe(event: Event, call_id: str, wall: float) -> Observation | None:
     return Observation.of(call_id, event, facts, at, origin)
 
 
+PBX_DOWN_EVENT = "DialerPbxDown"
+SHUTDOWN_EVENT = "Shutdown"
+
+
+@dataclass(slots=True)
+class _Held:
+    """A close held back: due at loop time `due`."""
+
+    due: float
+    reason: CloseReason = CloseReason.ORIGINATE_FAILED
+    ended_at: dt.datetime | None = None
+
+
 @dataclass(eq=False)
 class _Writer:
     """One writer: its share of the calls' buffered events, its store (connection, cache) and
-    the closes of its failed Originates waiting for a Hangup."""
+    the closes it holds back (failed Originates waiting for a Hangup, cause-0 Hangups)."""
 
     store: CallStore
     buffer: list[Observation] = field(default_factory=list)
-    settling: dict[str, float] = field(default_factory=dict)  # call id -> loop time it is due
+    settling: dict[str, _Held] = field(default_factory=dict)  # call id -> its held close
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     failures: int = 0
@@ -217,6 +240,11 @@ class Listener:
                 self._spawn(self._on_connected(client))
             elif name == DISCONNECTED_EVENT:
                 log.warning("AMI %s: connection lost; events may be missed", self.pbx)
+                self._pbx_down("connection lost")
+            elif name == SHUTDOWN_EVENT:
+                restart = event.get("Restart", "")
+                log.warning("AMI %s: the PBX is shutting down (restart: %s)", self.pbx, restart)
+                self._pbx_down("shutdown")
             return
         call_id = self.correlator.key(event)
         if call_id is None:
@@ -230,11 +258,32 @@ class Listener:
         writer.buffer.append(observation)
         facts = observation.facts
         if facts.final:
-            writer.settling.pop(call_id, None)
-        elif facts.originate_failed:
+            if facts.values.get("hangup_cause") == 0 and self.options.pbx_settle > 0:
+                # Written now, closed later: the PBX may be going down (see the module doc).
+                observation.facts = replace(facts, final=False)
+                due = asyncio.get_running_loop().time() + self.options.pbx_settle
+                writer.settling[call_id] = _Held(due, CloseReason.HANGUP, observation.at)
+            else:
+                writer.settling.pop(call_id, None)
+        elif facts.originate_failed and call_id not in writer.settling:
             loop = asyncio.get_running_loop()
-            writer.settling[call_id] = loop.time() + self.options.originate_settle
+            writer.settling[call_id] = _Held(loop.time() + self.options.originate_settle)
         if len(writer.buffer) >= self.options.max_batch:
+            writer.wake.set()
+
+    def _pbx_down(self, why: str) -> None:
+        """The PBX shut down or was lost: the closes held now are the PBX's doing."""
+        wall = time.time()
+        at = dt.datetime.fromtimestamp(wall, dt.UTC)
+        now = asyncio.get_running_loop().time()
+        for writer in self._writers:
+            if not writer.settling:
+                continue
+            for call_id, held in writer.settling.items():
+                event = {"Event": PBX_DOWN_EVENT, "Reason": why}
+                facts = EventFacts({"pbx_down_at": at})
+                writer.buffer.append(Observation.of(call_id, event, facts, at, wall))
+                held.due = now
             writer.wake.set()
 
     def _writer_of(self, call_id: str) -> _Writer:
@@ -265,12 +314,16 @@ class Listener:
         async with writer.lock:
             loop = asyncio.get_running_loop()
             now = loop.time()
-            due = [c for c, t in writer.settling.items() if final or t <= now]
+            due = [
+                HeldClose(c, h.reason, h.ended_at)
+                for c, h in writer.settling.items()
+                if final or h.due <= now
+            ]
             batch, writer.buffer = writer.buffer, []
             if not batch and not due:
                 return
-            for call_id in due:
-                del writer.settling[call_id]
+            for close in due:
+                del writer.settling[close.call_id]
             write = asyncio.ensure_future(writer.store.apply_async(batch, due))
             try:
                 result = await asyncio.shield(write)
@@ -327,11 +380,11 @@ class Listener:
         self._writer_of(call_id).buffer.append(Observation.of(call_id, event, facts, at, wall))
 
     def _requeue(
-        self, writer: _Writer, batch: list[Observation], due: list[str], now: float
+        self, writer: _Writer, batch: list[Observation], due: list[HeldClose], now: float
     ) -> None:
         writer.buffer[:0] = batch
-        for call_id in due:
-            writer.settling.setdefault(call_id, now)
+        for close in due:
+            writer.settling.setdefault(close.call_id, _Held(now, close.reason, close.ended_at))
         excess = len(writer.buffer) - self.options.max_backlog // len(self._writers)
         if excess > 0:
             del writer.buffer[:excess]

@@ -51,6 +51,9 @@ CONTACT_STATUSES = ("pending", "dialing", "completed", "exhausted", "dnc", "canc
 ATTEMPT_STATUSES = ("queued", "originating", "up", "ended", "not_sent")
 OPEN_ATTEMPT_STATUSES = ("queued", "originating", "up")
 IMPORT_STATUSES = ("running", "completed", "failed")
+# Who ended a call (dialer.outcomes.EndedBy), and who moved it to a transfer.
+ENDED_BY = ("callee", "ivr", "operator", "pbx", "network", "dialer")
+TRANSFER_SOURCES = ("ivr", "operator")
 DTMF_KEY_PATTERN = "^[0-9*#]$"
 
 
@@ -253,6 +256,11 @@ class CallAttempt(Base):
             "status <> 'ended' OR (outcome IS NOT NULL AND ended_at IS NOT NULL)",
             name="ended_has_outcome",
         ),
+        CheckConstraint(f"ended_by IS NULL OR {_in('ended_by', ENDED_BY)}", name="ended_by_known"),
+        CheckConstraint(
+            f"transfer_source IS NULL OR {_in('transfer_source', TRANSFER_SOURCES)}",
+            name="transfer_source_known",
+        ),
         # Open attempts per trunk: the channel count the dispatcher and pacing read.
         Index(
             "ix_call_attempts_open_trunk",
@@ -314,7 +322,15 @@ class CallAttempt(Base):
     recording_file: Mapped[str | None]
     hangup_cause: Mapped[int | None] = mapped_column(Integer)
     hangup_cause_txt: Mapped[str | None]
+    transfer_source: Mapped[str | None]  # ivr (press key) | operator (dialer call transfer)
+    transfer_queue: Mapped[str | None]  # the queue a transfer went into
+    # What the dialer did that no event says: an operator's hang-up (and retry request), the
+    # PBX going down while the call ended.
+    operator_hangup_at: Mapped[dt.datetime | None]
+    operator_retry: Mapped[bool | None]
+    pbx_down_at: Mapped[dt.datetime | None]
     outcome: Mapped[str | None]
+    ended_by: Mapped[str | None]  # who ended the call: see ENDED_BY
 
 
 class CallEvent(Base):
@@ -371,6 +387,8 @@ campaign_attempt_stats = Table(
     Column("outcome", Text),
     Column("amd_status", Text),
     Column("dtmf", Text),
+    Column("ended_by", Text),
+    Column("transfer_source", Text),
     Column("attempts", BigInteger, nullable=False),
     Column("sent", BigInteger, nullable=False),
     Column("answered_at", BigInteger, nullable=False),
@@ -384,12 +402,15 @@ campaign_attempt_stats = Table(
         "outcome",
         "amd_status",
         "dtmf",
+        "ended_by",
+        "transfer_source",
         name="uq_campaign_attempt_stats_key",
         postgresql_nulls_not_distinct=True,
     ),
     comment=(
         "Counts of finished attempts (ended, not_sent) per campaign, 10-minute bucket of "
-        "queued_at, outcome, AMD status and DTMF; kept by triggers on call_attempts. "
+        "queued_at, outcome, AMD status, DTMF, who ended the call and the transfer's source; "
+        "kept by triggers on call_attempts. "
         "campaign_attempt_stats_rebuild() recomputes it."
     ),
 )

@@ -16,8 +16,8 @@ The dispatch tick committed the attempt `queued`, with the payload to send. Here
    calls after it and overrun the trunk's rate, so that slot is dropped and another taken;
 5. record when it was sent.
 
-Failures: `AmiConnectionError` (nothing left the dialer) -> attempt `not_sent`, contact due
-again without using up an attempt; `OriginateFateUnknown` -> the attempt stays `originating`
+Failures: `AmiConnectionError` (nothing left the dialer), or an Originate refused because the
+PBX is shutting down -> attempt `not_sent`, contact due again without using up an attempt; `OriginateFateUnknown` -> the attempt stays `originating`
 with `send_error` set, for reconciliation against the PBX: never sent again; `OriginateRejected`
 (Asterisk refused, no call exists) -> attempt ended with outcome `failed` and the contact
 re-scheduled like any failed attempt. An attempt stopped by the last checks is `not_sent`.
@@ -198,7 +198,8 @@ _FATE_UNKNOWN = """
 _REJECTED = """
     WITH attempt AS (
         UPDATE call_attempts
-           SET status = 'ended', outcome = %(outcome)s, ended_at = now(), send_error = %(error)s,
+           SET status = 'ended', outcome = %(outcome)s, ended_by = 'pbx', ended_at = now(),
+               send_error = %(error)s,
                sent_at = coalesce(sent_at, %(sent_at)s)
          WHERE id = %(id)s AND status = 'originating'
         RETURNING contact_id, campaign_id
@@ -440,6 +441,11 @@ def _record_send(
     if isinstance(exc, ValueError):  # amiwire.UnsafeHeaderValue: refused before a byte was written
         log.error("attempt %s: payload refused: %s", call_id, exc)
         _give_back(conn, attempt_id, "originating", f"payload refused: {exc}", BAD_SETTINGS_RETRY_S)
+        return Result.NOT_SENT
+    if isinstance(exc, OriginateRejected) and exc.pbx_shutting_down:
+        # No call exists and the callee is not the reason: not sent, due again soon.
+        log.warning("attempt %s: not sent: %s", call_id, exc)
+        _give_back(conn, attempt_id, "originating", f"not sent: {exc}", UNREACHABLE_RETRY_S)
         return Result.NOT_SENT
     if isinstance(exc, OriginateRejected):
         log.warning("attempt %s: %s", call_id, exc)

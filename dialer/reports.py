@@ -32,6 +32,9 @@ OUTCOMES = (
     "failed",
     "abandoned",
     "unknown",
+    "queue_abandoned",
+    "operator_hangup",
+    "interrupted",
 )
 FINAL_CAMPAIGN_STATUSES = ("completed", "cancelled")
 MAX_LIST_LIMIT = 10_000
@@ -78,6 +81,12 @@ EXPORT_COLUMNS = (
     "uniqueid",
     "channel",
     "outcome",
+    "ended_by",
+    "transfer_source",
+    "transfer_queue",
+    "operator_hangup_at",
+    "operator_retry",
+    "pbx_down_at",
 )
 # Current sends per trunk are counted among attempts queued this recently: an attempt waits
 # seconds between queueing and sending, and the bound keeps the count an index range scan.
@@ -336,7 +345,9 @@ def watch_frame(
         "human_rate": summary["human_rate"],
         "press_rate": summary["press_rate"],
         "transfer_rate": summary["transfer_rate"],
+        "operator_transfers": summary["operator_transfers"],
         "outcomes": summary["outcomes"],
+        "ended_by": summary["ended_by"],
         "trunks": trunks,
     }
 

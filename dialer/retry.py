@@ -5,6 +5,11 @@ outcomes (`dialer.outcomes.RETRYABLE`) come back after the campaign's delay for 
 the default below. A delay configured for an outcome that is not retryable by default (say
 `human_no_press=1d`) makes it retryable for that campaign, except for outcomes that must never
 be called again: a transfer that happened and an opt-out.
+
+An operator's hang-up (`operator_hangup`) is final unless the operator asked for a retry
+(`dialer call hangup --retry`) or the campaign configures a delay for it; outcomes the PBX or
+the network caused (`interrupted`, `congestion`, `failed`) come back like any retryable outcome,
+and none of them blames the callee.
 """
 
 from __future__ import annotations
@@ -24,8 +29,12 @@ DEFAULT_DELAYS: dict[str, int] = {
     Outcome.FAILED: 900,
     Outcome.REJECTED: 7200,
     Outcome.ABANDONED: 3600,
+    Outcome.QUEUE_ABANDONED: 3600,
     Outcome.MACHINE_NO_MESSAGE: 7200,
+    Outcome.INTERRUPTED: 900,
     Outcome.UNKNOWN: 600,
+    # Only when the operator asked for a retry (it is not retryable by default).
+    Outcome.OPERATOR_HANGUP: 900,
 }
 # Every retryable outcome has a default above; this covers one added to the taxonomy later.
 FALLBACK_DELAY = 3600
@@ -44,8 +53,9 @@ class RetryPolicy:
     max_attempts: int = 3
     retry_delays: Mapping[str, Any] = field(default_factory=dict)
 
-    def delay_for(self, outcome: str) -> int | None:
-        """Seconds before the next attempt after `outcome`, or None if it is not retried."""
+    def delay_for(self, outcome: str, *, requested: bool = False) -> int | None:
+        """Seconds before the next attempt after `outcome`, or None if it is not retried.
+        requested: an operator asked for this contact to be called again."""
         if outcome in NEVER_RETRIED:
             return None
         configured = self.retry_delays.get(outcome)
@@ -56,7 +66,7 @@ class RetryPolicy:
                 seconds = 0
             if seconds > 0:
                 return seconds
-        if not is_retryable(outcome):
+        if not (requested or is_retryable(outcome)):
             return None
         return DEFAULT_DELAYS.get(outcome, FALLBACK_DELAY)
 
@@ -67,14 +77,23 @@ class RetryDecision:
     next_attempt_at: dt.datetime | None = None  # set for PENDING only
 
 
-def next_step(policy: RetryPolicy, outcome: str, attempts: int, now: dt.datetime) -> RetryDecision:
+def next_step(
+    policy: RetryPolicy,
+    outcome: str,
+    attempts: int,
+    now: dt.datetime,
+    *,
+    retry_requested: bool = False,
+) -> RetryDecision:
     """The contact's new state after an attempt ended with `outcome`.
 
     attempts: attempts used so far, this one included (`contacts.attempts`).
+    retry_requested: the operator who ended the call asked for another attempt; the
+    campaign's max attempts still apply.
     """
     if outcome == Outcome.OPTED_OUT:
         return RetryDecision(ContactStatus.DNC)
-    delay = policy.delay_for(outcome)
+    delay = policy.delay_for(outcome, requested=retry_requested)
     if delay is None:
         return RetryDecision(ContactStatus.COMPLETED)
     if attempts >= policy.max_attempts:

@@ -1,5 +1,5 @@
 """campaign_attempt_stats stays exact under any writes, and the summary read from it equals the
-summary computed from every attempt (revision 0002's definition, kept here as the reference)."""
+summary computed from every attempt (revision 0007's reference definition)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,18 @@ from sqlalchemy import Connection, Engine, text
 ROOT = Path(__file__).resolve().parent.parent
 T0 = dt.datetime(2026, 3, 2, 10, 0, tzinfo=dt.UTC)
 CONTACTS = 12
-OUTCOMES = ("transferred", "human_no_press", "no_answer", "busy", "voicemail_left", "failed")
+OUTCOMES = (
+    "transferred",
+    "human_no_press",
+    "no_answer",
+    "busy",
+    "voicemail_left",
+    "failed",
+    "operator_hangup",
+    "interrupted",
+)
+ENDED_BY = (None, "callee", "ivr", "operator", "pbx")
+TRANSFER_SOURCES = (None, "ivr", "operator")
 AMD = (None, "HUMAN", "MACHINE", "NOTSURE")
 DTMF = (None, "1", "2", "19")
 OPEN = ("queued", "originating", "up")
@@ -25,27 +36,27 @@ OPEN = ("queued", "originating", "up")
 # What the triggers must keep: the finished attempts' counts, computed straight from them.
 EXPECTED_STATS = """
 SELECT campaign_id, date_bin(interval '10 minutes', queued_at, timestamptz 'epoch'), outcome,
-       amd_status, dtmf, count(*), count(sent_at), count(answered_at),
+       amd_status, dtmf, ended_by, transfer_source, count(*), count(sent_at), count(answered_at),
        coalesce(sum(ended_at - answered_at), interval '0'), count(ended_at - answered_at),
        min(sent_at), max(sent_at)
   FROM call_attempts WHERE status IN ('ended', 'not_sent')
- GROUP BY 1, 2, 3, 4, 5
+ GROUP BY 1, 2, 3, 4, 5, 6, 7
 """
 KEPT_STATS = """
-SELECT campaign_id, bucket, outcome, amd_status, dtmf, attempts, sent, answered_at, talk_total,
-       talk_count, first_sent_at, last_sent_at
+SELECT campaign_id, bucket, outcome, amd_status, dtmf, ended_by, transfer_source, attempts, sent,
+       answered_at, talk_total, talk_count, first_sent_at, last_sent_at
   FROM campaign_attempt_stats
 """
 
 
 def _reference_function() -> str:
-    path = ROOT / "migrations" / "versions" / "0002_outcome_views.py"
-    spec = importlib.util.spec_from_file_location("reference_0002", path)
+    path = ROOT / "migrations" / "versions" / "0007_who_ended_the_call.py"
+    spec = importlib.util.spec_from_file_location("reference_0007", path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    definition: str = module.CAMPAIGN_SUMMARY_SINCE
-    return definition.replace("campaign_summary_since(", "reference_summary_since(", 1)
+    definition: str = module.reference_summary_since("reference_summary_since")
+    return definition
 
 
 @pytest.fixture
@@ -109,8 +120,16 @@ insert = st.tuples(
     st.sampled_from(AMD),
     st.sampled_from(DTMF),
     st.booleans(),  # answered
+    st.sampled_from(ENDED_BY),
+    st.sampled_from(TRANSFER_SOURCES),
 )
-close = st.tuples(st.just("close"), st.integers(0, 50), st.sampled_from(OUTCOMES), st.booleans())
+close = st.tuples(
+    st.just("close"),
+    st.integers(0, 50),
+    st.sampled_from(OUTCOMES),
+    st.booleans(),
+    st.sampled_from(ENDED_BY),
+)
 late_fact = st.tuples(
     st.just("late_fact"), st.integers(0, 50), st.sampled_from(AMD), st.sampled_from(DTMF)
 )
@@ -134,7 +153,7 @@ def _pick(conn: Connection, index: int, where: str = "true") -> int | None:
 def _apply(conn: Connection, op: tuple[Any, ...], serial: list[int]) -> None:
     kind = op[0]
     if kind == "insert":
-        _, contact, status, minute, outcome, amd, dtmf, answered = op
+        _, contact, status, minute, outcome, amd, dtmf, answered, ended_by, source = op
         serial[0] += 1
         queued = _at(minute)
         assert queued is not None
@@ -146,8 +165,9 @@ def _apply(conn: Connection, op: tuple[Any, ...], serial: list[int]) -> None:
             text(
                 "INSERT INTO call_attempts (custom_call_id, campaign_id, contact_id, trunk_id, "
                 "attempt_number, status, queued_at, sent_at, answered_at, ended_at, amd_status, "
-                "dtmf, outcome) SELECT :cid, k.campaign_id, k.id, 1, :n, :status, :queued, :sent,"
-                " :answer, :ended, :amd, :dtmf, :outcome FROM contacts k WHERE k.id = :contact"
+                "dtmf, outcome, ended_by, transfer_source) SELECT :cid, k.campaign_id, k.id, 1, "
+                ":n, :status, :queued, :sent, :answer, :ended, :amd, :dtmf, :outcome, :ended_by, "
+                ":source FROM contacts k WHERE k.id = :contact"
             ),
             {
                 "cid": f"1_{serial[0]}",
@@ -160,22 +180,25 @@ def _apply(conn: Connection, op: tuple[Any, ...], serial: list[int]) -> None:
                 "amd": amd if status != "queued" else None,
                 "dtmf": dtmf if status != "queued" else None,
                 "outcome": outcome if finished else None,
+                "ended_by": ended_by if finished else None,
+                "source": source if answered else None,
                 "contact": contact,
             },
         )
     elif kind == "close":
-        _, index, outcome, answered = op
+        _, index, outcome, answered, ended_by = op
         attempt = _pick(conn, index, "status IN ('queued', 'originating', 'up')")
         if attempt is not None:
             conn.execute(
                 text(
                     "UPDATE call_attempts SET status = 'ended', outcome = :outcome, "
+                    "ended_by = :ended_by, "
                     "sent_at = coalesce(sent_at, queued_at), "
                     "answered_at = CASE WHEN :answered THEN coalesce(answered_at, queued_at + "
                     "interval '3 seconds') END, ended_at = queued_at + interval '33 seconds' "
                     "WHERE id = :id"
                 ),
-                {"id": attempt, "outcome": outcome, "answered": answered},
+                {"id": attempt, "outcome": outcome, "answered": answered, "ended_by": ended_by},
             )
     elif kind == "late_fact":
         _, index, amd, dtmf = op
@@ -245,7 +268,11 @@ def test_open_attempts_never_reach_the_kept_counts(db: Engine) -> None:
     with db.begin() as conn:
         serial = [0]
         for n in range(1, 6):
-            _apply(conn, ("insert", n, "queued", n * 3.0, "busy", None, None, False), serial)
+            _apply(
+                conn,
+                ("insert", n, "queued", n * 3.0, "busy", None, None, False, None, None),
+                serial,
+            )
         conn.execute(text("UPDATE call_attempts SET status = 'originating', sent_at = queued_at"))
         conn.execute(text("UPDATE call_attempts SET status = 'up', answered_at = sent_at"))
         assert conn.execute(text("SELECT count(*) FROM campaign_attempt_stats")).scalar() == 0
@@ -263,7 +290,11 @@ def test_changed_send_time_moves_first_and_last_send(db: Engine) -> None:
     with db.begin() as conn:
         serial = [0]
         for n in (1, 3, 5):  # one group: same campaign, bucket, outcome, AMD and DTMF
-            _apply(conn, ("insert", n, "ended", float(n), "busy", None, None, False), serial)
+            _apply(
+                conn,
+                ("insert", n, "ended", float(n), "busy", None, None, False, "callee", None),
+                serial,
+            )
         first, last = conn.execute(text("SELECT min(id), max(id) FROM call_attempts")).one()
         conn.execute(
             text("UPDATE call_attempts SET sent_at = sent_at + interval '1 minute' WHERE id = :i"),
@@ -289,7 +320,11 @@ def test_batch_close_counts_its_own_closes_and_later_writes_are_tracked(db: Engi
         serial = [0]
         for n in range(1, CONTACTS + 1):
             status = ("up", "originating", "ended")[n % 3]
-            _apply(conn, ("insert", n, status, n * 4.0, "busy", "HUMAN", None, True), serial)
+            _apply(
+                conn,
+                ("insert", n, status, n * 4.0, "busy", "HUMAN", None, True, "callee", "ivr"),
+                serial,
+            )
         open_ids = list(
             conn.execute(text("SELECT id FROM call_attempts WHERE status <> 'ended'")).scalars()
         )
@@ -308,7 +343,11 @@ def test_truncate_rebuild_and_campaign_delete(db: Engine) -> None:
     with db.begin() as conn:
         serial = [0]
         for n in range(1, CONTACTS + 1):
-            _apply(conn, ("insert", n, "ended", n * 7.0, "busy", None, None, False), serial)
+            _apply(
+                conn,
+                ("insert", n, "ended", n * 7.0, "busy", None, None, False, "callee", None),
+                serial,
+            )
         kept = conn.execute(text("SELECT count(*) FROM campaign_attempt_stats")).scalar_one()
         assert kept > 0
         # A bulk load with triggers off leaves the counts behind; the rebuild catches up.

@@ -206,7 +206,7 @@ def _chan(uniqueid: str, channel: str, **extra: Any) -> dict[str, Any]:
         ),
         (
             {"Event": "UserEvent", "UserEvent": "DialerTransfer", "TRANSFER_NUMBER": "+1555"},
-            {"transfer_requested_at": at(1)},
+            {"transfer_requested_at": at(1), "transfer_source": "ivr"},
             False, False,
         ),
         (
@@ -337,8 +337,10 @@ TRANSCRIPT_EXPECTATIONS: dict[str, dict[str, tuple[Outcome, dict[str, Any]]]] = 
     "originate_channelid": {
         "cid-chanid-ok": (Outcome.ABANDONED, {"originate_reason": 4, "hangup_cause": 16}),
         "cid-chanid-busy": (Outcome.BUSY, {"originate_reason": 5, "dial_status": "BUSY"}),
-        # Answered; the duplicate send's Failure must not hide that.
-        "cid-chanid-dup1": (Outcome.ABANDONED, {"originate_response": "Success"}),
+        # Answered; the duplicate send's Failure must not hide that. The recording ended it
+        # with an AMI Hangup without a cause (cause 0): the PBX's doing, not the callee's.
+        "cid-chanid-dup1": (Outcome.INTERRUPTED, {"originate_response": "Success",
+                                                  "hangup_cause": 0}),
         "cid-chanid-dup2": (Outcome.FAILED, {"originate_reason": 0, "hangup_cause": None}),
     },
 }  # fmt: skip
@@ -388,7 +390,7 @@ def test_transcript_replay_yields_facts_and_outcome(name: str, filtered: bool) -
         assert {k: getattr(got, k) for k in subset} == subset, call_id
         # Every call's end is observable: a Hangup of its own channel or a failed Originate.
         assert call_id in ended or call_id in failed, call_id
-        assert decide(got, press_key="1", opt_out_key=None) is outcome, call_id
+        assert decide(got, press_key="1", opt_out_key=None).outcome is outcome, call_id
 
 
 def test_transfer_transcript_times_follow_the_call() -> None:

@@ -508,7 +508,8 @@ def test_listener_asks_only_for_the_events_it_uses(
 
     records = asyncio.run(scenario())
     filters = [r for r in records if r["action"] == "Filter"]
-    assert len(filters) == 4
+    assert len(filters) == 5
+    assert any("name(Shutdown)" in str(r) for r in filters)
     assert any(r["action"] == "CoreShowChannels" for r in records)
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from sqlalchemy import inspect, text
 
 from dialer import migrate
@@ -99,3 +101,112 @@ def test_upgrade_over_existing_attempts_fills_counts_and_read_status(
     assert tuple(kept) == (24, 24)  # the 24 finished attempts, all sent
     assert read == {n: "TIMEOUT" for n in range(4, 31, 4)}  # the first event's status
     assert tuple(summary) == (30, 6, 24, 12, 12)
+
+
+def test_upgrade_carries_over_who_ended_the_calls(empty_database_url: str) -> None:
+    """0007 reads each attempt's timeline: an operator's hang-up or transfer, the IVR's
+    transfer, a cause-0 cut; the outcomes that blamed the callee are corrected, contacts
+    re-scheduled for an operator's hang-up completed, and the counts rebuilt."""
+    url = empty_database_url
+    migrate.upgrade(url, "0006")
+    engine = make_engine(url)
+    # attempt: (outcome, answered, hangup cause, events of its timeline)
+    attempts = {
+        1: ("abandoned", True, 16, [("ControlHangup", {"By": "operator", "Cause": "16"})]),
+        2: ("abandoned", True, 16, [("ControlTransfer", {"By": "operator", "Result": "ok",
+                                                         "TargetKind": "queue",
+                                                         "Exten": "support"})]),
+        3: ("abandoned", True, 0, []),
+        4: ("transferred", True, 16, [("DialerTransfer", {"TRANSFER_NUMBER": "+15551234567"})]),
+        5: ("transferred", True, 16, [("ControlTransfer", {"By": "operator", "Result": "ok",
+                                                           "TargetKind": "external",
+                                                           "Exten": "+15551234567"})]),
+        6: ("busy", False, 17, []),
+        7: ("human_no_press", True, 16, []),
+        8: ("unknown", False, None, []),
+    }  # fmt: skip
+    with engine.begin() as conn:
+        conn.exec_driver_sql(
+            "INSERT INTO trunks (id, name, cps, max_channels) OVERRIDING SYSTEM VALUE "
+            "VALUES (1, 'MC', 10, 20);"
+            "INSERT INTO campaigns (id, name, trunk_id, status, caller_id_number, ivr_file) "
+            "OVERRIDING SYSTEM VALUE VALUES (1, 'one', 1, 'running', '+12125550100', 'w')"
+        )
+        for n, (outcome, answered, cause, events) in attempts.items():
+            conn.execute(
+                text(
+                    "INSERT INTO contacts (id, campaign_id, phone_e164, phone_raw, status, "
+                    "attempts, last_outcome, next_attempt_at) OVERRIDING SYSTEM VALUE VALUES "
+                    "(:n, 1, :phone, :phone, :status, 1, :outcome, now() + interval '1 hour')"
+                ),
+                {"n": n, "phone": f"+121255500{n:02d}", "outcome": outcome,
+                 "status": "pending" if outcome in ("abandoned", "busy", "unknown")
+                 else "completed"},
+            )  # fmt: skip
+            conn.execute(
+                text(
+                    "INSERT INTO call_attempts (id, custom_call_id, campaign_id, contact_id, "
+                    "trunk_id, attempt_number, status, queued_at, sent_at, answered_at, "
+                    "transfer_requested_at, transfer_answered_at, ended_at, hangup_cause, "
+                    "outcome, dtmf) OVERRIDING SYSTEM VALUE VALUES (:n, '1_' || :n, 1, :n, 1, 1, "
+                    "'ended', now() - interval '1 minute', now() - interval '1 minute', "
+                    "CASE WHEN :answered THEN now() - interval '50 seconds' END, "
+                    "CASE WHEN :transfer THEN now() - interval '40 seconds' END, "
+                    "CASE WHEN :outcome = 'transferred' THEN now() - interval '30 seconds' END, "
+                    "now(), :cause, :outcome, CASE WHEN :n = 4 THEN '1' END)"
+                ),
+                {"n": n, "answered": answered, "cause": cause, "outcome": outcome,
+                 "transfer": n in (2, 4, 5)},
+            )  # fmt: skip
+            for k, (event, data) in enumerate(events):
+                conn.execute(
+                    text(
+                        "INSERT INTO call_events (call_attempt_id, event, fingerprint, data) "
+                        "VALUES (:n, :event, :fp, CAST(:data AS jsonb))"
+                    ),
+                    {"n": n, "event": event, "fp": f"f{n}-{k}",
+                     "data": json.dumps({"Event": event, **data})},
+                )  # fmt: skip
+    migrate.upgrade(url)
+    with engine.begin() as conn:
+        rows = {
+            r.id: r
+            for r in conn.exec_driver_sql(
+                "SELECT a.id, a.outcome, a.ended_by, a.transfer_source, a.transfer_queue, "
+                "a.operator_hangup_at IS NOT NULL AS by_operator, "
+                "a.transfer_ended_at = a.ended_at AS transfer_ended, k.status "
+                "FROM call_attempts a JOIN contacts k ON k.id = a.contact_id"
+            )
+        }
+        summary = conn.exec_driver_sql(
+            "SELECT presses, operator_transfers, ended_by, operator_hangup, queue_abandoned, "
+            "interrupted FROM campaign_summary"
+        ).one()
+        kept = conn.exec_driver_sql(
+            "SELECT count(*) FROM campaign_attempt_stats WHERE ended_by = 'operator'"
+        ).scalar_one()
+    engine.dispose()
+    got = {
+        n: (r.outcome, r.ended_by, r.transfer_source, r.transfer_queue, r.by_operator, r.status)
+        for n, r in rows.items()
+    }
+    assert got == {
+        1: ("operator_hangup", "operator", None, None, True, "completed"),
+        2: ("queue_abandoned", "callee", "operator", "support", False, "pending"),
+        3: ("interrupted", "pbx", None, None, False, "pending"),
+        4: ("transferred", "callee", "ivr", None, False, "completed"),
+        5: ("transferred", "callee", "operator", None, False, "completed"),
+        6: ("busy", "callee", None, None, False, "pending"),
+        7: ("human_no_press", "ivr", None, None, False, "completed"),
+        8: ("unknown", "dialer", None, None, False, "pending"),
+    }
+    assert rows[5].transfer_ended  # the operator's answered transfer ended with the call
+    assert tuple(summary) == (
+        1,
+        1,
+        {"callee": 4, "operator": 1, "pbx": 1, "ivr": 1, "dialer": 1},
+        1,
+        1,
+        1,
+    )
+    assert kept == 1

@@ -33,6 +33,7 @@ LIST_TABLE_COLUMNS = (
     ("amd_status", "amd"),
     ("dtmf", "dtmf"),
     ("outcome", "outcome"),
+    ("ended_by", "ended by"),
 )
 
 # Event headers that are the same on every event of a call: left out of the timeline.
@@ -170,7 +171,16 @@ def render_summary(s: dict[str, Any], since: dt.datetime | None) -> str:
         f"answered   {_n(s['answered'])} ({_pct(s['answer_rate'])} of finished), "
         f"human {_n(s['human_answered'])} ({_pct(s['human_rate'])})",
         f"presses    {_n(s['presses'])} ({_pct(s['press_rate'])} of human answers), "
-        f"transferred {_n(s['transferred'])} ({_pct(s['transfer_rate'])})",
+        f"transferred {_n(s['transferred'] - s['operator_transfers'])} by the IVR "
+        f"({_pct(s['transfer_rate'])}), {_n(s['operator_transfers'])} by operators",
+        "ended by   "
+        + (
+            ", ".join(
+                f"{who} {_n(n)}"
+                for who, n in sorted(s["ended_by"].items(), key=lambda item: (-item[1], item[0]))
+            )
+            or "-"
+        ),
         f"talk       {_num(s['avg_talk_seconds'], '.1f')} s average",
         f"pace       {_num(s['attempts_per_hour'], ',.1f')} attempts/hour"
         f" (first sent {_cell(s['first_sent_at']) or '-'},"
