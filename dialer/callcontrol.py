@@ -8,12 +8,17 @@ What current Asterisk (18+, measured on 22) needs, where the seed's guide is out
 - blind transfer: `BlindTransfer` only works on a bridged channel and moves its bridge *peer*,
   so a bridged callee is moved by sending it for the peer (the agent leg, which then hangs up);
   an unbridged callee (in the IVR) is moved with `Redirect`. `Redirect` answers Success even
-  for a destination that does not exist and then drops the call, so the result is judged from
-  the callee's events: a Hangup before anything else means the destination was not there.
+  for a destination that does not exist and then drops the call, so the destination is looked
+  up first (`ShowDialPlan`, judged by `judge_dialplan`) and nothing is sent when it is not
+  there; the result is still judged from the callee's events. An external number is dialled
+  through the call's trunk: the dial string goes first to the callee's channel as
+  `DIALER_TRANSFER_DIAL` (`Setvar`), which the `dialer-transfer` context dials.
 - consultation transfer: `Atxfer` only injects the feature-code DTMF (and needs Dial options
   and features.conf), so the consultation leg is an Originate of its own (an application
   Originate that waits), and once it answers the `Bridge` action joins it with the callee.
 - recording: `Monitor` is gone; `MixMonitor`/`StopMixMonitor`.
+- privileges: an action the AMI user may not send is answered `Permission denied`, nothing
+  more; `ACTION_PRIVILEGES` says what manager.conf `write` needs for each one.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dialer.events import CALL_ID
-from dialer.payload import TrunkRoute
+from dialer.payload import PayloadError, TrunkRoute
 from dialer.phone import InvalidNumber, to_e164
 
 STATE_UP = 6
@@ -47,6 +52,7 @@ _CONTEXT = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 _QUEUE = re.compile(r"^[0-9A-Za-z][0-9A-Za-z_.-]*$")
 _INTERFACE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*/[^\s,]+$")
 _VARIABLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\([^()\r\n\x00]*\))?$")
+_CONSULT_ID = re.compile(r"^([0-9]+_[0-9]+)-consult-[0-9]+$")
 
 # Q.850 causes and OriginateResponse Reasons as people read them.
 CAUSE_TEXT = {
@@ -77,6 +83,74 @@ class InputError(ControlError):
     def __init__(self, field_name: str, message: str) -> None:
         super().__init__(f"{field_name}: {message}")
         self.field = field_name
+
+
+# -- privileges ----------------------------------------------------------------------------------
+
+# The manager.conf `write` privileges that let a user send each action: any one of them will
+# do (manager.c checks `writeperm & authority`), the first is the one to grant. As Asterisk 22
+# registers them: main/manager.c, main/features.c (Bridge), main/pbx.c (ShowDialPlan),
+# apps/app_mixmonitor.c, apps/app_queue.c (QueueStatus needs none).
+ACTION_PRIVILEGES: dict[str, tuple[str, ...]] = {
+    "Originate": ("originate",),
+    "Redirect": ("call",),
+    "BlindTransfer": ("call",),
+    "Bridge": ("call",),
+    "Setvar": ("call",),
+    "Hangup": ("call", "system"),
+    "Getvar": ("call", "reporting"),
+    "CoreShowChannels": ("reporting", "system"),
+    "ShowDialPlan": ("reporting", "config"),
+    "MixMonitor": ("system",),
+    "StopMixMonitor": ("system", "call"),
+    "QueueAdd": ("agent",),
+    "QueueRemove": ("agent",),
+    "QueueStatus": (),
+}
+PERMISSION_DENIED = "Permission denied"
+
+
+class PermissionDenied(ControlError):
+    """The AMI user may not send `action`; the message says what manager.conf needs."""
+
+    def __init__(self, action: str, username: str, message: str | None = None) -> None:
+        super().__init__(message or permission_text(action, username))
+        self.action = action
+        self.username = username
+
+
+def permission_text(action: str, username: str) -> str:
+    """Asterisk's `Permission denied`, said so that the operator can fix it."""
+    needed = ACTION_PRIVILEGES.get(action)
+    head = f"the AMI user {username!r} may not send {action} (Asterisk: Permission denied)"
+    if not needed:
+        return f"{head}: check the user's `write` line in manager.conf"
+    grant = f"`{needed[0]}`" + (
+        " (or " + " or ".join(f"`{p}`" for p in needed[1:]) + ")" if needed[1:] else ""
+    )
+    return (
+        f"{head}: add {grant} to `write` in the [{username}] section of manager.conf, "
+        'then run asterisk -rx "manager reload"'
+    )
+
+
+def unchecked_text(username: str) -> str:
+    """ShowDialPlan refused: the transfer is not risked without the check."""
+    return (
+        f"cannot check that the destination exists: {permission_text('ShowDialPlan', username)}"
+        "; or pass --no-check to transfer without the check (a destination that does not "
+        "exist drops the call)"
+    )
+
+
+def refusal(response: Mapping[str, Any], action: str, username: str, what: str = "") -> str | None:
+    """None when Asterisk accepted the action; else why not, a missing privilege named."""
+    if response.get("Response") == "Success":
+        return None
+    message = response.get("Message") or "error"
+    if message == PERMISSION_DENIED:
+        return permission_text(action, username)
+    return f"Asterisk refused the {what or action}: {message}"
 
 
 def checked(value: str, field_name: str, *, max_length: int = 256) -> str:
@@ -164,8 +238,8 @@ class LiveChannel:
 
     @property
     def call_id(self) -> str | None:
-        """The dialer call it belongs to: every leg of a dialer call has it as Linkedid."""
-        return self.linkedid if CALL_ID.match(self.linkedid) else None
+        """The dialer call it belongs to (see `call_id_of`)."""
+        return call_id_of(self.linkedid)
 
     def row(self) -> dict[str, Any]:
         return {
@@ -184,13 +258,28 @@ class LiveChannel:
         }
 
 
+def call_id_of(linkedid: str) -> str | None:
+    """The dialer call a channel with this Linkedid belongs to.
+
+    Every leg the call's own channels create (the IVR's transfer, a queue's agent) has the call
+    id as Linkedid. A consultation leg is an Originate of its own, so it starts with its own
+    Linkedid, the consultation id `<call id>-consult-<ms>` (`plan_consult`); once the Bridge
+    action joins it with the callee, Asterisk gives the bridged channel the older Linkedid (the
+    call's) but not the `;2` half of a Local leg, nor what that half dials: those keep the
+    consultation id, which names the call too."""
+    if CALL_ID.match(linkedid):
+        return linkedid
+    consult = _CONSULT_ID.match(linkedid)
+    return consult.group(1) if consult else None
+
+
 def parse_channels(events: Iterable[Mapping[str, Any]]) -> list[LiveChannel]:
     return [LiveChannel.from_event(e) for e in events if e.get("Event") == "CoreShowChannel"]
 
 
 def call_channels(channels: Iterable[LiveChannel], call_id: str) -> list[LiveChannel]:
-    """Every leg of a dialer call (transfer legs included): they share its Linkedid."""
-    return [c for c in channels if c.linkedid == call_id]
+    """Every leg of a dialer call: its own (Linkedid = the call id) and its consultation legs."""
+    return [c for c in channels if c.call_id == call_id]
 
 
 def originated_channel(
@@ -199,7 +288,7 @@ def originated_channel(
     """The callee's channel: its Uniqueid is the call id (the Originate's ChannelId); failing
     that, the channel the listener recorded, or the one that started the linked group (not the
     `;2` half of a Local pair)."""
-    legs = call_channels(channels, call_id)
+    legs = [c for c in channels if c.linkedid == call_id]
     for rule in (
         lambda c: c.uniqueid == call_id,
         lambda c: known_name is not None and c.name == known_name,
@@ -209,6 +298,24 @@ def originated_channel(
         if found is not None:
             return found
     return None
+
+
+def ends_the_call(
+    channels: Sequence[LiveChannel],
+    channel: LiveChannel,
+    call_id: str | None,
+    known_name: str | None = None,
+) -> bool:
+    """Whether hanging up `channel` ends the dialer call itself: it is the originated channel,
+    or the `;2` half of that Local channel (not a transfer, consultation or agent leg)."""
+    if not call_id:
+        return False
+    callee = originated_channel(channels, call_id, known_name)
+    if callee is None:
+        return False
+    if channel.uniqueid == callee.uniqueid:
+        return True
+    return callee.name.endswith(";1") and channel.name == callee.name[:-1] + "2"
 
 
 def bridge_peer(channels: Iterable[LiveChannel], channel: LiveChannel) -> LiveChannel | None:
@@ -275,6 +382,144 @@ def plan_destination(
             "in E.164 (+ and country code)",
         )
     return Destination("extension", chosen_context or DEFAULT_CONTEXTS["extension"], text, text)
+
+
+# -- is the destination there? --------------------------------------------------------------------
+
+
+def show_dialplan_headers(destination: Destination) -> list[tuple[str, str]]:
+    return [
+        ("Action", "ShowDialPlan"),
+        ("Context", destination.context),
+        ("Extension", destination.exten),
+    ]
+
+
+@dataclass(frozen=True, slots=True)
+class DialplanCheck:
+    exists: bool | None  # None: the PBX did not say (an error other than "not found")
+    text: str
+
+
+def judge_dialplan(
+    destination: Destination,
+    events: Sequence[Mapping[str, Any]] = (),
+    error: str | None = None,
+) -> DialplanCheck:
+    """What ShowDialPlan (Context, Extension) said about the destination.
+
+    Asterisk (main/pbx.c manager_show_dialplan) matches the extension as the dialplan would,
+    patterns and included contexts too, and answers with one ListDialplan event per priority
+    (`Context` is the context the match is in, `Extension` the pattern), or with an error:
+    "Did not find context C", "Did not find extension E@C". A Redirect goes to priority 1,
+    so an extension with a hint only is not there either.
+    """
+    where = f"{destination.exten}@{destination.context}"
+    if error is not None:
+        if error.startswith("Did not find context"):
+            return DialplanCheck(False, f"the PBX has no dialplan context {destination.context!r}")
+        if error.startswith("Did not find extension"):
+            return DialplanCheck(
+                False,
+                f"the PBX has no extension {destination.exten!r} in context "
+                f"{destination.context!r}",
+            )
+        return DialplanCheck(None, f"the PBX did not say whether {where} exists ({error})")
+    listed = [e for e in events if e.get("Event") == "ListDialplan" and e.get("Extension")]
+    first = next((e for e in listed if str(e.get("Priority", "")) == "1"), None)
+    if first is None:
+        return DialplanCheck(
+            False,
+            f"{where} has no priority 1 on the PBX" + (" (only a hint)" if listed else ""),
+        )
+    found_in = first.get("Context") or destination.context
+    via = f" (included from {found_in})" if found_in != destination.context else ""
+    return DialplanCheck(
+        True,
+        f"{where} exists{via}: extension {first.get('Extension')}, "
+        f"{first.get('Application') or 'no application'}",
+    )
+
+
+# -- queue members ----------------------------------------------------------------------------------
+
+# Member states that cannot take a call (app_queue rings the others, unknown and busy included).
+UNREACHABLE_MEMBER = frozenset({"invalid", "unavailable"})
+
+
+def available_members(queue: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The members that can be rung: logged in (listed), not paused, not unavailable."""
+    return [
+        m
+        for m in queue.get("members", [])
+        if not m.get("paused") and m.get("status") not in UNREACHABLE_MEMBER
+    ]
+
+
+def queue_agent_problem(queue: Mapping[str, Any]) -> str | None:
+    """Why a caller sent into the queue would wait with nobody to answer; None if somebody can."""
+    members = queue.get("members", [])
+    if available_members(queue):
+        return None
+    name = queue.get("queue", "?")
+    if not members:
+        why = "no members"
+    else:
+        paused = sum(1 for m in members if m.get("paused"))
+        away = len(members) - paused
+        parts = [f"{paused} paused"] if paused else []
+        parts += [f"{away} unavailable"] if away else []
+        why = f"no available member ({', '.join(parts)} of {len(members)})"
+    return f"queue {name} has {why}: the caller will wait until they hang up"
+
+
+# -- external numbers -----------------------------------------------------------------------------
+
+# The channel variable the dialer-transfer context dials when it is set (the call's trunk).
+TRANSFER_DIAL_VARIABLE = "DIALER_TRANSFER_DIAL"
+
+
+def external_dial_string(
+    number: str, *, trunk: TrunkRoute | None, transfer_prefix: str = ""
+) -> str:
+    """`number` through the call's trunk (its channel template) with the campaign's prefix."""
+    if trunk is None:
+        raise ControlError(
+            f"the call's trunk is unknown (address the call by its call id); cannot dial {number}"
+        )
+    try:
+        return trunk.channel_for(transfer_prefix + number)
+    except PayloadError as exc:
+        raise ControlError(f"trunk {trunk.name}: {exc}") from None
+
+
+def transfer_dial_string(
+    destination: Destination, *, trunk: TrunkRoute | None, transfer_prefix: str = ""
+) -> str | None:
+    """What the callee's channel dials once in dialer-transfer: None unless the destination is
+    an external number. The value is used inside Dial(), where a comma separates arguments."""
+    if destination.kind != "external":
+        return None
+    dial = external_dial_string(destination.exten, trunk=trunk, transfer_prefix=transfer_prefix)
+    checked(dial, TRANSFER_DIAL_VARIABLE)
+    if "," in dial:
+        raise ControlError(
+            f"the dial string {dial!r} holds a comma, which Dial() would take for an argument "
+            "separator; fix the trunk's channel template"
+        )
+    return dial
+
+
+def operator_transfer_facts(destination: Destination) -> dict[str, Any]:
+    """Facts of a transfer the operator made (no key was pressed: no dtmf)."""
+    facts: dict[str, Any] = {"transfer_source": "operator"}
+    if destination.kind == "queue":
+        facts["transfer_queue"] = destination.exten
+    return facts
+
+
+def setvar_headers(channel: LiveChannel, name: str, value: str) -> list[tuple[str, str]]:
+    return [("Action", "Setvar"), ("Channel", channel.name), ("Variable", name), ("Value", value)]
 
 
 # -- blind transfer -------------------------------------------------------------------------------
@@ -469,12 +714,7 @@ def consult_dial_string(
     if destination.kind == "queue":
         raise InputError("--attended", "a queue cannot be consulted; transfer to it blind")
     if destination.kind == "external":
-        if trunk is None:
-            raise ControlError(
-                "the call's trunk is unknown (address the call by its call id); cannot dial "
-                f"{destination.label}"
-            )
-        return trunk.channel_for(transfer_prefix + destination.exten)
+        return external_dial_string(destination.exten, trunk=trunk, transfer_prefix=transfer_prefix)
     return f"Local/{destination.exten}@{destination.context}"
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import functools
 import json
 import time
 import uuid
@@ -22,8 +23,8 @@ from typing import Any
 from sqlalchemy import Connection, Engine, text
 
 from dialer import callcontrol as cc
-from dialer.ami import AmiClient, AmiError, Event
-from dialer.attemptfacts import update_facts
+from dialer.ami import AmiActionRefused, AmiClient, AmiError, Event
+from dialer.attemptfacts import clear_operator_hangup, mark_operator_hangup, update_facts
 from dialer.events import encode, event_time
 from dialer.payload import TrunkRoute
 from dialer.settings import AmiServer
@@ -160,18 +161,21 @@ def record_control(
 class ControlResult:
     ok: bool
     summary: str
+    # What was sent and what came back, in order: an action appears once Asterisk accepted it.
     steps: list[str] = field(default_factory=list)
     call_id: str | None = None
     channel: str | None = None
     timeline: dict[str, Any] | None = None  # the Control... event, for the call's timeline
     facts: dict[str, Any] = field(default_factory=dict)
     data: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)  # done anyway, but the operator should know
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "ok": self.ok,
             "summary": self.summary,
             "steps": self.steps,
+            "warnings": self.warnings,
             "call_id": self.call_id,
             "channel": self.channel,
             **self.data,
@@ -186,6 +190,7 @@ class ControlSession:
 
     def __init__(self, server: AmiServer, *, action_timeout: float = 10.0) -> None:
         self.client = AmiClient(server, events=True, action_timeout=action_timeout)
+        self.username = server.username
 
     async def __aenter__(self) -> ControlSession:
         await self.client.connect()
@@ -195,7 +200,11 @@ class ControlSession:
         await self.client.close()
 
     async def channels(self) -> list[cc.LiveChannel]:
-        return cc.parse_channels(await self.client.action_list({"Action": "CoreShowChannels"}))
+        return cc.parse_channels(await self.send_list([("Action", "CoreShowChannels")]))
+
+    def refusal(self, response: Event, action: str, what: str = "") -> str | None:
+        """None if Asterisk accepted the action, else why not (a missing privilege named)."""
+        return cc.refusal(response, action, self.username, what)
 
     async def send(self, headers: Sequence[tuple[str, str]]) -> Event:
         """Send one action; the events queued before its response are dropped, so what
@@ -210,7 +219,15 @@ class ControlSession:
         return response
 
     async def send_list(self, headers: Sequence[tuple[str, str]]) -> list[Event]:
-        return await self.client.action_list(list(headers))
+        """A list action's events; `PermissionDenied` if the user may not send it, and
+        `AmiActionRefused` for any other error."""
+        try:
+            return await self.client.action_list(list(headers))
+        except AmiActionRefused as exc:
+            if exc.response.get("Message") == cc.PERMISSION_DENIED:
+                action = next(v for k, v in headers if k.lower() == "action")
+                raise cc.PermissionDenied(action, self.username) from None
+            raise
 
     async def events_until(
         self, deadline: float, done: Callable[[], bool], feed: Callable[[Event, dt.datetime], None]
@@ -256,19 +273,40 @@ async def resolve(
     return Resolved(callee, channels, attempt.custom_call_id)
 
 
-def _refused(response: Event, what: str) -> str | None:
-    if response.get("Response") == "Success":
-        return None
-    return f"Asterisk refused the {what}: {response.get('Message', 'error')}"
-
-
 # -- transfers -------------------------------------------------------------------------------------
 
 
-async def ensure_queue(session: ControlSession, name: str) -> None:
-    rows = await session.send_list([("Action", "QueueStatus"), ("Queue", name)])
-    if not cc.parse_queue_status(rows):
+async def queue_state(session: ControlSession, name: str) -> dict[str, Any]:
+    """The queue's QueueStatus (members, callers); `ControlError` if there is no such queue."""
+    queues = cc.parse_queue_status(
+        await session.send_list([("Action", "QueueStatus"), ("Queue", name)])
+    )
+    found = next((q for q in queues if q["queue"].lower() == name.lower()), None)
+    if found is None:
         raise cc.ControlError(f"no such queue: {name}")
+    return found
+
+
+async def check_destination(session: ControlSession, destination: cc.Destination) -> str:
+    """Ask the PBX (ShowDialPlan) whether the destination exists; what it said, or
+    `ControlError` when it does not (or would not say)."""
+    try:
+        events = await session.client.action_list(cc.show_dialplan_headers(destination))
+        error = None
+    except AmiActionRefused as exc:
+        events, error = [], str(exc.response.get("Message") or "error")
+        if error == cc.PERMISSION_DENIED:
+            raise cc.PermissionDenied(
+                "ShowDialPlan", session.username, cc.unchecked_text(session.username)
+            ) from None
+    check = cc.judge_dialplan(destination, events, error)
+    if check.exists:
+        return check.text
+    if check.exists is None:
+        raise cc.ControlError(
+            f"{check.text}; nothing was sent (--no-check transfers without asking)"
+        )
+    raise cc.ControlError(f"{check.text}: a transfer there would drop the call; nothing was sent")
 
 
 async def blind_transfer(
@@ -279,12 +317,23 @@ async def blind_transfer(
     *,
     timeout: float = 10.0,
     settle: float = SETTLE_S,
+    check: bool = True,
+    require_agent: bool = False,
+    lookup: Callable[[str | None], AttemptInfo | None] = lambda _: None,
 ) -> ControlResult:
+    """Move the callee to the destination (Redirect, or BlindTransfer when bridged) and follow
+    it there. Before anything reaches the call: the queue must exist (and, with
+    `require_agent`, have a member who can answer), the destination must exist in the PBX's
+    dialplan (unless `check` is off), and an external number's dial string (the call's trunk)
+    must have been set on the callee's channel."""
     async with ControlSession(server) as session:
         resolved = await resolve(session, ref, attempt)
-        if destination.kind == "queue":
-            await ensure_queue(session, destination.exten)
         plan = cc.plan_blind_transfer(resolved.channels, resolved.channel, destination)
+        call = attempt or lookup(resolved.call_id)
+        trunk = call.trunk if call is not None else trunk_of_channel(plan.callee.name)
+        dial = cc.transfer_dial_string(
+            destination, trunk=trunk, transfer_prefix=call.transfer_prefix if call else ""
+        )
         result = ControlResult(
             False,
             "",
@@ -297,19 +346,41 @@ async def blind_transfer(
                 "exten": destination.exten,
             },
         )
-        via = f" for {plan.transferer.name}" if plan.transferer else ""
-        result.steps.append(
-            f"{plan.method}{via}: {plan.callee.name} to {destination.context},{destination.exten}"
-        )
+        steps = result.steps
+        if destination.kind == "queue":
+            queue = await queue_state(session, destination.exten)
+            problem = cc.queue_agent_problem(queue)
+            if problem is not None and require_agent:
+                raise cc.ControlError(f"{problem}; not transferred (--require-agent)")
+            if problem is not None:
+                result.warnings.append(problem)
+            available = len(cc.available_members(queue))
+            steps.append(
+                f"QueueStatus {queue['queue']}: {available} of {len(queue['members'])} "
+                "member(s) available"
+            )
+        if check:
+            steps.append(f"ShowDialPlan: {await check_destination(session, destination)}")
+        if dial is not None:
+            headers = cc.setvar_headers(plan.callee, cc.TRANSFER_DIAL_VARIABLE, dial)
+            response = await session.send(headers)
+            refusal = session.refusal(response, "Setvar")
+            if refusal is not None:
+                return _not_moved(result, plan, f"{refusal}; the call was not moved")
+            steps.append(
+                f"Setvar {cc.TRANSFER_DIAL_VARIABLE}={dial} on {plan.callee.name}: "
+                f"{response.get('Message') or 'done'}"
+            )
         sent_at = now()
         response = await session.send(plan.headers)
-        refusal = _refused(response, plan.method)
+        refusal = session.refusal(response, plan.method)
         if refusal is not None:
-            result.summary = refusal
-            result.timeline = _transfer_event(
-                "blind", plan.method, destination, plan.callee, False, refusal
-            )
-            return result
+            return _not_moved(result, plan, refusal)
+        via = f" for {plan.transferer.name}" if plan.transferer else ""
+        steps.append(
+            f"{plan.method}{via}: {plan.callee.name} to {destination.context},"
+            f"{destination.exten}: {response.get('Message') or 'accepted'}"
+        )
         watch = cc.TransferWatch(plan, sent_at, existing=(c.uniqueid for c in resolved.channels))
         started = time.monotonic()
         await session.events_until(started + settle, lambda: watch.done, watch.feed)
@@ -319,12 +390,23 @@ async def blind_transfer(
         watch.timed_out(timeout)
         verdict = watch.verdict
         assert verdict is not None
-        result.steps += watch.steps
-        result.ok, result.summary, result.facts = verdict.ok, verdict.text, verdict.facts
+        steps += watch.steps
+        result.ok, result.summary = verdict.ok, verdict.text
+        if verdict.facts:
+            result.facts = {**verdict.facts, **cc.operator_transfer_facts(destination)}
         result.timeline = _transfer_event(
-            "blind", plan.method, destination, plan.callee, verdict.ok, verdict.text
+            "blind", plan.method, destination, plan.callee, verdict.ok, verdict.text, steps
         )
         return result
+
+
+def _not_moved(result: ControlResult, plan: cc.TransferPlan, why: str) -> ControlResult:
+    """An action before the move was refused: nothing moved, the attempt gets no facts."""
+    result.summary = why
+    result.timeline = _transfer_event(
+        "blind", plan.method, plan.destination, plan.callee, False, why, result.steps
+    )
+    return result
 
 
 def _transfer_event(
@@ -403,14 +485,14 @@ async def attended_transfer(
         )
         steps = result.steps
         requested_at = now()
-        steps.append(f"calling {destination.label} on {dial}")
         response = await session.send(plan.headers)
-        refusal = _refused(response, "consultation call")
+        refusal = session.refusal(response, "Originate", "consultation call")
         bridged = False
         leg_may_exist = refusal is None
         try:
             if refusal is not None:
                 return _consult_failed(result, destination, callee, refusal)
+            steps.append(f"calling {destination.label} on {dial}")
             watch = cc.ConsultWatch(plan, callee)
             deadline = time.monotonic() + ring_timeout + 5.0
             await session.events_until(
@@ -435,7 +517,7 @@ async def attended_transfer(
                 )
             steps.append(f"{destination.label} answered ({watch.answered_channel})")
             response = await session.send(cc.bridge_headers(callee, watch.answered_channel))
-            refusal = _refused(response, "bridge")
+            refusal = session.refusal(response, "Bridge", "bridge")
             if refusal is not None:
                 return _consult_failed(result, destination, callee, refusal, untouched=False)
             bridged = await _confirm_bridge(session, callee.uniqueid, plan.consult_id)
@@ -454,6 +536,7 @@ async def attended_transfer(
                 "transfer_requested_at": requested_at,
                 "transfer_answered_at": watch.answered_at,
                 "transfer_status": "ANSWER",
+                **cc.operator_transfer_facts(destination),
             }
             result.timeline = _transfer_event(
                 "attended", "Originate+Bridge", destination, callee, True, result.summary, steps
@@ -491,6 +574,9 @@ async def _cancel_leg(session: ControlSession, consult_id: str, steps: list[str]
         return
     if reply.get("Response") == "Success":
         steps.append("consultation call hung up")
+    elif reply.get("Message") == cc.PERMISSION_DENIED:
+        steps.append(f"consultation call not hung up: {session.refusal(reply, 'Hangup')}")
+    # Any other answer ("No such channel"): the leg is gone already.
 
 
 async def _confirm_bridge(session: ControlSession, callee: str, leg: str) -> bool:
@@ -509,35 +595,100 @@ async def _confirm_bridge(session: ControlSession, callee: str, leg: str) -> boo
 # -- hangup, recording, variables ------------------------------------------------------------------
 
 
+class HangupMarks:
+    """Who ended the call, written before the AMI Hangup: the listener may close the call on
+    its Hangup event within milliseconds, and must find the operator's mark there already.
+    Each mark and clear commits on its own."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def mark(self, attempt_id: int, at: dt.datetime, retry: bool) -> bool:
+        with self.engine.begin() as conn:
+            return mark_operator_hangup(conn, attempt_id, at, retry)
+
+    def clear(self, attempt_id: int, at: dt.datetime) -> None:
+        with self.engine.begin() as conn:
+            clear_operator_hangup(conn, attempt_id, at)
+
+
 async def hangup(
-    server: AmiServer, ref: cc.CallRef, attempt: AttemptInfo | None, *, cause: int
+    server: AmiServer,
+    ref: cc.CallRef,
+    attempt: AttemptInfo | None,
+    *,
+    cause: int,
+    retry: bool = False,
+    marks: HangupMarks | None = None,
+    lookup: Callable[[str | None], AttemptInfo | None] = lambda _: None,
 ) -> ControlResult:
+    """Hang up the channel. When it is the call's own channel (not a transfer or agent leg),
+    the attempt is first marked as ended by the operator (`retry`: dial the contact again per
+    the campaign's policy); the mark is taken back if the channel did not hang up."""
     async with ControlSession(server) as session:
         resolved = await resolve(session, ref, attempt)
         channel = resolved.channel
         headers = cc.hangup_headers(channel, cause)
         result = ControlResult(False, "", call_id=resolved.call_id, channel=channel.name)
-        response = await session.send(headers)
-        refusal = _refused(response, "hangup")
-        if refusal is not None:
-            result.summary = refusal
-            return result
+        call = attempt or lookup(resolved.call_id)
+        ends_call = call is not None and cc.ends_the_call(
+            resolved.channels, channel, call.custom_call_id, call.channel
+        )
+        if retry and not ends_call:
+            raise cc.ControlError(
+                f"--retry is for hanging up the call itself; {channel.name} is "
+                + (f"a transfer leg of call {resolved.call_id}" if call else "not a dialer call")
+            )
+        undo: Callable[[], None] | None = None
+        if ends_call and call is not None and marks is not None:
+            at, attempt_id, store = now(), call.id, marks
+            if await asyncio.to_thread(store.mark, attempt_id, at, retry):
+                undo = functools.partial(store.clear, attempt_id, at)
+            else:
+                result.warnings.append(
+                    f"attempt {call.id} is already closed: the hangup is not recorded as the "
+                    "operator's" + (" and --retry has no effect" if retry else "")
+                )
+        hung_up: bool | None = None  # None: not known (the connection failed meanwhile)
         seen: dict[str, str] = {}
+        try:
+            response = await session.send(headers)
+            refusal = session.refusal(response, "Hangup", "hangup")
+            if refusal is not None:
+                hung_up = False
+                result.summary = refusal
+                return result
+            result.steps.append(
+                f"Hangup {channel.name} (cause {cause}): {response.get('Message') or 'accepted'}"
+            )
 
-        def feed(event: Event, _: dt.datetime) -> None:
-            if event.get("Event") == "Hangup" and event.get("Uniqueid") == channel.uniqueid:
-                seen["cause"] = event.get("Cause", "")
+            def feed(event: Event, _: dt.datetime) -> None:
+                if event.get("Event") == "Hangup" and event.get("Uniqueid") == channel.uniqueid:
+                    seen["cause"] = event.get("Cause", "")
 
-        await session.events_until(time.monotonic() + 3.0, lambda: bool(seen), feed)
-        if not seen and any(c.uniqueid == channel.uniqueid for c in await session.channels()):
-            result.summary = f"{channel.name} is still up after the Hangup"
-            return result
+            await session.events_until(time.monotonic() + 3.0, lambda: bool(seen), feed)
+            if not seen and any(c.uniqueid == channel.uniqueid for c in await session.channels()):
+                hung_up = False
+                result.summary = f"{channel.name} is still up after the Hangup"
+                return result
+            hung_up = True
+        finally:
+            # Taken back only when it is known not to have happened: a Hangup whose answer
+            # was lost probably ended the call.
+            if undo is not None and hung_up is False:
+                await asyncio.to_thread(undo)
         reported = seen.get("cause", str(cause))
         result.ok = True
         result.summary = f"hung up {channel.name} ({cc.cause_text(reported)})"
         result.data["cause"] = reported
+        result.data["retry"] = retry
         result.timeline = cc.timeline_event(
-            cc.HANGUP_EVENT, Channel=channel.name, Cause=cause, By="operator"
+            cc.HANGUP_EVENT,
+            Channel=channel.name,
+            Cause=cause,
+            By="operator",
+            EndsCall="yes" if ends_call else "no",
+            Retry="yes" if retry else None,
         )
         return result
 
@@ -571,7 +722,8 @@ async def record(
             else cc.mixmonitor_headers(channel, file_name)
         )
         response = await session.send(headers)
-        refusal = _refused(response, "StopMixMonitor" if stop else "MixMonitor")
+        action = "StopMixMonitor" if stop else "MixMonitor"
+        refusal = session.refusal(response, action)
         state = "stopped" if stop else "started"
         result.timeline = cc.timeline_event(
             cc.RECORDING_EVENT,
@@ -583,12 +735,14 @@ async def record(
             By="operator",
         )
         if refusal is not None:
+            not_recording = stop and response.get("Message") != cc.PERMISSION_DENIED
             result.summary = (
                 f"{channel.name} is not being recorded ({response.get('Message')})"
-                if stop
+                if not_recording
                 else refusal
             )
             return result
+        result.steps.append(f"{action} {channel.name}: {response.get('Message') or 'accepted'}")
         result.ok = True
         if stop:
             result.summary = f"stopped recording {channel.name}"
@@ -607,7 +761,7 @@ async def get_vars(
         values: dict[str, str] = {}
         for name in names:
             response = await session.send(cc.getvar_headers(channel, name))
-            refusal = _refused(response, f"Getvar {name}")
+            refusal = session.refusal(response, "Getvar", f"Getvar {name}")
             if refusal is not None:
                 return ControlResult(
                     False,
@@ -659,6 +813,9 @@ async def queue_member(
         response = await session.send(headers)
     message = response.get("Message", "")
     if response.get("Response") != "Success":
+        action = next(v for k, v in headers if k.lower() == "action")
+        if message == cc.PERMISSION_DENIED:
+            raise cc.PermissionDenied(action, session.username)
         text_ = _QUEUE_ERRORS.get(message, "Asterisk refused: {message}")
         raise cc.ControlError(text_.format(queue=queue, interface=interface, message=message))
     return message

@@ -359,8 +359,10 @@ def test_queue_status_parsing() -> None:
 
 
 @pytest.fixture
-def sim(tmp_path: Path) -> Iterator[PbxSim]:
-    started = make_sim(tmp_path / "pbx-actions.jsonl", speed=SPEED)
+def sim(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[PbxSim]:
+    """The simulator at SPEED; options (e.g. `write`) by indirect parametrisation."""
+    options = {"speed": SPEED, **(getattr(request, "param", None) or {})}
+    started = make_sim(tmp_path / "pbx-actions.jsonl", **options)
     try:
         yield started
     finally:
@@ -546,13 +548,16 @@ def test_blind_transfer_of_a_bridged_call_moves_the_callee_not_the_agent(
     assert (event["Method"], event["Result"]) == ("BlindTransfer", "ok")
 
 
-def test_a_transfer_to_a_destination_that_does_not_exist_is_reported(
+def test_a_transfer_unchecked_to_a_destination_that_does_not_exist_is_reported(
     dialer, calls: Calls, sim: PbxSim, engine: Engine
 ) -> None:
+    # Checked first, this is refused before anything is sent (test_call_control_safety);
+    # --no-check sends it, and the drop that follows is what the command reports.
     attempt = calls.place(IN_IVR)
     result = dialer(
-        "call", "transfer", attempt.custom_call_id, "2001", "--context", "no-such-context", code=1
-    )
+        "call", "transfer", attempt.custom_call_id, "2001", "--context", "no-such-context",
+        "--no-check", code=1,
+    )  # fmt: skip
     assert "the call was dropped at once in no-such-context,2001" in result.output
     assert sent(sim, "Redirect")  # Asterisk said Success...
     assert calls.hangup_of(attempt.custom_call_id)["Cause"] == "0"  # ...and dropped the call
@@ -570,8 +575,9 @@ def test_a_bridged_call_sent_nowhere_is_refused_and_stays_bridged(
     attempt = calls.place(PRESSES_1)
     calls.bridged(attempt)
     result = dialer(
-        "call", "transfer", attempt.custom_call_id, "2001", "--context", "no-such-context", code=1
-    )
+        "call", "transfer", attempt.custom_call_id, "2001", "--context", "no-such-context",
+        "--no-check", code=1,
+    )  # fmt: skip
     assert "Asterisk refused the BlindTransfer: Transfer invalid" in result.output
     legs = [c for c in calls.channels() if c.linkedid == attempt.custom_call_id]
     assert len(legs) == 2 and len({c.bridge_id for c in legs}) == 1 and legs[0].bridge_id

@@ -95,7 +95,9 @@ def control_errors() -> Iterator[None]:
 
 
 def report(result: live.ControlResult, as_json: bool) -> None:
-    """Print the steps and the result; exit 1 if it failed."""
+    """Print the steps and the result (warnings on stderr); exit 1 if it failed."""
+    for warning in result.warnings:
+        click.echo(f"warning: {warning}", err=True)
     if as_json:
         click.echo(live.to_json(result.as_dict()))
         if not result.ok:
@@ -126,6 +128,19 @@ def report(result: live.ControlResult, as_json: bool) -> None:
     help="Consult first: ring TARGET and bridge the call to it only once it answers.",
 )
 @click.option(
+    "--require-agent",
+    is_flag=True,
+    help="With --queue: refuse (nothing sent) unless a member can answer (logged in, not "
+    "paused, not unavailable). Without it such a transfer goes ahead with a warning.",
+)
+@click.option(
+    "--no-check",
+    is_flag=True,
+    help="Blind: do not ask the PBX (ShowDialPlan) whether the destination exists first. Only "
+    "for an AMI user without `reporting` or destinations ShowDialPlan cannot see (switches): "
+    "a destination that does not exist drops the call.",
+)
+@click.option(
     "--timeout",
     type=click.FloatRange(0.5, 600),
     default=10.0,
@@ -147,6 +162,8 @@ def transfer(
     queue: str | None,
     context: str | None,
     attended: bool,
+    require_agent: bool,
+    no_check: bool,
     timeout: float,
     ring_timeout: float,
     pbx: str | None,
@@ -156,16 +173,20 @@ def transfer(
     trunk) or to --queue NAME.
 
     Blind by default: a bridged call is moved with BlindTransfer, one still in the IVR with
-    Redirect, and the call's events say whether it got there (a destination that does not
-    exist drops the call; that is reported and the exit status is 1). --attended rings TARGET
-    first and bridges the call to it only once it answers; if it does not, the call is left
-    as it was.
+    Redirect. Nothing is sent to the call until the PBX has confirmed that the destination
+    exists (ShowDialPlan: a Redirect to a missing one drops the call; --no-check skips this)
+    and, for a queue, that it exists; a queue where no member can answer is warned about
+    (--require-agent refuses it). A +number is dialled through the call's trunk and the
+    campaign's transfer prefix (set on the call's channel as DIALER_TRANSFER_DIAL first). The
+    call's events then say whether it got there; a failure exits with status 1. --attended
+    rings TARGET first and bridges the call to it only once it answers; if it does not, the
+    call is left as it was.
 
     \b
     Example:
         dialer call transfer 1767225600000_42 +12125550199
         dialer call transfer 1767225600000_42 2001 --context from-internal
-        dialer call transfer 1767225600000_42 --queue support
+        dialer call transfer 1767225600000_42 --queue support --require-agent
         dialer call transfer 1767225600000_42 +12125550199 --attended
     """
     ref = parse_ref(call_id)
@@ -173,9 +194,20 @@ def transfer(
         destination = cc.plan_destination(target, queue=queue, context=context)
         if attended and destination.kind == "queue":
             raise cc.InputError("--attended", "a queue cannot be consulted; transfer to it blind")
+        if require_agent and destination.kind != "queue":
+            raise cc.InputError("--require-agent", "only for a transfer into a --queue")
 
-    async def blind(server: AmiServer, ref: cc.CallRef, attempt: Any, _: Engine) -> Any:
-        return await live.blind_transfer(server, ref, attempt, destination, timeout=timeout)
+    async def blind(server: AmiServer, ref: cc.CallRef, attempt: Any, engine: Engine) -> Any:
+        return await live.blind_transfer(
+            server,
+            ref,
+            attempt,
+            destination,
+            timeout=timeout,
+            check=not no_check,
+            require_agent=require_agent,
+            lookup=lambda call: live.attempt_for_call_id(engine, call),
+        )
 
     async def consult(server: AmiServer, ref: cc.CallRef, attempt: Any, engine: Engine) -> Any:
         return await live.attended_transfer(
@@ -202,19 +234,39 @@ def transfer(
     show_default=True,
     help="Q.850 hangup cause (16 normal clearing, 17 busy, 21 rejected).",
 )
+@click.option(
+    "--retry",
+    is_flag=True,
+    help="Dial the contact again later, per the campaign's retry policy (its delay and max "
+    "attempts). Without it the call ends as operator_hangup and the contact is not called "
+    "again unless the campaign sets a retry delay for that outcome.",
+)
 @pbx_option
 @json_option
-def hangup(call_id: str, cause: int, pbx: str | None, as_json: bool) -> None:
-    """Hang up a live call (its callee's channel; transfer legs follow).
+def hangup(call_id: str, cause: int, retry: bool, pbx: str | None, as_json: bool) -> None:
+    """Hang up a live call (its callee's channel; transfer legs follow), or one channel.
+
+    The call attempt records that the operator ended it (written before the Hangup is sent,
+    taken back if the channel stays up), whether the call is named by call id, attempt id or
+    its own channel; hanging up a transfer or agent leg does not end the call.
 
     \b
     Example:
         dialer call hangup 1767225600000_42
+        dialer call hangup 1767225600000_42 --retry
         dialer call hangup PJSIP/MC-0000002a --cause 21
     """
 
-    async def operation(server: AmiServer, ref: cc.CallRef, attempt: Any, _: Engine) -> Any:
-        return await live.hangup(server, ref, attempt, cause=cause)
+    async def operation(server: AmiServer, ref: cc.CallRef, attempt: Any, engine: Engine) -> Any:
+        return await live.hangup(
+            server,
+            ref,
+            attempt,
+            cause=cause,
+            retry=retry,
+            marks=live.HangupMarks(engine),
+            lookup=lambda call: live.attempt_for_call_id(engine, call),
+        )
 
     report(run_on_call(parse_ref(call_id), pbx, operation), as_json)
 

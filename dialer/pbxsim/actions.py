@@ -11,7 +11,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from dialer.pbxsim import call_actions, channel_actions, codes, queue_actions
+from dialer.pbxsim import call_actions, channel_actions, codes, dialplan_actions, queue_actions
 from dialer.pbxsim.filters import FilterError, parse_filter
 from dialer.pbxsim.wire import Message, ack, error, frame, response
 
@@ -48,7 +48,26 @@ def dispatch(session: AmiSession, message: Message) -> asyncio.Future[None] | No
             )
         )
         return None
+    if not _permitted(session, name):
+        # report_req_not_allowed, then the bare answer: nothing says which privilege is missing.
+        _security_event(
+            session,
+            "RequestNotAllowed",
+            [("AccountID", session.username), ("RequestType", f"Action: {action}")],
+            account_first=True,
+        )
+        session.send(error(message, "Permission denied"))
+        return None
     return handler(session, message)
+
+
+def _permitted(session: AmiSession, name: str) -> bool:
+    """manager.c: `(writeperm & authority) || authority == 0`: any one privilege will do."""
+    write = session.sim.config.write
+    if write is None or "all" in write:
+        return True
+    needed = _PRIVILEGES.get(name, frozenset())
+    return not needed or bool(needed & write)
 
 
 def handlers() -> dict[str, Handler]:
@@ -65,7 +84,13 @@ def command_list() -> list[tuple[str, str, str]]:
 
 
 def _tables() -> tuple[dict[str, tuple[Handler, str, str]], ...]:
-    return (SESSION_ACTIONS, call_actions.ACTIONS, channel_actions.ACTIONS, queue_actions.ACTIONS)
+    return (
+        SESSION_ACTIONS,
+        call_actions.ACTIONS,
+        channel_actions.ACTIONS,
+        queue_actions.ACTIONS,
+        dialplan_actions.ACTIONS,
+    )
 
 
 # -- login ----------------------------------------------------------------------------------------
@@ -250,4 +275,10 @@ SESSION_ACTIONS: dict[str, tuple[Handler, str, str]] = {
 
 _HANDLERS: dict[str, Handler] = {
     name.lower(): entry[0] for table in _tables() for name, entry in table.items()
+}
+# Action (lower case) -> the write privileges that allow it (empty: no privilege needed).
+_PRIVILEGES: dict[str, frozenset[str]] = {
+    name.lower(): frozenset(p for p in entry[2].split(",") if p not in ("all", "<none>"))
+    for table in _tables()
+    for name, entry in table.items()
 }

@@ -38,6 +38,7 @@ class Call(Party):
         self.callee = callee
         self.partner = None
         self.phase = "new"  # dialing -> up -> ended
+        self.dial_begun = False  # DialBegin sent: a dial loop is waiting for the callee
         self.answered_at: float | None = None
         self.ivr: Ivr | None = None
         self.queue: Queue | None = None
@@ -139,6 +140,7 @@ class Call(Party):
             code = callee.value if callee is not Callee.HUMAN else "default"
             self.partner.goto(f"{target.context}-behaviour", code, 1)
         events.dial_begin(None, near, target.data)
+        self.dial_begun = True
         timeout = max(0, self.request.timeout_ms) / 1000 / self.engine.config.speed
         t = self.t
         if callee is Callee.BUSY:
@@ -321,6 +323,24 @@ class Call(Party):
             self._fail(codes.REASON_HANGUP)
             return
         super().ami_hangup(channel, cause)
+
+    def shut_down(self) -> None:
+        """Hung up by a PBX shutdown. Still ringing, the Originate's dial loop (dial.c
+        monitor_dial) reads nothing from the channel: DialEnd NOANSWER (cause 0), the channel
+        hangs up with cause 0, then the Originate fails with Reason 0."""
+        if self.ended:
+            return
+        ringing = self.phase == "dialing"
+        if ringing and self.dial_begun:
+            self.events.dial_end(None, self.near, "NOANSWER")
+        super().shut_down()
+        if ringing:
+            self.engine.fail_originate(self.request, codes.REASON_FAILED)
+
+    def hanging_up(self) -> None:
+        # app_queue: the caller hung up while waiting (QueueCallerAbandon, QueueCallerLeave),
+        # then the channel's Hangup.
+        self._leave_queue(abandoned=True)
 
     def finish(self) -> None:
         if self.agent_connected_at is not None:

@@ -20,6 +20,7 @@ class Channel:
         "name",
         "uniqueid",
         "linkedid",
+        "linked_order",
         "tech",
         "state",
         "caller_num",
@@ -58,6 +59,9 @@ class Channel:
         self.name = name
         self.uniqueid = uniqueid
         self.linkedid = linkedid
+        # How old the Linkedid is (the creation order of the channel it is the Uniqueid of):
+        # a bridge gives its members the oldest one. Set by the registry.
+        self.linked_order = 0
         self.tech = tech
         self.state = state
         self.caller_num = UNKNOWN
@@ -169,6 +173,19 @@ class Bridge:
                 return member
         return None
 
+    def share_linkedid(self) -> None:
+        """bridge_basic push (ast_bridge_channel_update_linkedids): every member takes the
+        oldest Linkedid among them, e.g. a consultation leg joined to a call by the Bridge
+        action takes the call's (the other half of a Local leg keeps its own)."""
+        if len(self.members) < 2:
+            return
+        oldest = min(self.members, key=lambda c: c.linked_order)
+        for member in self.members:
+            if member.linkedid != oldest.linkedid:
+                member.linkedid = oldest.linkedid
+                member.linked_order = oldest.linked_order
+                member.changed()
+
 
 class ChannelRegistry:
     """Live channels by name (case-insensitive) and by Uniqueid, in creation order."""
@@ -178,6 +195,7 @@ class ChannelRegistry:
         self._by_uid: dict[str, Channel] = {}
         self._sequence = itertools.count()
         self._names: dict[str, itertools.count[int]] = {}
+        self._created = itertools.count(1)
 
     def next_uniqueid(self) -> str:
         # Asterisk: "%li.%d" of time(NULL) and a process-wide counter.
@@ -193,6 +211,10 @@ class ChannelRegistry:
         return uniqueid in self._by_uid
 
     def add(self, channel: Channel) -> None:
+        origin = None
+        if channel.linkedid != channel.uniqueid:
+            origin = self._by_uid.get(channel.linkedid)
+        channel.linked_order = origin.linked_order if origin is not None else next(self._created)
         self._by_name[channel.name.lower()] = channel
         self._by_uid[channel.uniqueid] = channel
 

@@ -29,6 +29,10 @@ class SimConfig:
     endpoints: frozenset[str] | None = None
     dialplan: Dialplan = field(default_factory=Dialplan)
     varset_events: bool = False  # VarSet for each Originate variable (Asterisk sends them)
+    # manager.conf `write` of the user: the privileges it may send actions with (`call`,
+    # `reporting`...; `all` is every one). None: everything, as before. An action none of whose
+    # privileges the user has is answered `Permission denied` (manager.c process_message).
+    write: frozenset[str] | None = None
     timings: Timings = field(default_factory=Timings)  # at speed 1
 
     def __post_init__(self) -> None:
@@ -43,6 +47,10 @@ class SimConfig:
         for name in self.queues:
             if not name or any(ch in name for ch in "\r\n,"):
                 raise ConfigError(f"queue name {name!r} is not usable")
+        if self.write is not None:
+            unknown = {p for p in self.write if p != p.strip().lower() or not p.isalpha()}
+            if unknown:
+                raise ConfigError(f"write privileges must be lower-case words, got {unknown}")
 
     @property
     def scaled_timings(self) -> Timings:

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from dialer.pbxsim import codes
-from dialer.pbxsim.behaviour import DialTarget
+from dialer.pbxsim.behaviour import DialTarget, dial_target, dialer_variable
 from dialer.pbxsim.channels import Bridge, Channel
 from dialer.pbxsim.dialplan import Role
 
@@ -95,6 +95,31 @@ class Party:
             self.dialing.abandon()
         self.finish()
 
+    def shut_down(self) -> None:
+        """Asterisk is shutting down (ast_softhangup_all): the channels hang up where they are,
+        nothing carries on in the dialplan. A leg this party is ringing goes first (Dial() hangs
+        up its outgoing channels when the caller is hung up). Cause 0, as nothing set one; a
+        channel in a bridge is kicked out of it with Normal Clearing (bridge_channel.c
+        channel_set_cause), like an AMI Hangup of a bridged channel."""
+        if self.ended:
+            return
+        self.cancel()
+        leg, self.dialing = self.dialing, None
+        if leg is not None:
+            leg.shut_down()
+        self.atxfer = None
+        self.hanging_up()
+        engine = self.engine
+        for channel in (self.near, self.partner):
+            if channel is None or not channel.alive:
+                continue
+            bridge = channel.bridge
+            if bridge is not None:
+                leave(engine, bridge, channel)
+            cause = codes.CAUSE_NORMAL_CLEARING if bridge is not None else codes.CAUSE_UNKNOWN
+            engine.destroy(channel, cause)
+        self.finish()
+
     def hang_up(self, cause: int = codes.CAUSE_NORMAL_CLEARING) -> None:
         """The near channel is hung up: its dialplan ended (16) or an AMI action ended it."""
         if self.ended:
@@ -104,10 +129,15 @@ class Party:
         if self.atxfer is not None:
             self.atxfer.transferer_gone()
         peer = self.leave_bridge()
+        self.hanging_up()
         self.engine.hangup_from(self.near, self.partner, cause)
         self.finish()
         if peer is not None:
             peer.peer_left()
+
+    def hanging_up(self) -> None:
+        """The near channel is about to hang up: the application it runs sees it first (a
+        queue caller is recorded as abandoned before the channel's Hangup)."""
 
     def remote_hang_up(self) -> None:
         """The far end hung up (the Local callee half, or the PJSIP peer)."""
@@ -129,6 +159,7 @@ class Party:
         if far is not None and not bridged:
             # A channel running dialplan (not parked in a bridge) is soft-hung-up first.
             self.events.soft_hangup_request(near)
+        self.hanging_up()
         engine.destroy(near, codes.CAUSE_NORMAL_CLEARING)
         self.finish()
         if peer is not None:
@@ -154,6 +185,7 @@ class Party:
         self.engine.destroy(channel, cause)
         peer = self.leave_bridge()
         self.events.soft_hangup_request(self.near)
+        self.hanging_up()
         self.engine.destroy(self.near, cause)
         self.finish()
         if peer is not None:
@@ -238,18 +270,30 @@ def leave(engine: Engine, bridge: Bridge, channel: Channel) -> list[Channel]:
 def enter(engine: Engine, bridge: Bridge, channel: Channel) -> None:
     bridge.members.append(channel)
     channel.bridge = bridge
+    bridge.share_linkedid()
     engine.events.bridge_enter(bridge, channel)
 
 
 def transfer_target(party: Party, context: str, exten: str) -> DialTarget:
     """Where a channel sent to a transfer context ends up: the same trunk for PJSIP calls, the
-    first callee context for Local ones (transfer-sim dials Local/<exten>@pstn-sim)."""
+    first callee context for Local ones (transfer-sim dials Local/<exten>@pstn-sim).
+
+    The reference dialplan's dialer-transfer dials the channel's DIALER_TRANSFER_DIAL when set,
+    else `PJSIP/${TRANSFER_PREFIX}${EXTEN}@${TRUNK}` (the call's endpoint when TRUNK is unset).
+    """
     near = party.near
-    if near.tech == "PJSIP":
-        endpoint = near.name.split("/", 1)[1].rsplit("-", 1)[0]
-        return DialTarget("PJSIP", f"{exten}@{endpoint}", exten, endpoint=endpoint)
     dialplan = party.engine.dialplan
     found = dialplan.context(context)
+    if found is not None and found.dial_variable:
+        dial = near.variables.get(found.dial_variable, "")
+        if dial:
+            return dial_target(dial)
+    if near.tech == "PJSIP":
+        endpoint = near.name.split("/", 1)[1].rsplit("-", 1)[0]
+        if found is not None and found.dial_variable:
+            endpoint = dialer_variable(near.variables, "TRUNK") or endpoint
+            exten = dialer_variable(near.variables, "TRANSFER_PREFIX") + exten
+        return DialTarget("PJSIP", f"{exten}@{endpoint}", exten, endpoint=endpoint)
     callee_context = context
     if found is None or found.role is not Role.CALLEE:
         callee_context = next(
