@@ -71,13 +71,15 @@ from psycopg import sql  # noqa: E402
 from sqlalchemy import Engine, insert, text  # noqa: E402
 from sqlalchemy.engine import make_url  # noqa: E402
 
-from dialer import calling_window, dnc, migrate  # noqa: E402
-from dialer.calling_window import CallingWindow  # noqa: E402
+from dialer import migrate  # noqa: E402
+from dialer.campaigns import calling_window  # noqa: E402
+from dialer.campaigns.calling_window import CallingWindow  # noqa: E402
+from dialer.contacts import dnc  # noqa: E402
 from dialer.db import make_engine, make_sessionmaker, transaction  # noqa: E402
+from dialer.dialing.pacing import max_in_window  # noqa: E402
 from dialer.models import Campaign, Contact, Trunk  # noqa: E402
-from dialer.pacing import max_in_window  # noqa: E402
+from dialer.outcomes.retry import DEFAULT_DELAYS  # noqa: E402
 from dialer.pbxsim.record import read_records  # noqa: E402
-from dialer.retry import DEFAULT_DELAYS  # noqa: E402
 
 SERVER_URL = os.environ.get(
     "DIALER_BENCH_SERVER_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
@@ -135,8 +137,8 @@ def main() -> None:
 
 
 def chaos_app() -> Any:
-    from dialer.celery_app import WorkerOptions, make_celery_app
-    from dialer.dispatch import TickOptions
+    from dialer.dialing.celery_app import WorkerOptions, make_celery_app
+    from dialer.dialing.dispatch import TickOptions
     from dialer.settings import Settings
 
     options = WorkerOptions(

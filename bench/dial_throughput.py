@@ -44,8 +44,8 @@ from sqlalchemy.engine import make_url
 
 from dialer import migrate
 from dialer.db import make_engine
+from dialer.dialing.pacing import max_in_window
 from dialer.models import Campaign, Contact, Trunk
-from dialer.pacing import max_in_window
 
 SERVER_URL = os.environ.get(
     "DIALER_BENCH_SERVER_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
@@ -78,7 +78,7 @@ def main() -> None:
 
 
 def run_worker(argv: list[str]) -> None:
-    from dialer.celery_app import WorkerOptions, make_celery_app
+    from dialer.dialing.celery_app import WorkerOptions, make_celery_app
     from dialer.settings import Settings
 
     options = WorkerOptions(broker_key_prefix=os.environ["DIALER_BENCH_BROKER_PREFIX"])

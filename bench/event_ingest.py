@@ -43,14 +43,14 @@ from sqlalchemy import Engine, insert, text
 from sqlalchemy.engine import make_url
 
 from dialer import migrate
-from dialer.ami import AmiClient
+from dialer.ami.client import AmiClient
+from dialer.ami.events import EVENT_FILTERS, Correlator, extract, parse_frame
 from dialer.db import make_engine
-from dialer.events import EVENT_FILTERS, Correlator, extract, parse_frame
-from dialer.listener import Listener, ListenerOptions, tune_collector
+from dialer.dialing.payload import CallSettings, TrunkRoute, build_originate_payload
 from dialer.models import Campaign, Trunk
-from dialer.payload import CallSettings, TrunkRoute, build_originate_payload
+from dialer.outcomes.listener import Listener, ListenerOptions, tune_collector
+from dialer.outcomes.reconcile import ReconcileOptions
 from dialer.pbxsim import start_in_thread
-from dialer.reconcile import ReconcileOptions
 from dialer.settings import AmiServer
 
 SERVER_URL = os.environ.get(

@@ -7,7 +7,7 @@ assigned area codes in assorted formats (E.164, (212) 555-0123, 212.555.0123, 1-
 digits), 5% foreign mobile numbers, 5% NANP numbers with random (mostly unassigned) area codes,
 5% missing or non-numeric phones, 5% repeats of earlier rows, all with non-ASCII names. It creates its own throwaway database (migrated with dialer.migrate) on the
 server named by DIALER_BENCH_SERVER_URL (default: the local Postgres), puts a few thousand of
-the numbers on the do-not-call list, imports the file through `dialer.importer`, prints the
+the numbers on the do-not-call list, imports the file through `dialer.contacts.importer`, prints the
 figures, and drops the database.
 
 Peak RSS: `resource.getrusage` maxrss of this process (RUSAGE_SELF) and of the largest worker
@@ -37,7 +37,10 @@ from psycopg import sql
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
-from dialer import campaigns, importer, migrate, trunks
+from dialer import migrate
+from dialer.campaigns import service as campaigns
+from dialer.campaigns import trunks
+from dialer.contacts import importer
 from dialer.db import make_engine, make_sessionmaker, transaction
 
 SERVER_URL = os.environ.get(

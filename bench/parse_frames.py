@@ -20,7 +20,7 @@ sys.path.insert(0, str(ROOT))
 
 from panoramisk.message import Message  # noqa: E402
 
-from dialer.ami import parse_frame  # noqa: E402
+from dialer.ami.client import parse_frame  # noqa: E402
 from tests.support_listener import received_events  # noqa: E402
 
 TRANSCRIPTS = sorted((ROOT / "tests" / "data" / "ami-transcripts").glob("*.txt"))
@@ -60,7 +60,7 @@ def main() -> None:
     print(f"{len(frames)} frames from {len(TRANSCRIPTS)} transcripts, {size:.0f} bytes on average")
     ours = rate(parse_frame, frames, args.seconds)
     theirs = rate(lambda raw: Message.from_line(raw.decode().strip("\r\n")), frames, args.seconds)
-    print(f"dialer.ami.parse_frame:           {ours:,.0f} frames/s")
+    print(f"dialer.ami.client.parse_frame:           {ours:,.0f} frames/s")
     print(f"panoramisk Message.from_line:     {theirs:,.0f} frames/s (headers only, no folding)")
 
 

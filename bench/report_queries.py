@@ -2,7 +2,7 @@
 
 Creates its own throwaway database, migrates it to head, fills it with `generate_series`
 (trunks, campaigns, contacts, attempts with realistic Originate payloads, and events), runs
-VACUUM ANALYZE, times each report query through `dialer.reports`, prints the figures and drops
+VACUUM ANALYZE, times each report query through `dialer.reports.queries`, prints the figures and drops
 the database. Campaign sizes are skewed: the first campaign holds 40% of everything, the other
 nine share the rest, and their attempts are interleaved in time as concurrent campaigns are.
 
@@ -28,8 +28,9 @@ from psycopg import sql
 from sqlalchemy import Connection
 from sqlalchemy.engine import make_url
 
-from dialer import migrate, reports
+from dialer import migrate
 from dialer.db import make_engine
+from dialer.reports import queries as reports
 
 SERVER_URL = os.environ.get(
     "DIALER_BENCH_SERVER_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"

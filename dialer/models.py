@@ -51,7 +51,7 @@ CONTACT_STATUSES = ("pending", "dialing", "completed", "exhausted", "dnc", "canc
 ATTEMPT_STATUSES = ("queued", "originating", "up", "ended", "not_sent")
 OPEN_ATTEMPT_STATUSES = ("queued", "originating", "up")
 IMPORT_STATUSES = ("running", "completed", "failed")
-# Who ended a call (dialer.outcomes.EndedBy), and who moved it to a transfer.
+# Who ended a call (dialer.outcomes.rules.EndedBy), and who moved it to a transfer.
 ENDED_BY = ("callee", "ivr", "operator", "pbx", "network", "dialer")
 TRANSFER_SOURCES = ("ivr", "operator")
 DTMF_KEY_PATTERN = "^[0-9*#]$"
@@ -96,7 +96,7 @@ class Trunk(TimestampMixin, Base):
     channel_template: Mapped[str] = mapped_column(server_default="PJSIP/{number}@{trunk}")
     cps: Mapped[float] = mapped_column(Float)
     max_channels: Mapped[int] = mapped_column(Integer)
-    # Pacing: the next instant a call may start on this trunk (see dialer.pacing).
+    # Pacing: the next instant a call may start on this trunk (see dialer.dialing.pacing).
     next_slot_at: Mapped[dt.datetime] = mapped_column(server_default=func.now())
     enabled: Mapped[bool] = mapped_column(server_default=text("true"))
 
@@ -146,7 +146,7 @@ class Campaign(TimestampMixin, Base):
     opt_out_key: Mapped[str | None]
     record_calls: Mapped[bool] = mapped_column(server_default=text("false"))
     max_attempts: Mapped[int] = mapped_column(Integer, server_default="3")
-    # {outcome: seconds before the next attempt}; outcomes absent here use dialer.retry defaults.
+    # {outcome: seconds before the next attempt}; outcomes absent here use dialer.outcomes.retry defaults.
     retry_delays: Mapped[dict[str, Any]] = mapped_column(server_default=text("'{}'::jsonb"))
     # Callee-local calling hours and ISO weekdays (1 = Monday).
     calling_hours_start: Mapped[dt.time] = mapped_column(Time, server_default="09:00")

@@ -33,7 +33,7 @@ from celery.signals import after_setup_logger, task_postrun
 from sqlalchemy import insert, text
 from sqlalchemy.orm import Session, sessionmaker
 
-from dialer.celery_app import (
+from dialer.dialing.celery_app import (
     DISPATCH_QUEUE,
     ORIGINATE_QUEUE,
     ORIGINATE_TASK,
@@ -42,7 +42,7 @@ from dialer.celery_app import (
     libpq_url,
     make_celery_app,
 )
-from dialer.dispatch import TickOptions
+from dialer.dialing.dispatch import TickOptions
 from dialer.models import Campaign, Contact, Trunk
 from dialer.settings import Settings
 
@@ -237,7 +237,7 @@ def in_process_worker(
     app: DialerCelery, *, concurrency: int = 4, beat: bool = False
 ) -> Iterator[Any]:
     """A real Celery worker in this process (thread pool), optionally with the beat schedule."""
-    import dialer.tasks  # noqa: F401  (registers the tasks on every app)
+    import dialer.dialing.tasks  # noqa: F401  (registers the tasks on every app)
 
     app.loader.import_default_modules()
     beat_service = None

@@ -15,7 +15,7 @@ from typing import Any
 
 from sqlalchemy import Engine, func, insert, select, text
 
-from dialer.events import parse_frame
+from dialer.ami.events import parse_frame
 from dialer.models import Campaign, Trunk
 
 TRANSCRIPTS = Path(__file__).resolve().parent / "data" / "ami-transcripts"

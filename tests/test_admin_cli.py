@@ -12,7 +12,7 @@ from click.testing import CliRunner, Result
 from sqlalchemy import select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from dialer import campaigns
+from dialer.campaigns import service as campaigns
 from dialer.cli import cli
 from dialer.db import transaction
 from dialer.models import CAMPAIGN_STATUSES, Campaign, Contact, DncNumber, Trunk

@@ -19,7 +19,8 @@ from typing import Any
 
 import pytest
 
-from dialer.ami import (
+from dialer.ami.blocking import SyncAmiClient
+from dialer.ami.client import (
     CONNECTED_EVENT,
     DISCONNECTED_EVENT,
     ActionFateUnknown,
@@ -32,9 +33,8 @@ from dialer.ami import (
     backoff_delay,
     parse_frame,
 )
-from dialer.amisync import SyncAmiClient
-from dialer.amiwire import UnsafeHeaderValue
-from dialer.payload import CallSettings, TrunkRoute, build_originate_payload
+from dialer.ami.wire import UnsafeHeaderValue
+from dialer.dialing.payload import CallSettings, TrunkRoute, build_originate_payload
 from dialer.settings import AmiServer
 
 SECRET = "peer-secret"
@@ -854,7 +854,7 @@ def test_originate_result_and_call_events_reach_the_event_stream(pbx_sim: Any) -
         await dialer.connect()
         events = listener.events()
         seen = [await next_event(listener, events)]
-        await dialer.originate(payload)
+        await dialer.dialing.originate(payload)
         for _ in range(1000):
             if seen[-1].get("Event") == "OriginateResponse":
                 break

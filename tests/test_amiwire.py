@@ -8,8 +8,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dialer.amiwire import (
+from dialer.ami.wire import (
     MAX_LINE_BYTES,
+    VARIABLE_ORDER,
     UnsafeHeaderValue,
     describe,
     encode_action,
@@ -18,7 +19,7 @@ from dialer.amiwire import (
     originate_headers,
     unescape_variable_value,
 )
-from dialer.payload import VARIABLE_ORDER, CallSettings, TrunkRoute, build_originate_payload
+from dialer.dialing.payload import CallSettings, TrunkRoute, build_originate_payload
 
 
 def _payload(template: str = "PJSIP/{number}@{trunk}", **settings: object) -> dict:

@@ -14,8 +14,8 @@ import pytest
 import redis
 from kombu import Connection, Exchange, Queue
 
-from dialer import broker
-from dialer.celery_app import (
+from dialer.dialing import broker
+from dialer.dialing.celery_app import (
     ORIGINATE_QUEUE,
     ORIGINATE_TASK,
     DialerCelery,

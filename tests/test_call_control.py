@@ -15,11 +15,11 @@ import pytest
 from click.testing import CliRunner, Result
 from sqlalchemy import Engine
 
-from dialer import callcontrol as cc
-from dialer.amiwire import originate_frame
+from dialer.ami.wire import originate_frame
 from dialer.cli import cli
-from dialer.listener import Listener
-from dialer.payload import CallSettings, TrunkRoute, build_originate_payload
+from dialer.control import plan as cc
+from dialer.dialing.payload import CallSettings, TrunkRoute, build_originate_payload
+from dialer.outcomes.listener import Listener
 from dialer.settings import get_settings
 from tests.support_listener import Attempt, add_attempts, add_campaign, fetch, wait_for
 from tests.support_pbx import Frame, PbxSim, RawAmi, make_sim

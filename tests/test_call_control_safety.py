@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, text
 
-from dialer import callcontrol as cc
-from dialer.listener import Listener
-from dialer.payload import TrunkRoute
+from dialer.control import plan as cc
+from dialer.dialing.payload import TrunkRoute
+from dialer.outcomes.listener import Listener
 from dialer.pbxsim import actions as sim_actions
 from tests import test_call_control as base
 from tests.support_listener import add_attempts, add_campaign, wait_for

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from dialer.calling_window import (
+from dialer.campaigns.calling_window import (
     GUARD_END,
     GUARD_START,
     HORIZON,

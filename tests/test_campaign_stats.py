@@ -313,7 +313,7 @@ def test_changed_send_time_moves_first_and_last_send(db: Engine) -> None:
 def test_batch_close_counts_its_own_closes_and_later_writes_are_tracked(db: Engine) -> None:
     """The listener's close counts the calls it ends in the same statement (the row trigger
     skips it); a late fact written afterwards in the same transaction is tracked again."""
-    from dialer.attemptfacts import CloseReason, CloseRequest, close_attempts
+    from dialer.outcomes.facts import CloseReason, CloseRequest, close_attempts
 
     now = dt.datetime.now(dt.UTC)
     with db.begin() as conn:

@@ -15,7 +15,9 @@ import psycopg
 import pytest
 from sqlalchemy.engine import make_url
 
-from dialer.demo import (
+from dialer.campaigns.validation import retry_rules
+from dialer.demo.contacts import BEHAVIOURS, DNC_SUFFIX, demo_contacts, pick_region
+from dialer.demo.run import (
     DEMO_MARKER,
     DemoError,
     Progress,
@@ -23,9 +25,7 @@ from dialer.demo import (
     recreate_database,
     render_progress,
 )
-from dialer.demo_contacts import BEHAVIOURS, DNC_SUFFIX, demo_contacts, pick_region
-from dialer.outcomes import RETRYABLE
-from dialer.validation import retry_rules
+from dialer.outcomes.rules import RETRYABLE
 from tests.conftest import SERVER_URL, create_database, drop_database, new_database_name
 
 

@@ -28,12 +28,12 @@ import redis
 from celery.signals import task_postrun
 from sqlalchemy import text
 
-from dialer import amiwire
-from dialer.amisync import SyncAmiClient
-from dialer.celery_app import DISPATCH_TASK, ORIGINATE_TASK, enqueue_originates
-from dialer.dispatch import DISPATCH_LOCK_KEY, TickOptions, run_tick
-from dialer.originate import Result, originate_attempt
-from dialer.pacing import max_in_window
+from dialer.ami import wire as amiwire
+from dialer.ami.blocking import SyncAmiClient
+from dialer.dialing.celery_app import DISPATCH_TASK, ORIGINATE_TASK, enqueue_originates
+from dialer.dialing.dispatch import DISPATCH_LOCK_KEY, TickOptions, run_tick
+from dialer.dialing.originate import Result, originate_attempt
+from dialer.dialing.pacing import max_in_window
 from dialer.settings import AmiServer, Settings
 from tests.support_celery import (
     REPO,
@@ -120,8 +120,8 @@ def test_a_campaign_is_dialled_once_per_contact_in_the_seed_shape(
 
 @contextlib.contextmanager
 def running_listener(engine, server: AmiServer):
-    """The event listener (dialer.listener) in a thread of its own, as `dialer listen` runs it."""
-    from dialer.listener import Listener
+    """The event listener (dialer.outcomes.listener) in a thread of its own, as `dialer listen` runs it."""
+    from dialer.outcomes.listener import Listener
 
     started = threading.Event()
     state: dict[str, Any] = {}

@@ -15,8 +15,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import Engine, text
 
-from dialer.calling_window import HORIZON, CallingWindow, is_open, next_open, zones_for
-from dialer.dispatch import (
+from dialer.campaigns.calling_window import HORIZON, CallingWindow, is_open, next_open, zones_for
+from dialer.dialing.dispatch import (
     INVALID_NUMBER_OUTCOME,
     NO_WINDOW_OUTCOME,
     TickOptions,
@@ -24,7 +24,7 @@ from dialer.dispatch import (
     plan_tick,
     run_tick,
 )
-from dialer.payload import CallSettings, TrunkRoute, build_originate_payload
+from dialer.dialing.payload import CallSettings, TrunkRoute, build_originate_payload
 from tests.support_celery import (
     add_campaign,
     add_contacts,

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from dialer.events import (
+from dialer.ami.events import (
     USED_EVENTS,
     CallFacts,
     Correlator,
@@ -17,7 +17,7 @@ from dialer.events import (
     iter_frames,
     parse_frame,
 )
-from dialer.outcomes import Outcome, decide
+from dialer.outcomes.rules import Outcome, decide
 from tests.support_listener import originate_call_ids, received_events
 
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)

@@ -1,6 +1,6 @@
 """Fuzzing the AMI parsers: arbitrary bytes in, only the documented outcomes out.
 
-- `dialer.ami.parse_frame` (what the adapter yields) and `dialer.events.parse_frame` (replays):
+- `dialer.ami.client.parse_frame` (what the adapter yields) and `dialer.ami.events.parse_frame` (replays):
   None or a dict of str, where only `*ChanVariable` headers are dicts of str; nothing Postgres
   cannot store (a NUL); never an exception, whatever the bytes (split UTF-8, missing colons,
   huge values, duplicate headers).
@@ -8,7 +8,7 @@
   `event_time`, `encode`): never raises, and every fact has its column's type and range.
 - The stream: `AmiClient` over a real loopback socket yields the same events whatever the TCP
   chunking; the simulator's `LineReader` gives the same messages whatever the chunking, and
-  reads back exactly the frame `dialer.amiwire.encode_action` built (no injected header or
+  reads back exactly the frame `dialer.ami.wire.encode_action` built (no injected header or
   action).
 
 DIALER_FUZZ_EXAMPLES=5000 runs a longer hunt.
@@ -29,10 +29,9 @@ from hypothesis import strategies as st
 from panoramisk.message import Message
 from sqlalchemy import Engine
 
-from dialer import amiwire
-from dialer.ami import CONNECTED_EVENT, DISCONNECTED_EVENT, AmiClient, parse_frame
-from dialer.callstore import CallStore
-from dialer.events import (
+from dialer.ami import wire as amiwire
+from dialer.ami.client import CONNECTED_EVENT, DISCONNECTED_EVENT, AmiClient, parse_frame
+from dialer.ami.events import (
     DIALER_USER_EVENTS,
     FACT_NAMES,
     USED_EVENTS,
@@ -45,8 +44,9 @@ from dialer.events import (
     fingerprint,
     iter_frames,
 )
-from dialer.events import parse_frame as parse_text_frame
-from dialer.listener import observe
+from dialer.ami.events import parse_frame as parse_text_frame
+from dialer.outcomes.callstore import CallStore
+from dialer.outcomes.listener import observe
 from dialer.pbxsim.wire import (
     INPUT_BUFFER,
     LINE_TOO_LONG,

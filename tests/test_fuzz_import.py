@@ -13,7 +13,7 @@ Two generators, one database per test function and a fresh campaign per example:
   match what is in the database; each reject has a line of the file and a reason; each contact
   is the valid E.164 form of its raw number.
 
-How the importer counts (dialer.importer, dialer.contactrows): the first non-blank line is
+How the importer counts (dialer.contacts.importer, dialer.contacts.rows): the first non-blank line is
 the header; every later record is a data row, except blank ones (only whitespace, or only
 empty fields), which are `blank_lines` and not in `rows_total`. A data row is rejected (bad
 UTF-8, a quote never closed, a CSV error, a field count other than the header's, a NUL, an
@@ -39,9 +39,11 @@ from hypothesis import strategies as st
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from dialer import campaigns, importer, trunks
-from dialer.contactrows import HeaderError
-from dialer.csvsource import MAX_RECORD_BYTES, MAX_RECORD_LINES
+from dialer.campaigns import service as campaigns
+from dialer.campaigns import trunks
+from dialer.contacts import importer
+from dialer.contacts.csvsource import MAX_RECORD_BYTES, MAX_RECORD_LINES
+from dialer.contacts.rows import HeaderError
 from dialer.db import transaction
 from dialer.models import Contact, ContactImport, DncNumber, ImportReject
 from dialer.phone import InvalidNumber, normalize

@@ -16,9 +16,11 @@ from phonenumbers import COUNTRY_CODE_TO_REGION_CODE, PhoneNumberFormat, PhoneNu
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
-from dialer import campaigns, importer, trunks
-from dialer.bulkphone import BulkNormalizer
-from dialer.csvsource import MAX_RECORD_LINES, detect_delimiter, split_records
+from dialer.campaigns import service as campaigns
+from dialer.campaigns import trunks
+from dialer.contacts import importer
+from dialer.contacts.bulkphone import BulkNormalizer
+from dialer.contacts.csvsource import MAX_RECORD_LINES, detect_delimiter, split_records
 from dialer.db import transaction
 from dialer.models import Contact, ContactImport, DncNumber, ImportReject
 from dialer.phone import InvalidNumber, normalize

@@ -16,13 +16,13 @@ import pytest
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import OperationalError
 
-from dialer.ami import AmiClient
-from dialer.attemptfacts import CloseReason
-from dialer.callstore import CallStore
-from dialer.events import Correlator, Event
-from dialer.listener import Listener, ListenerOptions, observe
-from dialer.payload import CallSettings, TrunkRoute, build_originate_payload
-from dialer.reconcile import ReconcileOptions, close_gone, present_call_ids
+from dialer.ami.client import AmiClient
+from dialer.ami.events import Correlator, Event
+from dialer.dialing.payload import CallSettings, TrunkRoute, build_originate_payload
+from dialer.outcomes.callstore import CallStore
+from dialer.outcomes.facts import CloseReason
+from dialer.outcomes.listener import Listener, ListenerOptions, observe
+from dialer.outcomes.reconcile import ReconcileOptions, close_gone, present_call_ids
 from tests.support_listener import Attempt, add_attempts, add_campaign, fetch
 
 # -- events as the simulator and Asterisk shape them (PJSIP, ChannelId = custom_call_id) ----------
@@ -545,7 +545,7 @@ def test_read_status_is_a_fact_the_close_finds_without_reading_events(
     """The prompt's read status arrives in one batch and the hangup in a later one: the close
     must still see it (TIMEOUT -> human_no_press, not abandoned), from the attempt's own row;
     closing never reads call_events (migration 0005)."""
-    from dialer.attemptfacts import _READ_FOR_CLOSE
+    from dialer.outcomes.facts import _READ_FOR_CLOSE
 
     attempts = add_attempts(engine, campaign, ["+15550000401", "+15550000402"])
     store = CallStore(engine)

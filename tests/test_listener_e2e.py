@@ -17,10 +17,10 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, text
 
-from dialer.ami import AmiClient
-from dialer.listener import Listener, ListenerOptions
-from dialer.payload import CallSettings, TrunkRoute, build_originate_payload
-from dialer.reconcile import ReconcileOptions
+from dialer.ami.client import AmiClient
+from dialer.dialing.payload import CallSettings, TrunkRoute, build_originate_payload
+from dialer.outcomes.listener import Listener, ListenerOptions
+from dialer.outcomes.reconcile import ReconcileOptions
 from tests.support_listener import Attempt, add_attempts, add_campaign, fetch, wait_for
 
 TRANSFER_TARGET = "+15551234567"  # a simulated human: answers the transfer

@@ -17,15 +17,15 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlalchemy import text
 
-from dialer import dnc
-from dialer import originate as originate_module
-from dialer.amisync import SyncAmiClient
-from dialer.callstore import CallStore
+from dialer.ami.blocking import SyncAmiClient
+from dialer.contacts import dnc
 from dialer.db import transaction
-from dialer.dispatch import run_tick
-from dialer.listener import observe
-from dialer.originate import SLOT_TOLERANCE_S, Result, originate_attempt
-from dialer.pacing import take_slot
+from dialer.dialing import originate as originate_module
+from dialer.dialing.dispatch import run_tick
+from dialer.dialing.originate import SLOT_TOLERANCE_S, Result, originate_attempt
+from dialer.dialing.pacing import take_slot
+from dialer.outcomes.callstore import CallStore
+from dialer.outcomes.listener import observe
 from tests.support_celery import (
     add_campaign,
     add_contacts,

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from dialer.events import CallFacts
-from dialer.outcomes import (
+from dialer.ami.events import CallFacts
+from dialer.outcomes.rules import (
     RETRYABLE,
     Decision,
     EndedBy,
@@ -193,7 +193,7 @@ def test_retryable(outcome: Outcome, retryable: bool) -> None:
 
 
 def test_taxonomy_matches_the_report_views() -> None:
-    from dialer import reports
+    from dialer.reports import queries as reports
 
     assert tuple(o.value for o in Outcome) == reports.OUTCOMES
     assert RETRYABLE.issubset(set(Outcome))

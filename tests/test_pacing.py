@@ -8,7 +8,7 @@ import time
 import pytest
 from sqlalchemy import Engine, text
 
-from dialer.pacing import (
+from dialer.dialing.pacing import (
     PAD,
     TrunkUsage,
     UnknownTrunk,

@@ -9,18 +9,17 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from dialer import amiwire
+from dialer.ami import wire as amiwire
+from dialer.ami.wire import VARIABLE_ORDER, is_local_channel
 from dialer.cli import cli
-from dialer.payload import (
+from dialer.dialing.payload import (
     PAYLOAD_KEYS,
-    VARIABLE_ORDER,
     CallSettings,
     OriginateTemplate,
     PayloadError,
     TrunkRoute,
     build_originate_payload,
     custom_call_id,
-    is_local_channel,
 )
 
 SPEC = (Path(__file__).parent / "data" / "originate_payload_spec.md").read_text()

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import pytest
 
-from dialer.amisync import SyncAmiClient
-from dialer.dispatch import run_tick
-from dialer.originate import Result, originate_attempt
+from dialer.ami.blocking import SyncAmiClient
+from dialer.dialing.dispatch import run_tick
+from dialer.dialing.originate import Result, originate_attempt
 from dialer.settings import Settings
 from tests.support_celery import (
     add_campaign,

@@ -13,9 +13,10 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import Connection, Engine, text
 
-from dialer import migrate, reports
+from dialer import migrate
 from dialer.cli import cli
 from dialer.db import make_engine
+from dialer.reports import queries as reports
 from dialer.settings import get_settings
 
 T0 = dt.datetime(2026, 3, 2, 10, 0, tzinfo=dt.UTC)

@@ -7,13 +7,13 @@ from typing import Any
 
 import pytest
 
-from dialer.outcomes import RETRYABLE, Outcome
-from dialer.retry import (
+from dialer.outcomes.retry import (
     DEFAULT_DELAYS,
     ContactStatus,
     RetryPolicy,
     next_step,
 )
+from dialer.outcomes.rules import RETRYABLE, Outcome
 
 NOW = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.UTC)
 

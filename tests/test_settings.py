@@ -41,7 +41,7 @@ def test_bad_settings_name_the_variable(env: dict[str, str], field: str) -> None
 
 
 def test_broker_prefix_reaches_the_celery_transport() -> None:
-    from dialer.celery_app import WorkerOptions, celery_config
+    from dialer.dialing.celery_app import WorkerOptions, celery_config
 
     settings = Settings.from_env({"DIALER_BROKER_PREFIX": "site-a:"})
     assert settings.broker_prefix == "site-a:"
@@ -71,7 +71,7 @@ def test_redact_url_hides_password() -> None:
     ("level", "quiet"), [("INFO", True), (logging.WARNING, True), ("DEBUG", False)]
 )
 def test_per_task_log_lines_are_silenced_unless_debugging(level: int | str, quiet: bool) -> None:
-    from dialer.celery_app import _quiet_per_task_logs
+    from dialer.dialing.celery_app import _quiet_per_task_logs
 
     names = ("celery.worker.strategy", "celery.app.trace")
     before = {n: logging.getLogger(n).level for n in names}

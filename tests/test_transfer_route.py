@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine
 
-from dialer.ami import AmiClient
-from dialer.listener import Listener
-from dialer.payload import CallSettings, TrunkRoute, build_originate_payload
+from dialer.ami.client import AmiClient
+from dialer.dialing.payload import CallSettings, TrunkRoute, build_originate_payload
+from dialer.outcomes.listener import Listener
 from tests.support_listener import Attempt, add_attempts, add_campaign
 from tests.support_pbx import Frame, PbxSim, RawAmi
 from tests.test_listener_e2e import (

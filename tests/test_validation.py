@@ -7,15 +7,15 @@ import itertools
 
 import pytest
 
-from dialer import validation
-from dialer.campaigns import (
+from dialer.campaigns import validation
+from dialer.campaigns.service import (
     TRANSITIONS,
     CampaignChanges,
     IllegalTransition,
     next_status,
 )
+from dialer.campaigns.validation import SettingError
 from dialer.models import CAMPAIGN_STATUSES
-from dialer.validation import SettingError
 
 ACCEPTED = [
     (validation.phone_number, ("+1 212 555 0101", "caller_id", "US"), "+12125550101"),

@@ -12,9 +12,10 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import Engine, text
 
-from dialer import reports, watch
 from dialer.cli import campaign as campaign_cli
 from dialer.cli import cli
+from dialer.reports import queries as reports
+from dialer.reports import watch
 from dialer.settings import get_settings
 
 # Times are seconds before the database's now(); None: not reached.

@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine
 
-from dialer.attemptfacts import clear_operator_hangup, mark_operator_hangup
-from dialer.callstore import CallStore
-from dialer.livecontrol import record_control
+from dialer.control.live import record_control
+from dialer.outcomes.callstore import CallStore
+from dialer.outcomes.facts import clear_operator_hangup, mark_operator_hangup
 from tests.support_listener import Attempt, add_attempts, add_campaign, fetch
 from tests.test_listener import answered, hangup, observations, user_event
 
@@ -206,7 +206,7 @@ def test_an_operator_transfer_is_no_key_press_and_ends_with_the_call(
 def test_readme_lists_every_outcome_with_who_ended_it() -> None:
     from pathlib import Path
 
-    from dialer.outcomes import EndedBy, Outcome
+    from dialer.outcomes.rules import EndedBy, Outcome
 
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
     section = readme.split("## Outcomes", 1)[1].split("\n## ", 1)[0]

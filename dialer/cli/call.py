@@ -1,5 +1,5 @@
 """`dialer call ...` (transfer, hang up, record, read variables of a live call) and
-`dialer channels`: thin wrappers over `dialer.livecontrol`."""
+`dialer channels`: thin wrappers over `dialer.control.live`."""
 
 from __future__ import annotations
 
@@ -12,11 +12,11 @@ from typing import Any
 import click
 from sqlalchemy import Engine
 
-from dialer import callcontrol as cc
-from dialer import livecontrol as live
-from dialer.ami import AmiError
-from dialer.amiwire import UnsafeHeaderValue
+from dialer.ami.client import AmiError
+from dialer.ami.wire import UnsafeHeaderValue
 from dialer.cli.common import echo_table, json_option
+from dialer.control import live
+from dialer.control import plan as cc
 from dialer.db import make_engine
 from dialer.settings import DEFAULT_PBX, AmiServer, SettingsError, get_settings
 
@@ -32,7 +32,7 @@ pbx_option = click.option(
 def quiet_adapter() -> None:
     # The adapter's connect/login lines are for long-running processes, not for one command.
     if get_settings().log_level != "DEBUG":
-        logging.getLogger("dialer.ami").setLevel(logging.WARNING)
+        logging.getLogger("dialer.ami.client").setLevel(logging.WARNING)
 
 
 @click.group()

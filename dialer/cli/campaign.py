@@ -9,11 +9,13 @@ from typing import Any
 import click
 from sqlalchemy.exc import OperationalError
 
-from dialer import campaigns, reports, validation
+from dialer.campaigns import service as campaigns
+from dialer.campaigns import validation
 from dialer.cli.common import echo_fields, echo_table, emit, json_option, unit_of_work
 from dialer.db import make_engine
+from dialer.reports import queries as reports
+from dialer.reports.watch import follow, redraw, render
 from dialer.settings import get_settings, redact_url
-from dialer.watch import follow, redraw, render
 
 
 @click.group()

@@ -11,12 +11,12 @@ import click
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from dialer.campaigns import IllegalTransition
-from dialer.contactrows import HeaderError
+from dialer.campaigns.service import IllegalTransition
+from dialer.campaigns.validation import AlreadyExists, NotFound, SettingError
+from dialer.contacts.importer import ImportFailed
+from dialer.contacts.rows import HeaderError
 from dialer.db import make_engine, make_sessionmaker, transaction
-from dialer.importer import ImportFailed
 from dialer.settings import get_settings
-from dialer.validation import AlreadyExists, NotFound, SettingError
 
 # Errors an operator can act on: shown as one line, exit status 1, no traceback.
 OPERATOR_ERRORS = (

@@ -8,8 +8,8 @@ from typing import Any
 
 import click
 
-from dialer import importer
 from dialer.cli.common import emit, json_option, operator_errors, session_factory
+from dialer.contacts import importer
 
 
 @click.group()

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from dialer.cli.report import render_summary
-from dialer.demo import (
+from dialer.demo.run import (
     CAMPAIGN,
     DEMO_DATABASE,
     FINAL_CONTACT_STATUSES,

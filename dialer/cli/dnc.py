@@ -7,8 +7,8 @@ from typing import Any
 
 import click
 
-from dialer import dnc as dnc_list
 from dialer.cli.common import echo_table, emit, json_option, unit_of_work
+from dialer.contacts import dnc as dnc_list
 
 campaign_option = click.option(
     "--campaign", help="The campaign's own list (default: the global list)."

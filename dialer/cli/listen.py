@@ -10,11 +10,11 @@ import signal
 
 import click
 
-from dialer.ami import AmiAuthenticationError
+from dialer.ami.client import AmiAuthenticationError
 from dialer.asterisk import FILES, reference_file
 from dialer.db import make_engine
-from dialer.listener import Listener, ListenerOptions, tune_collector
-from dialer.reconcile import ReconcileOptions
+from dialer.outcomes.listener import Listener, ListenerOptions, tune_collector
+from dialer.outcomes.reconcile import ReconcileOptions
 from dialer.settings import SettingsError, get_settings
 
 log = logging.getLogger(__name__)

@@ -7,8 +7,8 @@ import time
 
 import click
 
-from dialer import amiwire
-from dialer.payload import (
+from dialer.ami import wire as amiwire
+from dialer.dialing.payload import (
     DEFAULT_CHANNEL_TEMPLATE,
     DEFAULT_TRUNK,
     CallSettings,

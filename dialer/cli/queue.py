@@ -7,10 +7,10 @@ from typing import Any
 
 import click
 
-from dialer import callcontrol as cc
-from dialer import livecontrol as live
 from dialer.cli.call import control_errors, quiet_adapter
 from dialer.cli.common import echo_table, json_option
+from dialer.control import live
+from dialer.control import plan as cc
 from dialer.settings import DEFAULT_PBX, get_settings
 
 pbx_option = click.option(

@@ -15,8 +15,8 @@ import click
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import OperationalError
 
-from dialer import reports
 from dialer.db import make_engine
+from dialer.reports import queries as reports
 from dialer.settings import get_settings, redact_url
 
 F = TypeVar("F", bound=Callable[..., Any])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from dialer import trunks
+from dialer.campaigns import trunks
 from dialer.cli.common import echo_fields, echo_table, emit, json_option, unit_of_work
 
 

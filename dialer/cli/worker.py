@@ -51,7 +51,7 @@ def worker(concurrency: int, pool: str, beat: bool, hostname: str | None) -> Non
         dialer worker
         dialer worker --no-beat --pool prefork -c 4
     """
-    from dialer.celery_app import make_celery_app
+    from dialer.dialing.celery_app import make_celery_app
 
     settings = get_settings()
     app = make_celery_app(settings)

@@ -16,7 +16,7 @@ Existing rows are carried over from what they recorded:
   `operator_hangup` after an operator's hang-up, `queue_abandoned` after a transfer into a
   queue, and `interrupted` for an answered call cut with hang-up cause 0; contacts that were
   re-scheduled for an operator's hang-up are completed (the operator ended them);
-- `ended_by` from the outcome (as `dialer.outcomes` decides it as of this revision);
+- `ended_by` from the outcome (as `dialer.outcomes.rules` decides it as of this revision);
 - an operator transfer that was answered gets `transfer_ended_at` = the call's end.
 
 `campaign_attempt_stats` gains `ended_by` and `transfer_source` in its key (and is rebuilt),

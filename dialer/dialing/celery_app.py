@@ -1,0 +1,300 @@
+"""The Celery application: Redis broker, at-least-once delivery, the dispatch tick schedule.
+
+Celery delivers a task at least once; exactly-once dialing comes from the database (see
+`dialer.dialing.originate`). The settings here make redelivery prompt and cheap rather than rare:
+`acks_late` (a task is acknowledged only after it ran, so a crash redelivers it),
+`task_reject_on_worker_lost` (a killed pool process puts its task back at once), prefetch 1
+(a worker holds no backlog a crash could strand), and no result backend (Postgres has the
+state). `visibility_timeout` bounds how long a task taken by a vanished worker stays
+invisible in Redis.
+
+`make_celery_app(settings)` builds an app; nothing connects until a worker or a publisher
+uses it. The module-level `app` reads the settings from the environment on first use, for
+`celery -A dialer.celery_app worker` and `celery -A dialer.celery_app beat`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+import weakref
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+from celery import Celery
+from celery.signals import after_setup_logger, worker_process_shutdown, worker_shutdown
+from celery.utils.nodenames import anon_nodename
+from kombu import Queue
+from sqlalchemy import Engine
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+from dialer.ami.blocking import SyncAmiClient
+from dialer.ami.client import AmiError
+from dialer.db import make_engine, make_sessionmaker
+from dialer.dialing import broker
+from dialer.dialing.dispatch import TickOptions
+from dialer.settings import Settings, get_settings
+
+DISPATCH_TASK = "dialer.dispatch_tick"
+ORIGINATE_TASK = "dialer.originate_call"
+DISPATCH_QUEUE = "dialer.dispatch"
+ORIGINATE_QUEUE = "dialer.originate"
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerOptions:
+    tick_interval_s: float = 1.0
+    # Longer than any originate task runs (up to originate.SLOT_TURNS rounds of connection
+    # wait, pacing wait and send timeout), so a live worker's task is never handed to a second
+    # one; a dead worker's task comes back after this.
+    visibility_timeout_s: float = 300.0
+    # How often a running worker looks for such tasks to put back.
+    restore_interval_s: float = 10.0
+    # Namespace for every broker key; overrides the DIALER_BROKER_PREFIX setting.
+    broker_key_prefix: str | None = None
+    send_timeout_s: float = 10.0
+    tick: TickOptions = field(default_factory=TickOptions)
+
+
+def celery_config(settings: Settings, options: WorkerOptions) -> dict[str, Any]:
+    """The Celery configuration for these settings (plain data, no connections)."""
+    transport: dict[str, Any] = {
+        "visibility_timeout": options.visibility_timeout_s,
+        "unacked_restore_interval": options.restore_interval_s,
+        "unacked_restore_throttle": 1,
+    }
+    prefix = options.broker_key_prefix or settings.broker_prefix
+    if prefix:
+        transport["global_keyprefix"] = prefix
+    config: dict[str, Any] = {
+        "broker_url": settings.broker_url,
+        "broker_transport_options": transport,
+        "broker_connection_retry_on_startup": True,
+        "result_backend": None,
+        "task_ignore_result": True,
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        "task_serializer": "json",
+        "accept_content": ["json"],
+        "timezone": "UTC",
+        "enable_utc": True,
+        "task_queues": (Queue(DISPATCH_QUEUE), Queue(ORIGINATE_QUEUE)),
+        "task_default_queue": ORIGINATE_QUEUE,
+        "task_routes": {
+            DISPATCH_TASK: {"queue": DISPATCH_QUEUE},
+            ORIGINATE_TASK: {"queue": ORIGINATE_QUEUE},
+        },
+        "worker_disable_rate_limits": True,
+        "worker_send_task_events": False,
+        "task_send_sent_event": False,
+        # An in-memory schedule: a 1-second tick needs no state file between restarts.
+        "beat_scheduler": "celery.beat:Scheduler",
+        "beat_schedule": {
+            "dispatch-tick": {
+                "task": DISPATCH_TASK,
+                "schedule": options.tick_interval_s,
+                # A tick that waited longer than this is stale; the next one is on its way.
+                "options": {"expires": max(2.0, 2 * options.tick_interval_s)},
+            }
+        },
+    }
+    if settings.broker_url.startswith("redis://"):
+        config["broker_transport"] = broker.TRANSPORT
+    return config
+
+
+class DialerCelery(Celery):
+    """A Celery app that knows the dialer settings it was built from."""
+
+    def __init__(
+        self,
+        settings: Settings | Callable[[], Settings],
+        options: WorkerOptions,
+        main: str = "dialer",
+        **kwargs: Any,
+    ) -> None:
+        self._settings_source = settings
+        self.worker_options = options
+        self._runtime: Runtime | None = None
+        self._runtime_lock = threading.Lock()
+        kwargs.setdefault("include", ["dialer.dialing.tasks"])
+        super().__init__(main, **kwargs)
+        # Evaluated on first use of app.conf: importing this module reads no environment.
+        self.add_defaults(lambda: celery_config(self.dialer_settings, options))
+
+    def __reduce_keys__(self) -> dict[str, Any]:
+        # Rebuilt from these when a pool process is spawned rather than forked.
+        return {
+            **super().__reduce_keys__(),
+            "settings": self._settings_source,
+            "options": self.worker_options,
+        }
+
+    @property
+    def dialer_settings(self) -> Settings:
+        source = self._settings_source
+        return source() if callable(source) else source
+
+    @property
+    def runtime(self) -> Runtime:
+        """This process's database engine and AMI clients (made again after a fork)."""
+        with self._runtime_lock:
+            if self._runtime is None or self._runtime.pid != os.getpid():
+                self._runtime = Runtime(self.dialer_settings, self.worker_options)
+            return self._runtime
+
+
+class Runtime:
+    """Per-process resources of a worker: created lazily, never shared across a fork."""
+
+    def __init__(self, settings: Settings, options: WorkerOptions) -> None:
+        self.pid = os.getpid()
+        self.settings = settings
+        self.options = options
+        self._engine: Engine | None = None
+        self._sessions: sessionmaker[Session] | None = None
+        self._ami: dict[tuple[str, int], SyncAmiClient] = {}  # (pbx, thread)
+        self._lock = threading.Lock()
+        self._local = threading.local()
+        self._connections: list[psycopg.Connection[Any]] = []
+        _RUNTIMES.add(self)
+
+    @property
+    def engine(self) -> Engine:
+        with self._lock:
+            if self._engine is None:
+                self._engine = make_engine(self.settings.database_url, pool_size=4, max_overflow=4)
+            return self._engine
+
+    @property
+    def sessions(self) -> sessionmaker[Session]:
+        engine = self.engine
+        with self._lock:
+            if self._sessions is None:
+                self._sessions = make_sessionmaker(engine)
+            return self._sessions
+
+    def connection(self) -> psycopg.Connection[Any]:
+        """This thread's autocommit psycopg connection for the originate hot path."""
+        conn: psycopg.Connection[Any] | None = getattr(self._local, "conn", None)
+        if conn is None or conn.closed or conn.broken:
+            conn = psycopg.connect(libpq_url(self.settings.database_url), autocommit=True)
+            self._local.conn = conn
+            with self._lock:
+                self._connections.append(conn)
+        return conn
+
+    def ami_for(self, pbx: str) -> SyncAmiClient:
+        """This thread's client for `pbx`, connected and logged in on first use.
+
+        One connection per worker thread: a call's Originate is a blocking write and read, and
+        threads sharing a connection would wait for each other's answers.
+        """
+        key = (pbx, threading.get_ident())
+        client = self._ami.get(key)
+        if client is not None:
+            return client
+        with self._lock:
+            client = self._ami[key] = SyncAmiClient(self.settings.ami_for(pbx))
+        # Connect now rather than inside the first Originate: that one has already taken its
+        # pacing slot, and a login's delay would bunch it with the next process's call.
+        with contextlib.suppress(AmiError):
+            client.action({"Action": "Ping"}, timeout=self.options.send_timeout_s)
+        return client
+
+    def close(self) -> None:
+        with self._lock:
+            clients, self._ami = list(self._ami.values()), {}
+            engine, self._engine, self._sessions = self._engine, None, None
+            connections, self._connections = self._connections, []
+        for client in clients:
+            client.close()
+        for conn in connections:
+            conn.close()
+        if engine is not None:
+            engine.dispose()
+
+
+_RUNTIMES: weakref.WeakSet[Runtime] = weakref.WeakSet()
+
+
+def libpq_url(database_url: str) -> str:
+    """The settings' SQLAlchemy URL (postgresql+psycopg://...) as a plain libpq URL."""
+    return make_url(database_url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+@after_setup_logger.connect
+def _quiet_per_task_logs(loglevel: int | str = logging.INFO, **_: Any) -> None:
+    """No "received"/"succeeded" INFO lines per task unless debugging.
+
+    At hundreds of calls a second they are noise, and every attempt's fate is in Postgres;
+    failures are still logged. Set before the worker builds its task strategies, which read
+    the level once.
+    """
+    level = logging.getLevelName(loglevel) if isinstance(loglevel, str) else loglevel
+    if isinstance(level, int) and level > logging.DEBUG:
+        for name in ("celery.worker.strategy", "celery.app.trace"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+
+
+@worker_process_shutdown.connect
+@worker_shutdown.connect
+def _close_runtimes(**_: Any) -> None:
+    """Log off the AMI and close database connections when a worker process ends."""
+    for runtime in list(_RUNTIMES):
+        if runtime.pid == os.getpid():
+            runtime.close()
+
+
+def make_celery_app(
+    settings: Settings | Callable[[], Settings], options: WorkerOptions | None = None
+) -> DialerCelery:
+    """A Celery app for these settings (or a function returning them, called on first use)."""
+    return DialerCelery(settings, options or WorkerOptions())
+
+
+# Messages written to Redis per round trip when a tick hands out its attempts.
+PUBLISH_BATCH = 500
+
+
+def enqueue_originates(app: Celery, attempt_ids: Sequence[int]) -> None:
+    """Publish one originate task per attempt, over one broker connection, many per round trip.
+
+    A publish is one Redis round trip otherwise, and a tick hands out thousands. On the Redis
+    transport the messages are made by `dialer.dialing.broker.task_messages` and pushed `PUBLISH_BATCH`
+    to an LPUSH; on another broker, by Celery, pipelined. Should the broker fail mid-batch, the
+    attempts are committed already: the tick hands out again those left `queued`
+    (TickOptions.requeue_after_s).
+    """
+    if app.conf.broker_transport == broker.TRANSPORT:
+        messages = broker.task_messages(
+            ORIGINATE_TASK,
+            ORIGINATE_QUEUE,
+            ((attempt_id,) for attempt_id in attempt_ids),
+            origin=anon_nodename(),
+            reply_to=app.thread_oid,
+        )
+        with app.pool.acquire(block=True) as connection:
+            broker.push_task_messages(
+                connection.default_channel, ORIGINATE_QUEUE, messages, batch=PUBLISH_BATCH
+            )
+        return
+    with app.producer_or_acquire() as producer, producer.batch(max_size=PUBLISH_BATCH):
+        for attempt_id in attempt_ids:
+            # argsrepr given: Celery would otherwise build it with saferepr for every message.
+            app.send_task(
+                ORIGINATE_TASK,
+                args=(attempt_id,),
+                producer=producer,
+                argsrepr=f"({attempt_id},)",
+                kwargsrepr="{}",
+            )
+
+
+app = make_celery_app(get_settings)

@@ -1,0 +1,462 @@
+"""The dispatch tick: turn due contacts into committed call attempts, then hand them to workers.
+
+One tick, in one transaction:
+1. take a transaction-level advisory lock; if another tick holds it, do nothing (overlapping
+   ticks never claim the same contacts, and `FOR UPDATE SKIP LOCKED` backs that up);
+2. campaign lifecycle (`campaigns.advance_schedules`): scheduled campaigns whose start has
+   come run; running campaigns past their end are completed, not cancelled: the schedule ran
+   its course, nobody stopped it. Contacts not reached stay pending (nothing is lost; reports
+   show them as not reached);
+3. per trunk, the spare capacity (free channels, and no more than the trunk can start within
+   the lookahead); per campaign on it, claim due contacts and sort them: on a do-not-call list
+   (global or the campaign's) -> status dnc; outside their own calling window -> re-scheduled
+   to when it opens (checked again after `calling_window.HORIZON` when zones too far apart
+   share no opening that soon; cancelled with outcome `no_calling_window` only when it can
+   never open: hours entirely outside the guard, or no time zone); callable -> status
+   dialing, attempts + 1, and a call attempt row `queued` with its custom_call_id and the
+   Originate payload (`dialer.dialing.payload`), so the originate task only claims and sends. A
+   campaign whose settings cannot make a payload is not dialled (and logged);
+4. attempts left `queued` for long (the broker lost their message, or enqueueing failed after
+   the commit) are handed out again; the originate task's conditional UPDATE makes any
+   duplicate message harmless;
+5. running campaigns with nothing left to dial are completed (`campaigns.complete_if_exhausted`).
+
+After the commit, and only then, one originate task per attempt is enqueued.
+
+`contacts.attempts` counts attempts used against `max_attempts`; `call_attempts.attempt_number`
+numbers the rows of one contact, including attempts that were never sent (those do not use up
+an attempt, so the two can differ).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+import json
+import logging
+import math
+import time
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Connection, text
+from sqlalchemy.orm import Session, sessionmaker
+
+from dialer.ami import wire as amiwire
+from dialer.campaigns import calling_window
+from dialer.campaigns import service as campaigns_module
+from dialer.campaigns.calling_window import CallingWindow
+from dialer.dialing.pacing import trunk_usage
+from dialer.dialing.payload import CallSettings, OriginateTemplate, TrunkRoute, custom_call_id
+
+log = logging.getLogger(__name__)
+
+# Arbitrary constant naming the dispatch lock ("dialer" in ASCII).
+DISPATCH_LOCK_KEY = 0x6469616C6572
+NO_WINDOW_OUTCOME = "no_calling_window"
+INVALID_NUMBER_OUTCOME = "invalid_number"
+
+
+@dataclass(frozen=True, slots=True)
+class TickOptions:
+    # Queue no more than this many seconds of calls per trunk ahead of the pacing.
+    lookahead_s: float = 2.0
+    # Upper bound on attempts created by one tick (keeps a tick's transaction short).
+    max_attempts_per_tick: int = 2000
+    # Contacts examined per claim query.
+    claim_batch: int = 500
+    # Claim rounds per campaign, for when many claimed contacts turn out not callable now.
+    max_claim_rounds: int = 20
+    # An attempt still `queued` this long after it was handed to the broker is handed again.
+    requeue_after_s: float = 60.0
+
+
+@dataclass(slots=True)
+class TickReport:
+    skipped: bool = False  # another tick held the lock
+    queued: list[int] = field(default_factory=list)  # new attempt ids
+    requeued: list[int] = field(default_factory=list)  # stale queued attempt ids
+    dnc: int = 0
+    rescheduled: int = 0
+    no_window: int = 0
+    exhausted: int = 0
+    # Campaign names, by what the tick did to them.
+    campaigns_started: list[str] = field(default_factory=list)
+    campaigns_ended: list[str] = field(default_factory=list)
+    campaigns_completed: list[str] = field(default_factory=list)
+    campaigns_refused: list[str] = field(default_factory=list)  # settings unusable
+    invalid_numbers: int = 0
+
+    @property
+    def to_enqueue(self) -> list[int]:
+        return self.queued + self.requeued
+
+
+@dataclass(frozen=True, slots=True)
+class _Campaign:
+    id: int
+    name: str
+    trunk_id: int
+    max_attempts: int
+    window: CallingWindow
+    # None when the campaign's settings cannot make a payload (see `problem`).
+    template: OriginateTemplate | None
+    problem: str | None = None
+
+    @classmethod
+    def from_row(cls, row: Any) -> _Campaign:
+        template, problem = None, None
+        try:
+            template = OriginateTemplate.build(
+                from_number=row.caller_id_number,
+                settings=CallSettings.from_campaign(row),
+                trunk=TrunkRoute(name=row.trunk_name, channel_template=row.channel_template),
+            )
+            # A frame with the campaign's values must be safe to send, whoever the callee is.
+            amiwire.originate_frame(template.payload("0_0", template.caller))
+        except ValueError as exc:  # PayloadError, UnsafeHeaderValue
+            template, problem = None, str(exc)
+        window = CallingWindow(
+            row.calling_hours_start, row.calling_hours_end, frozenset(row.calling_days)
+        )
+        return cls(row.id, row.name, row.trunk_id, row.max_attempts, window, template, problem)
+
+    def payload(self, call_id: str, phone_e164: str) -> dict[str, Any]:
+        assert self.template is not None, "campaigns with a settings problem are not dialled"
+        return self.template.payload(call_id, phone_e164)
+
+
+@dataclass(frozen=True, slots=True)
+class _Due:
+    id: int
+    phone_e164: str
+    timezones: tuple[str, ...]
+    attempts: int
+    on_dnc: bool
+
+
+_LOCK = text("SELECT pg_try_advisory_xact_lock(:key)")
+
+_RUNNING = text(
+    """
+    SELECT c.*, t.name AS trunk_name, t.channel_template
+      FROM campaigns c JOIN trunks t ON t.id = c.trunk_id
+     WHERE c.status = 'running' AND t.enabled
+       AND (c.start_at IS NULL OR c.start_at <= :now)
+       AND (c.end_at IS NULL OR c.end_at > :now)
+     ORDER BY c.id
+    """
+)
+
+_CLAIM = text(
+    """
+    SELECT c.id, c.phone_e164, c.timezones, c.attempts,
+           EXISTS (SELECT 1 FROM dnc_numbers d
+                    WHERE d.phone_e164 = c.phone_e164
+                      AND (d.campaign_id IS NULL OR d.campaign_id = c.campaign_id)) AS on_dnc
+      FROM contacts c
+     WHERE c.campaign_id = :campaign_id AND c.status = 'pending'
+       AND c.next_attempt_at <= :now
+     ORDER BY c.next_attempt_at
+     LIMIT :limit
+       FOR UPDATE OF c SKIP LOCKED
+    """
+)
+
+_NEXT_IDS = text(
+    "SELECT nextval(pg_get_serial_sequence('call_attempts', 'id')) FROM generate_series(1, :count)"
+)
+
+# Attempt ids were drawn from the identity sequence first, so each row is written complete,
+# custom_call_id and payload included, in one INSERT. The rows travel as one JSON document:
+# encoding it is one C call, where a text[] of payloads is escaped element by element.
+_CREATE_ATTEMPTS = text(
+    """
+    WITH new AS (
+        SELECT * FROM jsonb_to_recordset(CAST(:rows AS jsonb))
+               AS v(id bigint, custom_call_id text, contact_id bigint, payload jsonb)
+    ), dialing AS (
+        UPDATE contacts c
+           SET status = 'dialing', attempts = c.attempts + 1, updated_at = now()
+          FROM new
+         WHERE c.id = new.contact_id AND c.status = 'pending'
+        RETURNING c.id
+    )
+    INSERT INTO call_attempts (id, custom_call_id, campaign_id, contact_id, trunk_id,
+                               attempt_number, status, payload)
+    SELECT new.id, new.custom_call_id, :campaign_id, new.contact_id, :trunk_id,
+           coalesce((SELECT max(a.attempt_number) FROM call_attempts a
+                      WHERE a.contact_id = new.contact_id), 0) + 1,
+           'queued', new.payload
+      FROM new JOIN dialing ON dialing.id = new.contact_id
+     ORDER BY new.id
+    RETURNING id
+    """
+)
+
+_MARK_STATUS = text(
+    """
+    UPDATE contacts SET status = :status, last_outcome = coalesce(:outcome, last_outcome),
+                        updated_at = now()
+     WHERE id = ANY(CAST(:ids AS bigint[])) AND status = 'pending'
+    """
+)
+
+_RESCHEDULE = text(
+    """
+    UPDATE contacts c SET next_attempt_at = v.at, updated_at = now()
+      FROM unnest(CAST(:ids AS bigint[]), CAST(:ats AS timestamptz[])) AS v(id, at)
+     WHERE c.id = v.id AND c.status = 'pending'
+    """
+)
+
+_REQUEUE_STALE = text(
+    """
+    UPDATE call_attempts SET queued_at = now()
+     WHERE id IN (SELECT id FROM call_attempts
+                   WHERE status = 'queued'
+                     AND queued_at < now() - make_interval(secs => :after)
+                   ORDER BY id LIMIT :limit)
+    RETURNING id
+    """
+)
+
+
+def run_tick(
+    sessions: sessionmaker[Session],
+    enqueue: Callable[[Sequence[int]], None],
+    *,
+    now: dt.datetime | None = None,
+    options: TickOptions = TickOptions(),
+) -> TickReport:
+    """One dispatch tick: commit the claimed attempts, then enqueue them (see module doc)."""
+    with sessions() as session, session.begin():
+        report = plan_tick(session, now=now, options=options)
+    if report.to_enqueue:
+        # After the commit: a worker must never see an id whose row is not visible yet. If
+        # enqueueing fails, the attempts stay `queued` and a later tick hands them out again.
+        enqueue(report.to_enqueue)
+    return report
+
+
+def plan_tick(
+    session: Session, *, now: dt.datetime | None = None, options: TickOptions = TickOptions()
+) -> TickReport:
+    """The tick's database work inside the caller's transaction; nothing is enqueued here."""
+    now = now or dt.datetime.now(dt.UTC)
+    report = TickReport()
+    connection = session.connection()
+    if not connection.execute(_LOCK, {"key": DISPATCH_LOCK_KEY}).scalar_one():
+        report.skipped = True
+        return report
+
+    moved = campaigns_module.advance_schedules(session, now)
+    report.campaigns_started = moved["running"]
+    report.campaigns_ended = moved["completed"]
+    by_trunk: dict[int, list[_Campaign]] = defaultdict(list)
+    for row in connection.execute(_RUNNING, {"now": now}):
+        campaign = _Campaign.from_row(row)
+        if campaign.problem:
+            # Nothing could be sent: leave the contacts alone until the setting is fixed.
+            log.error(
+                "campaign %s: not dialling, its calls cannot be built: %s",
+                row.name,
+                campaign.problem,
+            )
+            report.campaigns_refused.append(row.name)
+            continue
+        by_trunk[campaign.trunk_id].append(campaign)
+
+    usage = trunk_usage(connection, by_trunk)
+    budget = options.max_attempts_per_tick
+    windows = _WindowCache(now)
+    idle: list[_Campaign] = []
+    queued: list[list[list[int]]] = []  # per trunk, per campaign
+    for trunk_id, trunk_campaigns in by_trunk.items():
+        spare = min(usage[trunk_id].spare_capacity(options.lookahead_s), budget)
+        queued.append([])
+        for index, campaign in enumerate(trunk_campaigns):
+            created = 0
+            if spare > 0:
+                # Fair share of what is left; unused share flows to the campaigns after it.
+                share = math.ceil(spare / (len(trunk_campaigns) - index))
+                first = len(report.queued)
+                created = _dispatch_campaign(
+                    connection, campaign, share, now, windows, options, report
+                )
+                queued[-1].append(report.queued[first:])
+                spare -= created
+                budget -= created
+            if created == 0:
+                idle.append(campaign)
+    # Handed out in turns: workers take tasks in order and each waits for its trunk's slot, so
+    # a trunk's whole share ahead of the next trunk's would hold every trunk to one's pace.
+    report.queued = interleave([interleave(campaigns) for campaigns in queued])
+
+    report.requeued = list(
+        connection.execute(
+            _REQUEUE_STALE,
+            {"after": options.requeue_after_s, "limit": options.max_attempts_per_tick},
+        ).scalars()
+    )
+    # A campaign that just queued calls is not finished; the others may be.
+    report.campaigns_completed = [
+        c.name for c in idle if campaigns_module.complete_if_exhausted(session, c.id)
+    ]
+    if report.queued or report.dnc or report.rescheduled or report.campaigns_completed:
+        log.info(
+            "tick: %d queued, %d requeued, %d dnc, %d rescheduled, %d without window, "
+            "campaigns started %s ended %s completed %s",
+            len(report.queued), len(report.requeued), report.dnc, report.rescheduled,
+            report.no_window, report.campaigns_started, report.campaigns_ended,
+            report.campaigns_completed,
+        )  # fmt: skip
+    return report
+
+
+def interleave(groups: Sequence[Sequence[int]]) -> list[int]:
+    """Every item of `groups`, one from each group in turn: [[1, 2, 3], [4], [5, 6]] ->
+    [1, 4, 5, 2, 6, 3]."""
+    return [item for turn in itertools.zip_longest(*groups) for item in turn if item is not None]
+
+
+def _dispatch_campaign(
+    connection: Connection,
+    campaign: _Campaign,
+    limit: int,
+    now: dt.datetime,
+    windows: _WindowCache,
+    options: TickOptions,
+    report: TickReport,
+) -> int:
+    """Claim up to `limit` callable contacts of one campaign; returns attempts created."""
+    created = 0
+    # Every claimed row leaves the due set below (status or next_attempt_at changes), so the
+    # next round sees new contacts.
+    for _ in range(options.max_claim_rounds):
+        wanted = limit - created
+        if wanted <= 0:
+            break
+        rows = [
+            _Due(r.id, r.phone_e164, tuple(r.timezones or ()), r.attempts, r.on_dnc)
+            for r in connection.execute(
+                _CLAIM,
+                {
+                    "campaign_id": campaign.id,
+                    "now": now,
+                    "limit": min(options.claim_batch, max(wanted, 1)),
+                },
+            )
+        ]
+        if not rows:
+            break
+        dnc: list[int] = []
+        exhausted: list[int] = []
+        never: list[int] = []
+        later: dict[int, dt.datetime] = {}
+        due_now: list[_Due] = []
+        for row in rows:
+            if row.on_dnc:
+                dnc.append(row.id)
+            elif row.attempts >= campaign.max_attempts:
+                exhausted.append(row.id)
+            else:
+                opens = windows.next_open(campaign.window, row.phone_e164, row.timezones)
+                if opens is None:
+                    never.append(row.id)
+                elif opens <= now:
+                    due_now.append(row)
+                else:
+                    later[row.id] = opens
+        if dnc:
+            connection.execute(_MARK_STATUS, {"status": "dnc", "outcome": None, "ids": dnc})
+        if exhausted:
+            connection.execute(
+                _MARK_STATUS, {"status": "exhausted", "outcome": None, "ids": exhausted}
+            )
+        if never:
+            connection.execute(
+                _MARK_STATUS, {"status": "cancelled", "outcome": NO_WINDOW_OUTCOME, "ids": never}
+            )
+        if later:
+            connection.execute(_RESCHEDULE, {"ids": list(later), "ats": list(later.values())})
+        if due_now:
+            ids = _create_attempts(connection, campaign, due_now, report)
+            report.queued.extend(ids)
+            created += len(ids)
+        report.dnc += len(dnc)
+        report.exhausted += len(exhausted)
+        report.no_window += len(never)
+        report.rescheduled += len(later)
+    return created
+
+
+def _create_attempts(
+    connection: Connection, campaign: _Campaign, contacts: list[_Due], report: TickReport
+) -> list[int]:
+    """Queued attempts, payload included, for contacts callable now; returns their ids."""
+    ids = connection.execute(_NEXT_IDS, {"count": len(contacts)}).scalars().all()
+    epoch_ms = int(time.time() * 1000)
+    rows: list[dict[str, Any]] = []
+    invalid: list[int] = []
+    for contact, attempt_id in zip(contacts, ids, strict=True):
+        call_id = custom_call_id(epoch_ms, attempt_id)
+        try:
+            payload = campaign.payload(call_id, contact.phone_e164)
+        except ValueError as exc:  # the campaign's settings were checked: it is this number
+            log.warning("contact %s: number %s refused: %s", contact.id, contact.phone_e164, exc)
+            invalid.append(contact.id)
+            continue
+        rows.append(
+            {
+                "id": attempt_id,
+                "custom_call_id": call_id,
+                "contact_id": contact.id,
+                "payload": payload,
+            }
+        )
+    if invalid:
+        connection.execute(
+            _MARK_STATUS, {"status": "cancelled", "outcome": INVALID_NUMBER_OUTCOME, "ids": invalid}
+        )
+        report.invalid_numbers += len(invalid)
+    if not rows:
+        return []
+    params = {"rows": json.dumps(rows), "campaign_id": campaign.id, "trunk_id": campaign.trunk_id}
+    return list(connection.execute(_CREATE_ATTEMPTS, params).scalars())
+
+
+class _WindowCache:
+    """Window decisions for one tick, shared by contacts with the same zones."""
+
+    def __init__(self, now: dt.datetime) -> None:
+        self.now = now
+        self._zones: dict[tuple[str, ...], tuple[str, ...]] = {}
+        self._opens: dict[tuple[CallingWindow, tuple[str, ...]], dt.datetime | None] = {}
+
+    def next_open(
+        self, window: CallingWindow, phone_e164: str, stored: tuple[str, ...]
+    ) -> dt.datetime | None:
+        """When the contact may next be called (`now` if now); None if it never can."""
+        zones = self._zones.get(stored) if stored else None
+        if zones is None:
+            zones = calling_window.zones_for(phone_e164, stored)
+            # Only stored zones that were used as they are can be shared; a fallback depends
+            # on the number.
+            if stored and zones == stored:
+                self._zones[stored] = zones
+        key = (window, zones)
+        if key not in self._opens:
+            start, end = window.effective_hours
+            if not zones or start >= end:
+                opens = None
+            elif calling_window.is_open(window, zones, self.now):
+                opens = self.now
+            else:
+                # No common opening within the horizon (zones far apart): look again then.
+                found = calling_window.next_open(window, zones, self.now)
+                opens = found or self.now + calling_window.HORIZON
+            self._opens[key] = opens
+        return self._opens[key]

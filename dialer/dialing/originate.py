@@ -1,0 +1,581 @@
+"""Send the Originate for one call attempt, at most once whatever happens to the task.
+
+The dispatch tick committed the attempt `queued`, with the payload to send. Here:
+1. claim: a conditional UPDATE `queued -> originating` that also re-checks the do-not-call
+   lists and that the campaign still runs, and commits. A redelivered or duplicated task
+   matches no row and does nothing; an attempt whose number went on a list, or whose campaign
+   was paused or stopped, since it was queued is closed as not sent;
+2. wait until the AMI connection is up, then take the trunk's next pacing slot;
+3. last checks, in a transaction that locks the contact's row until the Originate is written:
+   the number is on no do-not-call list, the campaign runs, the calling window is open at the
+   slot (and `WINDOW_MARGIN_S` after it), and reconciliation has not closed the attempt.
+   `dnc.add_e164` locks the same row, so a number put on the list is either seen here or
+   listed only after the call was sent;
+4. sleep until the slot starts and send, in the slot or not at all: a send more than
+   `SLOT_TOLERANCE_S` late (slow wake-up, connection lost meanwhile) would bunch with the
+   calls after it and overrun the trunk's rate, so that slot is dropped and another taken;
+5. record when it was sent.
+
+Failures: `AmiConnectionError` (nothing left the dialer), or an Originate refused because the
+PBX is shutting down -> attempt `not_sent`, contact due again without using up an attempt; `OriginateFateUnknown` -> the attempt stays `originating`
+with `send_error` set, for reconciliation against the PBX: never sent again; `OriginateRejected`
+(Asterisk refused, no call exists) -> attempt ended with outcome `failed` and the contact
+re-scheduled like any failed attempt. An attempt stopped by the last checks is `not_sent`.
+
+This is the dialer's hot path, so it talks to Postgres through a plain psycopg connection in
+autocommit mode (no ORM), three round trips per call: the claim; the slot (its own transaction)
+with the BEGIN, lock and checks of the send transaction; and the sent time with the COMMIT after
+the send. Their statements are prepared once per connection and run with EXECUTE, several in one
+simple-protocol query: the server plans them once, and the client neither adapts parameters nor
+keeps a pipeline per statement (half of the path's client time before). Values are put in the
+query as literals made from ints, floats and datetimes only (`_literal`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import enum
+import logging
+import math
+import select
+import time
+import weakref
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import orjson
+import psycopg
+from psycopg.rows import namedtuple_row
+from psycopg.types.json import Jsonb, set_json_loads
+
+from dialer.ami.client import (
+    AmiAuthenticationError,
+    AmiConnectionError,
+    AmiError,
+    OriginateFateUnknown,
+    OriginateRejected,
+)
+from dialer.campaigns import calling_window
+from dialer.campaigns.calling_window import CallingWindow
+from dialer.dialing.pacing import PAD, TAKE_SLOT_PREPARED
+from dialer.dialing.payload import CallSettings, TrunkRoute, build_originate_payload
+
+log = logging.getLogger(__name__)
+
+# A PBX that cannot be reached is retried soon, not at once: the tick would otherwise create
+# a not-sent row per contact per second during an outage.
+UNREACHABLE_RETRY_S = 15.0
+# A payload refused for a campaign or trunk setting stays refused until the operator fixes it.
+BAD_SETTINGS_RETRY_S = 300.0
+REJECTED_OUTCOME = "failed"
+REJECTED_RETRY_S = 300.0
+# Latest a call may leave after its slot started; keep it well inside pacing.PAD's slack
+# (5% of each second): later sends are what bunch calls into one second.
+SLOT_TOLERANCE_S = 0.01
+# After a slot missed by waking up late (most likely the last checks took longer than the
+# time to the slot), the next one starts at least twice that late ahead, up to this.
+MAX_SLOT_LEAD_S = 0.5
+# Slots dropped (late, or the connection lost) before the attempt is given back unsent.
+SLOT_TURNS = 3
+# No call is started this close to the end of its calling window: it must reach the PBX
+# while the window is open, and a loaded PBX reads its socket late.
+WINDOW_MARGIN_S = 2.0
+
+
+class Result(enum.StrEnum):
+    SENT = "sent"
+    ALREADY_TAKEN = "already_taken"  # another delivery of the task owns the attempt
+    NOT_SENT = "not_sent"  # nothing left the dialer; contact due again
+    ON_DNC = "on_dnc"  # added to a do-not-call list after it was queued
+    CAMPAIGN_STOPPED = "campaign_stopped"  # paused, cancelled or ended after it was queued
+    FATE_UNKNOWN = "fate_unknown"  # may have been sent; left for reconciliation
+    REJECTED = "rejected"  # Asterisk refused it; no call exists
+    OUTSIDE_WINDOW = "outside_window"  # its calling window closed before its slot
+    CLOSED = "closed"  # reconciliation closed it before it was sent
+
+
+class Originator(Protocol):
+    def wait_connected(self, timeout: float) -> None: ...
+
+    def originate(
+        self,
+        payload: Mapping[str, Any],
+        *,
+        timeout: float | None = None,
+        send_by: float | None = None,
+    ) -> None: ...
+
+
+_DNC_FOR_ATTEMPT = """
+    EXISTS (SELECT 1 FROM contacts k JOIN dnc_numbers d ON d.phone_e164 = k.phone_e164
+             WHERE k.id = a.contact_id
+               AND (d.campaign_id IS NULL OR d.campaign_id = a.campaign_id))
+"""
+
+_CLAIM = f"""
+    UPDATE call_attempts a SET status = 'originating'
+     WHERE a.id = $1 AND a.status = 'queued'
+       AND EXISTS (SELECT 1 FROM campaigns c WHERE c.id = a.campaign_id AND c.status = 'running')
+       AND NOT {_DNC_FOR_ATTEMPT}
+    RETURNING a.payload, a.trunk_id, (SELECT t.pbx FROM trunks t WHERE t.id = a.trunk_id),
+              a.custom_call_id
+"""
+
+# Why a claim matched nothing.
+_STATE = f"""
+    SELECT a.status, c.status, {_DNC_FOR_ATTEMPT}
+      FROM call_attempts a JOIN campaigns c ON c.id = a.campaign_id
+     WHERE a.id = %(id)s
+"""
+
+# The last checks, in the transaction that sends. The lock comes first and alone: under READ
+# COMMITTED the next statement's snapshot is taken after the wait, so it sees a do-not-call
+# entry committed by the transaction the lock waited for.
+_LOCK_CONTACT = """
+    SELECT k.id FROM contacts k
+     WHERE k.id = (SELECT a.contact_id FROM call_attempts a WHERE a.id = $1)
+       FOR NO KEY UPDATE
+"""
+_SEND_CHECK = f"""
+    SELECT a.status, c.status AS campaign_status, {_DNC_FOR_ATTEMPT} AS on_dnc,
+           k.phone_e164, k.timezones, c.calling_hours_start, c.calling_hours_end, c.calling_days
+      FROM call_attempts a
+      JOIN contacts k ON k.id = a.contact_id
+      JOIN campaigns c ON c.id = a.campaign_id
+     WHERE a.id = $1
+"""
+
+# For an attempt created without a payload (the dispatcher always stores one).
+_PAYLOAD_INPUTS = """
+    SELECT a.custom_call_id, k.phone_e164, t.name AS trunk_name, t.channel_template, c.*
+      FROM call_attempts a
+      JOIN contacts k ON k.id = a.contact_id
+      JOIN campaigns c ON c.id = a.campaign_id
+      JOIN trunks t ON t.id = a.trunk_id
+     WHERE a.id = %(id)s
+"""
+_STORE_PAYLOAD = "UPDATE call_attempts SET payload = %(payload)s WHERE id = %(id)s"
+
+# Nothing was sent: the attempt is closed as not sent and the contact gets its attempt back.
+_GIVE_BACK = """
+    WITH attempt AS (
+        UPDATE call_attempts SET status = 'not_sent', send_error = %(error)s
+         WHERE id = %(id)s AND status = %(from_status)s
+        RETURNING contact_id
+    )
+    UPDATE contacts k
+       SET status = %(contact_status)s, attempts = greatest(k.attempts - 1, 0),
+           next_attempt_at = now() + make_interval(secs => %(delay)s), updated_at = now()
+      FROM attempt
+     WHERE k.id = attempt.contact_id AND k.status = 'dialing'
+"""
+
+# sent_at is a record of when, not a guard (the claim is): its commit need not wait for the
+# WAL flush.
+_SENT = """
+    UPDATE call_attempts SET sent_at = $2
+      FROM (SELECT set_config('synchronous_commit', 'off', true)) AS async_commit
+     WHERE id = $1
+"""
+
+# The hot path's statements: name -> (argument types, text).
+_PREPARED = {
+    "dialer_claim": ("bigint", _CLAIM),
+    "dialer_take_slot": ("bigint, float8, float8", TAKE_SLOT_PREPARED),
+    "dialer_lock_contact": ("bigint", _LOCK_CONTACT),
+    "dialer_send_check": ("bigint", _SEND_CHECK),
+    "dialer_sent": ("bigint, timestamptz", _SENT),
+}
+_READY: weakref.WeakSet[psycopg.Connection[Any]] = weakref.WeakSet()
+
+_FATE_UNKNOWN = """
+    UPDATE call_attempts SET send_error = %(error)s, sent_at = coalesce(sent_at, %(sent_at)s)
+     WHERE id = %(id)s AND status = 'originating'
+"""
+
+_REJECTED = """
+    WITH attempt AS (
+        UPDATE call_attempts
+           SET status = 'ended', outcome = %(outcome)s, ended_by = 'pbx', ended_at = now(),
+               send_error = %(error)s,
+               sent_at = coalesce(sent_at, %(sent_at)s)
+         WHERE id = %(id)s AND status = 'originating'
+        RETURNING contact_id, campaign_id
+    )
+    UPDATE contacts k
+       SET status = CASE WHEN k.attempts >= c.max_attempts THEN 'exhausted' ELSE 'pending' END,
+           last_outcome = %(outcome)s,
+           next_attempt_at = now() + make_interval(
+               secs => coalesce((c.retry_delays ->> %(outcome)s)::float8, %(delay)s)),
+           updated_at = now()
+      FROM attempt JOIN campaigns c ON c.id = attempt.campaign_id
+     WHERE k.id = attempt.contact_id AND k.status = 'dialing'
+"""
+
+
+def originate_attempt(
+    conn: psycopg.Connection[Any],
+    attempt_id: int,
+    ami_for: Callable[[str], Originator],
+    *,
+    send_timeout: float = 10.0,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.time,
+) -> Result:
+    """Send call attempt `attempt_id` at most once (see the module doc); returns what happened.
+
+    `conn` must be in autocommit mode; `ami_for(pbx)` gives the client for the trunk's PBX.
+    """
+    (claimed,) = _run(conn, _call("dialer_claim", attempt_id))
+    claimed = claimed[0] if claimed else None
+    if claimed is None:
+        return _not_claimed(conn, attempt_id)
+    payload, trunk_id, pbx, call_id = claimed
+
+    try:
+        if payload is None:
+            payload = _build_payload(conn, attempt_id)
+        client = ami_for(pbx)
+    except ValueError as exc:  # PayloadError: a setting the payload cannot be built from
+        log.error("attempt %s: payload refused: %s", call_id, exc)
+        _give_back(conn, attempt_id, "originating", f"payload refused: {exc}", BAD_SETTINGS_RETRY_S)
+        return Result.NOT_SENT
+    except Exception as exc:
+        _give_back(conn, attempt_id, "originating", f"not sent: {exc}", UNREACHABLE_RETRY_S)
+        raise
+
+    missed = "no turn"
+    lead = 0.0
+    for turn in range(SLOT_TURNS):
+        try:
+            # Connected first: a slot taken while reconnecting would be sent late, or wasted.
+            client.wait_connected(send_timeout)
+            sent = _send_in_slot(
+                conn, attempt_id, trunk_id, lead, client, payload,
+                send_timeout=send_timeout, sleep=sleep, clock=clock,
+            )  # fmt: skip
+        except (AmiConnectionError, AmiAuthenticationError) as exc:
+            log.warning("attempt %s: not sent: %s", call_id, exc)
+            _give_back(conn, attempt_id, "originating", f"not sent: {exc}", UNREACHABLE_RETRY_S)
+            return Result.NOT_SENT
+        except Exception as exc:  # the database failed us; nothing was sent
+            _give_back(conn, attempt_id, "originating", f"not sent: {exc}", UNREACHABLE_RETRY_S)
+            raise
+        if isinstance(sent, Result):
+            return _stopped_before_send(conn, attempt_id, sent)
+        if sent.missed:
+            missed = sent.missed
+            log.info("attempt %s: slot %d dropped: %s", call_id, turn + 1, missed)
+            lead = min(MAX_SLOT_LEAD_S, max(lead, 2 * sent.late))
+            continue
+        return _record_send(conn, attempt_id, call_id, sent)
+    _give_back(
+        conn, attempt_id, "originating",
+        f"not sent: no send within its pacing slot ({missed})", UNREACHABLE_RETRY_S,
+    )  # fmt: skip
+    return Result.NOT_SENT
+
+
+@dataclass(slots=True)
+class _Send:
+    """What became of one slot: missed (nothing sent, why), or sent with the send's error."""
+
+    missed: str = ""
+    late: float = 0.0  # seconds after the slot it woke up
+    sent_at: dt.datetime | None = None
+    error: BaseException | None = None
+    recorded: bool = False  # sent_at written with the send transaction's commit
+
+
+def _send_in_slot(
+    conn: psycopg.Connection[Any],
+    attempt_id: int,
+    trunk_id: int,
+    lead: float,
+    client: Originator,
+    payload: Mapping[str, Any],
+    *,
+    send_timeout: float,
+    sleep: Callable[[float], None],
+    clock: Callable[[], float],
+) -> _Send | Result:
+    """A pacing slot, then the last checks, the wait for the slot and the send, with the
+    contact's row locked.
+
+    Returns the Result that stopped the attempt before it was sent, or a `_Send`. Raises only
+    before anything was sent (a database error).
+    """
+    sent: _Send | None = None
+    try:
+        slot, check = take_slot_and_check(conn, attempt_id, trunk_id, lead)
+        stopped = _stopped_by(check, slot)
+        if stopped is not None:
+            return stopped
+        wait = slot - clock()
+        if wait > 0:
+            sleep(wait)
+        late = clock() - slot
+        if late > SLOT_TOLERANCE_S:
+            return _Send(missed=f"woke up {late * 1000:.0f} ms after the slot", late=late)
+        _check_still_connected(conn)
+        sent_at = dt.datetime.now(dt.UTC)
+        try:
+            # Checked again by the adapter just before the write, after the hand-over to its
+            # thread and any wait for a dropped connection.
+            client.originate(payload, timeout=send_timeout, send_by=slot + SLOT_TOLERANCE_S)
+        except AmiConnectionError as exc:  # nothing left the dialer
+            return _Send(missed=str(exc), late=max(0.0, clock() - slot))
+        except BaseException as exc:
+            return _Send(sent_at=sent_at, error=exc)
+        sent = _Send(sent_at=sent_at)
+        return sent
+    finally:
+        # Releases the lock. Once something may have been sent, a failed COMMIT (connection
+        # lost) changes nothing that matters: the transaction only read and locked.
+        _end_transaction(conn, attempt_id, sent)
+
+
+def take_slot_and_check(
+    conn: psycopg.Connection[Any], attempt_id: int, trunk_id: int, lead: float
+) -> tuple[float, Any]:
+    """Take the trunk's next pacing slot (`dialer.dialing.pacing`, its own transaction), then open the
+    send transaction: lock the contact's row and read what the last checks need. One round trip;
+    the send transaction stays open. Returns the slot (Unix time) and the checks' row."""
+    slot_rows, _, check_rows = _run(
+        conn,
+        "BEGIN",
+        _call("dialer_take_slot", trunk_id, lead, PAD),
+        "COMMIT",
+        "BEGIN",
+        _call("dialer_lock_contact", attempt_id),
+        _call("dialer_send_check", attempt_id),
+    )
+    if not slot_rows:
+        raise LookupError(f"trunk {trunk_id} does not exist")
+    return float(slot_rows[0][0]), (check_rows[0] if check_rows else None)
+
+
+def _stopped_by(check: Any, slot: float) -> Result | None:
+    """Why the attempt must not be sent in this slot, or None."""
+    if check is None or check.status != "originating":
+        return Result.CLOSED
+    if check.on_dnc:
+        return Result.ON_DNC
+    if check.campaign_status != "running":
+        return Result.CAMPAIGN_STOPPED
+    window = CallingWindow(
+        check.calling_hours_start, check.calling_hours_end, frozenset(check.calling_days)
+    )
+    zones = calling_window.zones_for(check.phone_e164, tuple(check.timezones or ()))
+    starts = dt.datetime.fromtimestamp(slot, dt.UTC)
+    for at in (starts, starts + dt.timedelta(seconds=WINDOW_MARGIN_S)):
+        if not calling_window.is_open(window, zones, at):
+            return Result.OUTSIDE_WINDOW
+    return None
+
+
+def _check_still_connected(conn: psycopg.Connection[Any]) -> None:
+    """Raise if the database session (and with it the row lock) ended while we slept.
+
+    An idle session gets nothing from the server unless it is being terminated, so a readable
+    socket is the sign; the query then raises the server's error.
+    """
+    readable, _, _ = select.select([conn.fileno()], [], [], 0)
+    if readable:
+        conn.execute("SELECT 1")
+
+
+def _end_transaction(
+    conn: psycopg.Connection[Any], attempt_id: int, sent: _Send | None = None
+) -> None:
+    """COMMIT; after a send, with its sent time written in the same round trip."""
+    try:
+        if sent is None:
+            conn.execute("COMMIT")
+            return
+        assert sent.sent_at is not None
+        _run(conn, _call("dialer_sent", attempt_id, sent.sent_at), "COMMIT")
+        sent.recorded = True
+    except psycopg.Error as exc:
+        log.warning("could not end the send transaction: %s", exc)
+        if conn.info.transaction_status == psycopg.pq.TransactionStatus.INERROR:
+            with contextlib.suppress(psycopg.Error):
+                conn.execute("ROLLBACK")
+
+
+def _stopped_before_send(conn: psycopg.Connection[Any], attempt_id: int, result: Result) -> Result:
+    """Close an attempt the last checks stopped; its contact gets its attempt back."""
+    if result is Result.CLOSED:
+        return result  # reconciliation closed it and settled the contact
+    if result is Result.ON_DNC:
+        _give_back(
+            conn, attempt_id, "originating", "on a do-not-call list at send time", 0.0,
+            contact="dnc",
+        )  # fmt: skip
+    elif result is Result.CAMPAIGN_STOPPED:
+        state = conn.execute(_STATE, {"id": attempt_id}).fetchone()
+        campaign_status = state[1] if state else "cancelled"
+        contact = "cancelled" if campaign_status == "cancelled" else "pending"
+        error = f"campaign {campaign_status} at send time"
+        _give_back(conn, attempt_id, "originating", error, 0.0, contact=contact)
+    else:  # the tick re-schedules the contact to when its window opens
+        _give_back(conn, attempt_id, "originating", "calling window closed at send time", 0.0)
+    return result
+
+
+def _record_send(
+    conn: psycopg.Connection[Any], attempt_id: int, call_id: str, sent: _Send
+) -> Result:
+    exc = sent.error
+    if exc is None:
+        if not sent.recorded:
+            assert sent.sent_at is not None
+            _run(conn, _call("dialer_sent", attempt_id, sent.sent_at))
+        return Result.SENT
+    if isinstance(exc, AmiAuthenticationError):
+        log.warning("attempt %s: not sent: %s", call_id, exc)
+        _give_back(conn, attempt_id, "originating", f"not sent: {exc}", UNREACHABLE_RETRY_S)
+        return Result.NOT_SENT
+    if isinstance(exc, ValueError):  # amiwire.UnsafeHeaderValue: refused before a byte was written
+        log.error("attempt %s: payload refused: %s", call_id, exc)
+        _give_back(conn, attempt_id, "originating", f"payload refused: {exc}", BAD_SETTINGS_RETRY_S)
+        return Result.NOT_SENT
+    if isinstance(exc, OriginateRejected) and exc.pbx_shutting_down:
+        # No call exists and the callee is not the reason: not sent, due again soon.
+        log.warning("attempt %s: not sent: %s", call_id, exc)
+        _give_back(conn, attempt_id, "originating", f"not sent: {exc}", UNREACHABLE_RETRY_S)
+        return Result.NOT_SENT
+    if isinstance(exc, OriginateRejected):
+        log.warning("attempt %s: %s", call_id, exc)
+        conn.execute(
+            _REJECTED,
+            {
+                "id": attempt_id,
+                "outcome": REJECTED_OUTCOME,
+                "error": str(exc)[:1000],
+                "sent_at": sent.sent_at,
+                "delay": REJECTED_RETRY_S,
+            },
+        )
+        return Result.REJECTED
+    # OriginateFateUnknown, any other adapter error, or an interruption mid-send: the PBX may
+    # have the call. Reconciliation decides; sending again could double it.
+    if isinstance(exc, AmiError):
+        log.warning("attempt %s: send fate unknown: %s", call_id, exc)
+    else:
+        log.error("attempt %s: unexpected error while sending", call_id, exc_info=exc)
+    conn.execute(
+        _FATE_UNKNOWN,
+        {"id": attempt_id, "error": f"fate unknown: {exc}"[:1000], "sent_at": sent.sent_at},
+    )
+    if isinstance(exc, OriginateFateUnknown | AmiError):
+        return Result.FATE_UNKNOWN
+    raise exc
+
+
+def _not_claimed(conn: psycopg.Connection[Any], attempt_id: int) -> Result:
+    """The claim matched nothing: already taken, or no longer allowed to be sent."""
+    state = conn.execute(_STATE, {"id": attempt_id}).fetchone()
+    if state is None or state[0] != "queued":
+        log.debug("attempt %s: not queued (%s); nothing to do", attempt_id, state and state[0])
+        return Result.ALREADY_TAKEN
+    _, campaign_status, on_dnc = state
+    if on_dnc:
+        _give_back(
+            conn, attempt_id, "queued", "on a do-not-call list at send time", 0.0, contact="dnc"
+        )
+        return Result.ON_DNC
+    if campaign_status != "running":
+        contact = "cancelled" if campaign_status == "cancelled" else "pending"
+        error = f"campaign {campaign_status} at send time"
+        _give_back(conn, attempt_id, "queued", error, 0.0, contact=contact)
+        return Result.CAMPAIGN_STOPPED
+    # A do-not-call entry seen by the claim is gone again: the next tick settles the contact.
+    _give_back(conn, attempt_id, "queued", "do-not-call list changed during the claim", 0.0)
+    return Result.NOT_SENT
+
+
+def _build_payload(conn: psycopg.Connection[Any], attempt_id: int) -> dict[str, Any]:
+    with conn.cursor(row_factory=namedtuple_row) as cursor:
+        row = cursor.execute(_PAYLOAD_INPUTS, {"id": attempt_id}).fetchone()
+    payload = build_originate_payload(
+        call_id=row.custom_call_id,
+        to_number=row.phone_e164,
+        from_number=row.caller_id_number,
+        settings=CallSettings.from_campaign(row),
+        trunk=TrunkRoute(name=row.trunk_name, channel_template=row.channel_template),
+    )
+    conn.execute(_STORE_PAYLOAD, {"id": attempt_id, "payload": Jsonb(payload)})
+    return payload
+
+
+def _give_back(
+    conn: psycopg.Connection[Any],
+    attempt_id: int,
+    from_status: str,
+    error: str,
+    delay_s: float,
+    *,
+    contact: str = "pending",
+) -> None:
+    conn.execute(
+        _GIVE_BACK,
+        {
+            "id": attempt_id,
+            "from_status": from_status,
+            "error": error[:1000],
+            "contact_status": contact,
+            "delay": delay_s,
+        },
+    )
+
+
+# -- prepared statements --------------------------------------------------------------------------
+
+
+def _run(conn: psycopg.Connection[Any], *statements: str) -> list[list[Any]]:
+    """Run statements as one simple-protocol query; the rows of each (namedtuples; [] for a
+    statement that returns none), in order. The hot path's statements are prepared first."""
+    if conn not in _READY:
+        _prepare(conn)
+    with conn.cursor(row_factory=namedtuple_row) as cursor:
+        cursor.execute("; ".join(statements))
+        results = []
+        while True:
+            results.append(cursor.fetchall() if cursor.description is not None else None)
+            if not cursor.nextset():
+                break
+    # Commands (BEGIN, COMMIT) have no rows at all; statements keep their place.
+    return [rows for rows in results if rows is not None]
+
+
+def _prepare(conn: psycopg.Connection[Any]) -> None:
+    conn.execute(
+        "; ".join(f"PREPARE {name}({types}) AS {text}" for name, (types, text) in _PREPARED.items())
+    )
+    # The payload the claim returns is parsed with orjson, about five times faster.
+    set_json_loads(orjson.loads, conn)
+    _READY.add(conn)
+
+
+def _call(name: str, *args: int | float | dt.datetime) -> str:
+    return f"EXECUTE {name}({', '.join(_literal(a) for a in args)})"
+
+
+def _literal(value: int | float | dt.datetime) -> str:
+    """An SQL literal of a value of these types only: nothing else can reach the query text."""
+    if isinstance(value, bool):
+        raise TypeError("no booleans in the hot path's literals")
+    if isinstance(value, int):
+        return str(int(value))
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"not a finite number: {value!r}")
+        return repr(float(value))
+    if isinstance(value, dt.datetime):
+        if value.tzinfo is None:
+            raise ValueError("a time without its zone")
+        return f"'{value.isoformat()}'::timestamptz"
+    raise TypeError(f"no literal for {type(value).__name__}")

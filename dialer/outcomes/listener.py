@@ -1,0 +1,496 @@
+"""`dialer listen`: follow one PBX's AMI events and record every call's facts and outcome.
+
+One asyncio task reads events in arrival order (the AMI adapter queues them), keeps only the
+ones the dialer uses, correlates and extracts them (`dialer.ami.events`) and buffers them. Another
+writes the buffer to Postgres every `flush_interval` seconds or `max_batch` events, each batch in
+one transaction (`CallStore.apply_async`). A batch's Python work runs on the event loop and its
+database calls on a worker thread: while Postgres works, the socket keeps being read, and the
+two never wait on each other for the interpreter lock. There are `writers` of them, each with
+its own connection and its share of the calls (by custom_call_id), writing one batch at a time:
+a call's events are applied in order, and one writer's batch is prepared while another's is in
+the database. A batch that cannot be written is kept and tried again.
+
+A failed OriginateResponse does not close its call at once: when a channel was created its
+Hangup follows and carries the better cause (a PJSIP 486 Busy gives Reason 0 but cause 17), so
+the listener waits `originate_settle` seconds for it first.
+
+Who ended a call is not in the PBX's events (DESIGN.md): a PBX going down (`core restart now`)
+hangs every call up with cause 0 first, and only then says `Shutdown` (to users with `system`
+in `read`) and closes the connection. So the close of a call whose Hangup has cause 0 waits
+`pbx_settle` seconds (its facts and events are written at once); when the PBX says it shuts
+down, or the connection is lost, every close still held gets the fact `pbx_down_at` (and a
+`DialerPbxDown` row in its timeline) and is written at once: those calls are `interrupted`,
+ended by the PBX, not by their callees.
+
+Calls of campaigns that record (`record_calls`) are recorded from their answer: once the
+OriginateResponse is written, the listener starts MixMonitor on the answered channel (file
+`<call id>.wav`) and adds the result to the call's timeline (`ControlRecording`) and its
+`recording_file`. The Originate payload carries no recording variable, so the dialplan is not
+asked to do it.
+
+After every (re)connect the listener asks for its events only (Filter actions; manager.conf
+`eventfilter` lines do the same without the `system` privilege the action needs) and
+reconciles open attempts with the PBX (`dialer.outcomes.reconcile`); it does so again periodically.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import gc
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from sqlalchemy import Engine
+
+from dialer.ami.client import CONNECTED_EVENT, DISCONNECTED_EVENT, AmiClient, AmiError
+from dialer.ami.events import (
+    EVENT_FILTERS,
+    USED_EVENTS,
+    Correlator,
+    Event,
+    EventFacts,
+    event_time,
+    extract,
+)
+from dialer.outcomes import reconcile, timeline
+from dialer.outcomes.callstore import BatchResult, CallStore, HeldClose, Observation
+from dialer.outcomes.facts import Closed, CloseReason
+from dialer.settings import AmiServer
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class ListenerOptions:
+    flush_interval: float = 0.05  # seconds between batch writes
+    max_batch: int = 5000  # events that trigger a write before the interval is up
+    writers: int = 2  # database connections writing batches, each for its share of the calls
+    originate_settle: float = 1.0  # wait for the Hangup after a failed OriginateResponse
+    # Hold the close of a call hung up with cause 0 this long: is the PBX going down?
+    pbx_settle: float = 2.0
+    reconcile_interval: float = 30.0
+    reconcile: reconcile.ReconcileOptions = field(default_factory=reconcile.ReconcileOptions)
+    # After the channel snapshot, let events already on their way arrive before judging.
+    snapshot_settle: float = 1.0
+    filter_events: bool = True
+    # Events kept while the database is unreachable; beyond this the oldest are dropped
+    # (reconciliation closes those calls later).
+    max_backlog: int = 1_000_000
+    retry_delay_max: float = 10.0
+
+
+@dataclass
+class ListenerStats:
+    events: int = 0  # every event received
+    used: int = 0  # correlated events that gave facts
+    stored: int = 0  # of those, written for a known call
+    unknown: int = 0  # events of calls that are not in the database
+    uncorrelated: int = 0  # used kinds of events without a call id
+    batches: int = 0
+    closed: int = 0
+    dnc_added: int = 0
+    reconciled: int = 0  # attempts closed by reconciliation
+    write_errors: int = 0
+    dropped: int = 0
+    recordings: int = 0  # MixMonitor started for recording campaigns
+    latencies: deque[float] = field(default_factory=lambda: deque(maxlen=1_000_000))
+
+    def percentile(self, q: float) -> float | None:
+        if not self.latencies:
+            return None
+        ordered = sorted(self.latencies)
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+    def summary(self) -> dict[str, Any]:
+        p99 = self.percentile(0.99)
+        return {
+            "events": self.events,
+            "used": self.used,
+            "stored": self.stored,
+            "unknown": self.unknown,
+            "uncorrelated": self.uncorrelated,
+            "batches": self.batches,
+            "closed": self.closed,
+            "reconciled": self.reconciled,
+            "dnc_added": self.dnc_added,
+            "write_errors": self.write_errors,
+            "dropped": self.dropped,
+            "recordings": self.recordings,
+            "p99_latency_ms": None if p99 is None else round(p99 * 1000, 1),
+        }
+
+
+def tune_collector() -> None:
+    """Garbage-collector settings for a listener process (`dialer listen` calls this).
+
+    A batch waiting to be written is tens of thousands of young objects, none in a reference
+    cycle, and the default thresholds make the collector walk them again and again: about a
+    tenth of the listener's CPU at full load. Collections stay (asyncio's tracebacks do make
+    cycles), less often; what was loaded at start-up is exempted for good.
+    """
+    gc.freeze()
+    gc.set_threshold(20_000, 20, 20)
+
+
+def observe(event: Event, call_id: str, wall: float) -> Observation | None:
+    """The buffered form of a used event of call `call_id` received at `wall` (epoch seconds);
+    None if it says nothing about the call."""
+    at = event_time(event, dt.datetime.fromtimestamp(wall, dt.UTC))
+    facts = extract(event, call_id, at)
+    if facts is None:
+        return None
+    # Latency counts from when the PBX stamped the event (manager.conf timestampevents).
+    origin = min(at.timestamp(), wall) if "Timestamp" in event else wall
+    return Observation.of(call_id, event, facts, at, origin)
+
+
+PBX_DOWN_EVENT = "DialerPbxDown"
+SHUTDOWN_EVENT = "Shutdown"
+
+
+@dataclass(slots=True)
+class _Held:
+    """A close held back: due at loop time `due`."""
+
+    due: float
+    reason: CloseReason = CloseReason.ORIGINATE_FAILED
+    ended_at: dt.datetime | None = None
+
+
+@dataclass(eq=False)
+class _Writer:
+    """One writer: its share of the calls' buffered events, its store (connection, cache) and
+    the closes it holds back (failed Originates waiting for a Hangup, cause-0 Hangups)."""
+
+    store: CallStore
+    buffer: list[Observation] = field(default_factory=list)
+    settling: dict[str, _Held] = field(default_factory=dict)  # call id -> its held close
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    failures: int = 0
+
+
+class Listener:
+    def __init__(
+        self,
+        engine: Engine,
+        server: AmiServer,
+        *,
+        options: ListenerOptions | None = None,
+        client_factory: Callable[[AmiServer], AmiClient] | None = None,
+    ) -> None:
+        self.engine = engine
+        self.server = server
+        self.pbx = server.name
+        self.options = options or ListenerOptions()
+        self.stats = ListenerStats()
+        self.correlator = Correlator()
+        self._client_factory = client_factory or (lambda s: AmiClient(s, events=True))
+        self._writers = [_Writer(CallStore(engine)) for _ in range(max(1, self.options.writers))]
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._reconciling = asyncio.Lock()
+        self._client: AmiClient | None = None
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event | None = None) -> None:
+        """Listen until `stop` is set (or the task is cancelled); flush what is buffered."""
+        client = self._client_factory(self.server)
+        self._client = client
+        await client.connect(retry=True)
+        stop = stop or asyncio.Event()
+        background = [
+            *(
+                asyncio.create_task(self._write_loop(writer), name=f"listener-writer-{n}")
+                for n, writer in enumerate(self._writers)
+            ),
+            asyncio.create_task(self._reconcile_loop(client), name="listener-reconcile"),
+            asyncio.create_task(self._close_on(stop, client), name="listener-stop"),
+        ]
+        try:
+            async for event in client.events():
+                self.handle(event, client)
+        finally:
+            for task in [*background, *self._tasks]:
+                task.cancel()
+            await asyncio.gather(*background, *self._tasks, return_exceptions=True)
+            await client.close()
+            await self.flush(final=True)
+            log.info("listener %s stopped: %s", self.pbx, self.stats.summary())
+
+    async def _close_on(self, stop: asyncio.Event, client: AmiClient) -> None:
+        await stop.wait()
+        await client.close()
+
+    # -- events ---------------------------------------------------------------------------------
+
+    def handle(self, event: Event, client: AmiClient | None = None) -> None:
+        """Take one event from the AMI stream (cheap: no I/O)."""
+        stats = self.stats
+        stats.events += 1
+        name = event.get("Event")
+        if name not in USED_EVENTS:
+            if name == CONNECTED_EVENT and client is not None:
+                self._spawn(self._on_connected(client))
+            elif name == DISCONNECTED_EVENT:
+                log.warning("AMI %s: connection lost; events may be missed", self.pbx)
+                self._pbx_down("connection lost")
+            elif name == SHUTDOWN_EVENT:
+                restart = event.get("Restart", "")
+                log.warning("AMI %s: the PBX is shutting down (restart: %s)", self.pbx, restart)
+                self._pbx_down("shutdown")
+            return
+        call_id = self.correlator.key(event)
+        if call_id is None:
+            stats.uncorrelated += 1
+            return
+        observation = observe(event, call_id, time.time())
+        if observation is None:
+            return
+        stats.used += 1
+        writer = self._writer_of(call_id)
+        writer.buffer.append(observation)
+        facts = observation.facts
+        if facts.final:
+            if facts.values.get("hangup_cause") == 0 and self.options.pbx_settle > 0:
+                # Written now, closed later: the PBX may be going down (see the module doc).
+                observation.facts = replace(facts, final=False)
+                due = asyncio.get_running_loop().time() + self.options.pbx_settle
+                writer.settling[call_id] = _Held(due, CloseReason.HANGUP, observation.at)
+            else:
+                writer.settling.pop(call_id, None)
+        elif facts.originate_failed and call_id not in writer.settling:
+            loop = asyncio.get_running_loop()
+            writer.settling[call_id] = _Held(loop.time() + self.options.originate_settle)
+        if len(writer.buffer) >= self.options.max_batch:
+            writer.wake.set()
+
+    def _pbx_down(self, why: str) -> None:
+        """The PBX shut down or was lost: the closes held now are the PBX's doing."""
+        wall = time.time()
+        at = dt.datetime.fromtimestamp(wall, dt.UTC)
+        now = asyncio.get_running_loop().time()
+        for writer in self._writers:
+            if not writer.settling:
+                continue
+            for call_id, held in writer.settling.items():
+                event = {"Event": PBX_DOWN_EVENT, "Reason": why}
+                facts = EventFacts({"pbx_down_at": at})
+                writer.buffer.append(Observation.of(call_id, event, facts, at, wall))
+                held.due = now
+            writer.wake.set()
+
+    def _writer_of(self, call_id: str) -> _Writer:
+        writers = self._writers
+        return writers[hash(call_id) % len(writers)]
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- writing --------------------------------------------------------------------------------
+
+    async def _write_loop(self, writer: _Writer) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(writer.wake.wait(), self.options.flush_interval)
+            writer.wake.clear()
+            await self._flush(writer)
+            if writer.failures:
+                await asyncio.sleep(min(self.options.retry_delay_max, 0.5 * 2**writer.failures))
+
+    async def flush(self, *, final: bool = False) -> None:
+        """Write what is buffered (and the closes that are due), every writer at once."""
+        await asyncio.gather(*(self._flush(w, final=final) for w in self._writers))
+
+    async def _flush(self, writer: _Writer, *, final: bool = False) -> None:
+        async with writer.lock:
+            loop = asyncio.get_running_loop()
+            now = loop.time()
+            due = [
+                HeldClose(c, h.reason, h.ended_at)
+                for c, h in writer.settling.items()
+                if final or h.due <= now
+            ]
+            batch, writer.buffer = writer.buffer, []
+            if not batch and not due:
+                return
+            for close in due:
+                del writer.settling[close.call_id]
+            write = asyncio.ensure_future(writer.store.apply_async(batch, due))
+            try:
+                result = await asyncio.shield(write)
+            except asyncio.CancelledError:
+                # Stopping. A transaction cut off half-way would lose its batch: let it end,
+                # and keep the batch for the final flush if it failed.
+                await asyncio.wait([write])
+                if write.exception() is None:
+                    self._account(batch, write.result())
+                else:
+                    self._requeue(writer, batch, due, now)
+                raise
+            except Exception:
+                writer.failures += 1
+                self.stats.write_errors += 1
+                log.exception("listener %s: batch of %d events not written", self.pbx, len(batch))
+                self._requeue(writer, batch, due, now)
+                return
+            writer.failures = 0
+            self._account(batch, result)
+            for call_id, channel in result.record:
+                self._spawn(self._start_recording(call_id, channel))
+
+    async def _start_recording(self, call_id: str, channel: str) -> None:
+        """MixMonitor on a just answered call of a recording campaign; the outcome goes to the
+        call's timeline like the listener's events."""
+        client = self._client
+        if client is None:
+            return
+        file_name = timeline.recording_file(call_id)
+        try:
+            response = await client.action(timeline.mixmonitor_headers(channel, file_name))
+        except AmiError as exc:
+            response = {"Response": "Error", "Message": str(exc)}
+        ok = response.get("Response") == "Success"
+        if ok:
+            self.stats.recordings += 1
+        else:
+            log.warning(
+                "call %s: recording not started: %s", call_id, response.get("Message", "error")
+            )
+        event = timeline.timeline_event(
+            timeline.RECORDING_EVENT,
+            Channel=channel,
+            File=file_name,
+            State="started",
+            Response=response.get("Response", ""),
+            Message=response.get("Message"),
+            By="campaign",
+        )
+        facts = EventFacts({"recording_file": file_name} if ok else {})
+        wall = time.time()
+        at = dt.datetime.fromtimestamp(wall, dt.UTC)
+        self._writer_of(call_id).buffer.append(Observation.of(call_id, event, facts, at, wall))
+
+    def _requeue(
+        self, writer: _Writer, batch: list[Observation], due: list[HeldClose], now: float
+    ) -> None:
+        writer.buffer[:0] = batch
+        for close in due:
+            writer.settling.setdefault(close.call_id, _Held(now, close.reason, close.ended_at))
+        excess = len(writer.buffer) - self.options.max_backlog // len(self._writers)
+        if excess > 0:
+            del writer.buffer[:excess]
+            self.stats.dropped += excess
+            log.error("listener %s: backlog full, %d oldest events dropped", self.pbx, excess)
+
+    def _account(self, batch: list[Observation], result: BatchResult) -> None:
+        stats = self.stats
+        stats.batches += 1
+        stats.stored += result.stored
+        stats.unknown += result.unknown
+        stats.dnc_added += result.dnc_added
+        stats.closed += len(result.closed)
+        done = time.time()
+        stats.latencies.extend(done - o.origin for o in batch)
+        for closed in result.closed:
+            log.debug("call %s: %s (%s)", closed.call_id, closed.outcome, closed.reason)
+
+    # -- (re)connect and reconciliation ---------------------------------------------------------
+
+    async def _on_connected(self, client: AmiClient) -> None:
+        log.info("AMI %s: connected", self.pbx)
+        if self.options.filter_events:
+            await self._install_filters(client)
+        await self.reconcile(client, on_connect=True)
+
+    async def _install_filters(self, client: AmiClient) -> None:
+        # Sent back to back, not one per round trip: once the first include filter is in place
+        # every other kind of event is dropped until its own filter arrives, and a busy call's
+        # Hangup can come and go within a few milliseconds of its Originate.
+        results = await asyncio.gather(
+            *(
+                client.action(
+                    {
+                        "Action": "Filter",
+                        "Operation": "Add",
+                        "MatchCriteria": criteria,
+                        "Filter": pattern,
+                    }
+                )
+                for criteria, pattern in EVENT_FILTERS
+            ),
+            return_exceptions=True,
+        )
+        for result in results:
+            if isinstance(result, AmiError):
+                log.warning("AMI %s: Filter not installed: %s", self.pbx, result)
+                return
+            if isinstance(result, BaseException):
+                raise result
+            if result.get("Response") != "Success":
+                # Without the `system` privilege; manager.conf eventfilter lines do the job.
+                log.info(
+                    "AMI %s: Filter refused (%s); relying on manager.conf eventfilter",
+                    self.pbx,
+                    result.get("Message", "error"),
+                )
+                return
+
+    async def _reconcile_loop(self, client: AmiClient) -> None:
+        while True:
+            await asyncio.sleep(self.options.reconcile_interval)
+            try:
+                await self.reconcile(client, on_connect=False)
+            except Exception:
+                # A database outage must not end the periodic checks for good: the calls it
+                # would have closed are only closed here (or at the next reconnect).
+                log.exception("AMI %s: reconciliation failed; trying again later", self.pbx)
+
+    async def reconcile(self, client: AmiClient, *, on_connect: bool) -> int:
+        """Close the open attempts the PBX no longer has; returns how many were closed."""
+        async with self._reconciling:
+            try:
+                channels = await client.action_list({"Action": "CoreShowChannels"})
+            except AmiError as exc:
+                log.warning("AMI %s: reconciliation skipped: %s", self.pbx, exc)
+                return 0
+            snapshot = dt.datetime.now(dt.UTC)
+            present = reconcile.present_call_ids(channels)
+            await asyncio.sleep(self.options.snapshot_settle)
+            await self.flush()
+            async with contextlib.AsyncExitStack() as held:
+                for writer in self._writers:  # no batch is written meanwhile
+                    await held.enter_async_context(writer.lock)
+                closed = await asyncio.to_thread(self._close_gone, present, snapshot, on_connect)
+            gone = [c.call_id for c in closed]
+            for writer in self._writers:
+                writer.store.forget(gone)
+            if closed:
+                log.info(
+                    "AMI %s: reconciliation closed %d attempts the PBX no longer has",
+                    self.pbx,
+                    len(closed),
+                )
+            self.stats.reconciled += len(closed)
+            return len(closed)
+
+    def _close_gone(
+        self, present: set[str], snapshot: dt.datetime, on_connect: bool
+    ) -> list[Closed]:
+        with self.engine.begin() as conn:
+            return reconcile.close_gone(
+                conn,
+                pbx=self.pbx,
+                present=present,
+                snapshot=snapshot,
+                on_connect=on_connect,
+                options=self.options.reconcile,
+            )
