@@ -8,6 +8,12 @@ behaviour is chosen by the last two digits of the dialled number.
         ...  # connect to sim.host, sim.port
 
     sim = start_in_thread(port=0, speed=50)   # from synchronous code; sim.stop() at the end
+
+Modules, bottom to top (each imports only from the layers before it; imports for type hints
+alone, under `if TYPE_CHECKING:`, aside): codes, wire, filters, dialplan, queues > behaviour,
+channels, record > config, events > engine > parties > legs > ivr, transfers > calls >
+call_actions, channel_actions, queue_actions, dialplan_actions > actions > session > server >
+this package (tests/test_import_layers.py checks there is no circle).
 """
 
 from dialer.pbxsim.behaviour import Callee, Timings, callee_for

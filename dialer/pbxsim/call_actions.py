@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from dialer.pbxsim import codes
 from dialer.pbxsim.behaviour import parse_callerid, parse_dial_string
 from dialer.pbxsim.calls import Call
+from dialer.pbxsim.calls import originate as originate_call
 from dialer.pbxsim.channels import Channel, ChannelRegistry
 from dialer.pbxsim.engine import OriginateRequest
 from dialer.pbxsim.legs import Leg
@@ -94,7 +95,7 @@ def originate(session: AmiSession, message: Message) -> asyncio.Future[None] | N
     )
     if codes.is_true(get("Async")):
         session.send(ack(message, "Originate successfully queued"))
-        sim.engine.originate(request)
+        originate_call(sim.engine, request)
         return None
     if not request.application and not priority:
         session.send(error(message, "Originate with 'Exten' requires 'Context' and 'Priority'"))
@@ -112,7 +113,7 @@ def originate(session: AmiSession, message: Message) -> asyncio.Future[None] | N
 
     request.send_event = False
     request.on_result = result
-    sim.engine.originate(request)
+    originate_call(sim.engine, request)
     return done
 
 

@@ -15,6 +15,7 @@ from dialer.pbxsim.behaviour import (
     ANSWERING,
     ANSWERS_AT_ONCE,
     Callee,
+    callee_for,
     parse_dial_string,
     user_event_fields,
 )
@@ -22,12 +23,44 @@ from dialer.pbxsim.channels import Channel
 from dialer.pbxsim.dialplan import Role
 from dialer.pbxsim.engine import originate_target
 from dialer.pbxsim.ivr import Ivr
-from dialer.pbxsim.legs import Leg
-from dialer.pbxsim.parties import FAR_END, Party, transfer_target
+from dialer.pbxsim.legs import Leg, dial, transfer_target
+from dialer.pbxsim.parties import FAR_END, Party
 from dialer.pbxsim.queues import STATUS_INUSE, STATUS_NOT_INUSE, Member, Queue
 
 if TYPE_CHECKING:
     from dialer.pbxsim.engine import Engine, OriginateRequest
+
+
+def originate(engine: Engine, request: OriginateRequest) -> None:
+    """Start an originate: fail it at once when Asterisk would, else run its call."""
+    target = request.target
+    if target.tech not in ("Local", "PJSIP") or (
+        target.tech == "PJSIP"
+        and engine.config.endpoints is not None
+        and target.endpoint not in engine.config.endpoints
+    ):
+        engine.fail_originate(request, codes.REASON_FAILED)
+        return
+    ids = [i for i in (request.channel_id, request.other_channel_id) if i]
+    if len(set(ids)) != len(ids) or any(engine.registry.in_use(i) for i in ids):
+        # ast_channel_alloc refuses a duplicate Uniqueid: no channel, Reason 0.
+        engine.fail_originate(request, codes.REASON_FAILED)
+        return
+    call = Call(engine, request, callee_for(target.number))
+    limit = engine.config.max_channels
+    if limit is not None and len(engine.calls) >= limit:
+        call.start_overloaded()
+        return
+    engine.calls.add(call)
+    if target.tech == "Local":
+        context = engine.dialplan.context(target.context)
+        reachable = context is not None and (
+            context.role is not Role.QUEUE and context.matches(target.number, engine.queues.names())
+        )
+        if not reachable:
+            call.start_unroutable()
+            return
+    call.start()
 
 
 class Call(Party):
@@ -270,7 +303,7 @@ class Call(Party):
             self._join_queue(exten)
         else:
             self.dial_mode = "redirect"
-            self.dial(transfer_target(self, context, exten), self.t.transfer_timeout)
+            dial(self, transfer_target(self, context, exten), self.t.transfer_timeout)
 
     def dial_result(self, status: str, answered_seconds: float) -> None:
         if self.dial_mode == "ivr":
@@ -373,7 +406,7 @@ class Call(Party):
         if target is None:
             return
         self.queue_member = member
-        self.dial(target, self.t.transfer_timeout, _QueueHooks(self, queue, member))
+        dial(self, target, self.t.transfer_timeout, _QueueHooks(self, queue, member))
 
     def _leave_queue(self, *, abandoned: bool) -> None:
         queue, near = self.queue, getattr(self, "near", None)

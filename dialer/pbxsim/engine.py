@@ -1,4 +1,5 @@
-"""The telephony core: creates and destroys channels, starts originated calls, owns their timers.
+"""The telephony core: creates and destroys channels, owns the calls' timers, reports failed
+originates (`calls.originate` starts the calls), hangs everything up at a shutdown.
 
 Everything runs on one event loop; a call's timeline is a chain of `loop.call_later` timers (no
 task per call), so thousands of concurrent calls cost a heap entry each.
@@ -16,10 +17,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from dialer.pbxsim import codes
-from dialer.pbxsim.behaviour import DialTarget, Timings, callee_for
+from dialer.pbxsim.behaviour import DialTarget, Timings
 from dialer.pbxsim.channels import Channel, ChannelRegistry
 from dialer.pbxsim.config import SimConfig
-from dialer.pbxsim.dialplan import Role
 from dialer.pbxsim.events import Events
 from dialer.pbxsim.queues import Queues
 
@@ -219,40 +219,6 @@ class Engine:
 
     # -- originate ------------------------------------------------------------------------------
 
-    def originate(self, request: OriginateRequest) -> None:
-        """Start an originate: fail it at once when Asterisk would, else run its call."""
-        from dialer.pbxsim.calls import Call
-
-        target = request.target
-        if target.tech not in ("Local", "PJSIP") or (
-            target.tech == "PJSIP"
-            and self.config.endpoints is not None
-            and target.endpoint not in self.config.endpoints
-        ):
-            self.fail_originate(request, codes.REASON_FAILED)
-            return
-        ids = [i for i in (request.channel_id, request.other_channel_id) if i]
-        if len(set(ids)) != len(ids) or any(self.registry.in_use(i) for i in ids):
-            # ast_channel_alloc refuses a duplicate Uniqueid: no channel, Reason 0.
-            self.fail_originate(request, codes.REASON_FAILED)
-            return
-        call = Call(self, request, callee_for(target.number))
-        limit = self.config.max_channels
-        if limit is not None and len(self.calls) >= limit:
-            call.start_overloaded()
-            return
-        self.calls.add(call)
-        if target.tech == "Local":
-            context = self.dialplan.context(target.context)
-            reachable = context is not None and (
-                context.role is not Role.QUEUE
-                and context.matches(target.number, self.queues.names())
-            )
-            if not reachable:
-                call.start_unroutable()
-                return
-        call.start()
-
     def fail_originate(self, request: OriginateRequest, reason: int) -> None:
         """The OriginateResponse of an originate that created no channel that survived."""
         if request.send_event:
@@ -276,14 +242,14 @@ class Engine:
         """ast_softhangup_all, as `core restart now` does it: every channel is asked to hang up
         at once (SoftHangupRequest, cause 4), then each call hangs up where it is, its channels
         taken in the order they were created (a caller before the legs it dialled)."""
-        from dialer.pbxsim.parties import Party
-
         channels = list(self.registry)
         for channel in channels:
             self.events.soft_hangup_request(channel, codes.SOFTHANGUP_SHUTDOWN)
+        # The parties owning a channel, in channel order (one that has ended is no longer in
+        # self.parties: it has nothing left to hang up).
         parties: dict[Party, None] = {}
         for channel in channels:
-            if isinstance(channel.owner, Party):
+            if channel.owner in self.parties:
                 parties.setdefault(channel.owner)
         for party in [*parties, *self.parties]:
             party.shut_down()

@@ -25,6 +25,7 @@ from dialer.pbxsim.behaviour import (
     user_event_fields,
 )
 from dialer.pbxsim.codes import is_false, is_true
+from dialer.pbxsim.legs import dial
 
 if TYPE_CHECKING:
     from dialer.pbxsim.calls import Call
@@ -146,7 +147,7 @@ class Ivr:
         )
         call.near.at(25, "Dial", f"{channel},30,g")
         call.dial_mode = "ivr"
-        call.dial(target, self.t.transfer_timeout)
+        dial(call, target, self.t.transfer_timeout)
 
     def _voicemail(self) -> None:
         call = self.call

@@ -1,12 +1,21 @@
-"""A leg: the channel(s) a party's Dial() creates, ringing, answering and bridging like app_dial."""
+"""A leg: the channel(s) a party's Dial() creates (`dial`), ringing, answering and bridging like
+app_dial, and where a channel sent to a transfer context dials (`transfer_target`)."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Protocol
 
 from dialer.pbxsim import codes
-from dialer.pbxsim.behaviour import ANSWERING, Callee, DialTarget, callee_for
+from dialer.pbxsim.behaviour import (
+    ANSWERING,
+    Callee,
+    DialTarget,
+    callee_for,
+    dial_target,
+    dialer_variable,
+)
 from dialer.pbxsim.channels import Bridge, Channel
+from dialer.pbxsim.dialplan import Role
 from dialer.pbxsim.parties import FAR_END, Party, enter
 
 if TYPE_CHECKING:
@@ -19,6 +28,12 @@ class LegHooks(Protocol):
     def dial_started(self, leg: Leg) -> None: ...
 
     def answered(self, leg: Leg) -> None: ...
+
+
+def dial(caller: Party, target: DialTarget, timeout: float, hooks: LegHooks | None = None) -> None:
+    """Dial(): `caller` rings `target`; the new leg is its `dialing` until it answers or fails."""
+    caller.dialing = Leg(caller.engine, caller, target, timeout, hooks)
+    caller.dialing.start()
 
 
 class Leg(Party):
@@ -192,3 +207,47 @@ class Leg(Party):
         self.events.dial_end(self.caller.near, self.near, "CANCEL")
         self.engine.hangup_from(self.near, self.partner, 0)
         self.finish()
+
+    def enter(self, context: str, exten: str) -> None:
+        """Continue in dialplan `context`,`exten` (Redirect, transfer): a dialled leg can only
+        dial from there."""
+        found = self.engine.dialplan.context(context)
+        if found is None or not self.engine.dialplan.exists(
+            context, exten, self.engine.queues.names()
+        ):
+            self.near.goto(context, exten, 1)
+            self.hang_up(0)
+            return
+        if found.role in (Role.TRANSFER, Role.CALLEE):
+            self.near.goto(context, exten, 1)
+            dial(self, transfer_target(self, context, exten), self.t.transfer_timeout)
+            return
+        self.hang_up(0)
+
+
+def transfer_target(party: Party, context: str, exten: str) -> DialTarget:
+    """Where a channel sent to a transfer context ends up: the same trunk for PJSIP calls, the
+    first callee context for Local ones (transfer-sim dials Local/<exten>@pstn-sim).
+
+    The reference dialplan's dialer-transfer dials the channel's DIALER_TRANSFER_DIAL when set,
+    else `PJSIP/${TRANSFER_PREFIX}${EXTEN}@${TRUNK}` (the call's endpoint when TRUNK is unset).
+    """
+    near = party.near
+    dialplan = party.engine.dialplan
+    found = dialplan.context(context)
+    if found is not None and found.dial_variable:
+        dial_string = near.variables.get(found.dial_variable, "")
+        if dial_string:
+            return dial_target(dial_string)
+    if near.tech == "PJSIP":
+        endpoint = near.name.split("/", 1)[1].rsplit("-", 1)[0]
+        if found is not None and found.dial_variable:
+            endpoint = dialer_variable(near.variables, "TRUNK") or endpoint
+            exten = dialer_variable(near.variables, "TRANSFER_PREFIX") + exten
+        return DialTarget("PJSIP", f"{exten}@{endpoint}", exten, endpoint=endpoint)
+    callee_context = context
+    if found is None or found.role is not Role.CALLEE:
+        callee_context = next(
+            (name for name, c in dialplan.contexts.items() if c.role is Role.CALLEE), context
+        )
+    return DialTarget("Local", f"{exten}@{callee_context}", exten, context=callee_context)

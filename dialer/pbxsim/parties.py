@@ -1,9 +1,10 @@
 """A party: the channel that runs dialplan (`near`) plus, for Local channels, its other half.
 
-Originated calls and the legs they dial are both parties. A party can dial another (it is then
-the *caller* of that leg), sit in a bridge with it, and hang up in the ways Asterisk does. When
-a bridge member leaves and one party is left alone, that party continues its dialplan
-(`peer_left`): a dialling party's Dial() returns, a dialled party hangs up.
+Originated calls (`calls.Call`) and the legs they dial (`legs.Leg`) are both parties. A party
+can dial another (`legs.dial`; it is then the *caller* of that leg), sit in a bridge with it, and
+hang up in the ways Asterisk does. When a bridge member leaves and one party is left alone, that
+party continues its dialplan (`peer_left`): a dialling party's Dial() returns, a dialled party
+hangs up.
 """
 
 from __future__ import annotations
@@ -12,13 +13,11 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from dialer.pbxsim import codes
-from dialer.pbxsim.behaviour import DialTarget, dial_target, dialer_variable
 from dialer.pbxsim.channels import Bridge, Channel
-from dialer.pbxsim.dialplan import Role
 
 if TYPE_CHECKING:
     from dialer.pbxsim.engine import Engine, Timer
-    from dialer.pbxsim.legs import Leg, LegHooks
+    from dialer.pbxsim.legs import Leg
     from dialer.pbxsim.transfers import AttendedTransfer
 
 
@@ -193,12 +192,6 @@ class Party:
 
     # -- dialling and bridging ------------------------------------------------------------------
 
-    def dial(self, target: DialTarget, timeout: float, hooks: LegHooks | None = None) -> None:
-        from dialer.pbxsim.legs import Leg
-
-        self.dialing = Leg(self.engine, self, target, timeout, hooks)
-        self.dialing.start()
-
     def stop_dialing(self) -> None:
         if self.dialing is not None:
             leg, self.dialing = self.dialing, None
@@ -240,20 +233,9 @@ class Party:
             self.hang_up()
 
     def enter(self, context: str, exten: str) -> None:
-        """Continue in dialplan `context`,`exten` (Redirect, transfer). Parties that are not an
-        originated call can only dial from there."""
-        found = self.engine.dialplan.context(context)
-        if found is None or not self.engine.dialplan.exists(
-            context, exten, self.engine.queues.names()
-        ):
-            self.near.goto(context, exten, 1)
-            self.hang_up(0)
-            return
-        if found.role in (Role.TRANSFER, Role.CALLEE):
-            self.near.goto(context, exten, 1)
-            self.dial(transfer_target(self, context, exten), self.t.transfer_timeout)
-            return
-        self.hang_up(0)
+        """Continue in dialplan `context`,`exten` (Redirect, transfer): an originated call runs
+        it (`Call.enter`), a dialled leg can only dial from there (`Leg.enter`)."""
+        raise NotImplementedError
 
 
 def leave(engine: Engine, bridge: Bridge, channel: Channel) -> list[Channel]:
@@ -272,31 +254,3 @@ def enter(engine: Engine, bridge: Bridge, channel: Channel) -> None:
     channel.bridge = bridge
     bridge.share_linkedid()
     engine.events.bridge_enter(bridge, channel)
-
-
-def transfer_target(party: Party, context: str, exten: str) -> DialTarget:
-    """Where a channel sent to a transfer context ends up: the same trunk for PJSIP calls, the
-    first callee context for Local ones (transfer-sim dials Local/<exten>@pstn-sim).
-
-    The reference dialplan's dialer-transfer dials the channel's DIALER_TRANSFER_DIAL when set,
-    else `PJSIP/${TRANSFER_PREFIX}${EXTEN}@${TRUNK}` (the call's endpoint when TRUNK is unset).
-    """
-    near = party.near
-    dialplan = party.engine.dialplan
-    found = dialplan.context(context)
-    if found is not None and found.dial_variable:
-        dial = near.variables.get(found.dial_variable, "")
-        if dial:
-            return dial_target(dial)
-    if near.tech == "PJSIP":
-        endpoint = near.name.split("/", 1)[1].rsplit("-", 1)[0]
-        if found is not None and found.dial_variable:
-            endpoint = dialer_variable(near.variables, "TRUNK") or endpoint
-            exten = dialer_variable(near.variables, "TRANSFER_PREFIX") + exten
-        return DialTarget("PJSIP", f"{exten}@{endpoint}", exten, endpoint=endpoint)
-    callee_context = context
-    if found is None or found.role is not Role.CALLEE:
-        callee_context = next(
-            (name for name, c in dialplan.contexts.items() if c.role is Role.CALLEE), context
-        )
-    return DialTarget("Local", f"{exten}@{callee_context}", exten, context=callee_context)

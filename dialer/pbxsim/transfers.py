@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 from dialer.pbxsim.behaviour import DialTarget
 from dialer.pbxsim.channels import Bridge, Channel
+from dialer.pbxsim.legs import dial
 from dialer.pbxsim.parties import Party, enter, leave
 
 if TYPE_CHECKING:
@@ -120,7 +121,8 @@ class AttendedTransfer:
             self.events.unhold(self.transferer)
             self.party.atxfer = None
             return
-        self.party.dial(
+        dial(
+            self.party,
             DialTarget("Local", f"{number}@{self.context}", number, context=self.context),
             self.engine.timings.transfer_timeout,
             _MoveToSecondBridge(self),
