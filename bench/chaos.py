@@ -77,7 +77,7 @@ from dialer.campaigns.calling_window import CallingWindow  # noqa: E402
 from dialer.contacts import dnc  # noqa: E402
 from dialer.db import make_engine, make_sessionmaker, transaction  # noqa: E402
 from dialer.dialing.pacing import max_in_window  # noqa: E402
-from dialer.models import Campaign, Contact, Trunk  # noqa: E402
+from dialer.models import Campaign, Contact, Trunk, TrunkRoute  # noqa: E402
 from dialer.outcomes.retry import DEFAULT_DELAYS  # noqa: E402
 from dialer.pbxsim.record import read_records  # noqa: E402
 
@@ -477,6 +477,7 @@ class ChaosRun:
             trunk_ids = []
             for i, limit in enumerate(rates):
                 trunk = Trunk(name=f"T{i}", cps=limit, max_channels=1000)
+                trunk.routes.append(TrunkRoute(pbx="default"))
                 session.add(trunk)
                 session.flush()
                 trunk_ids.append(trunk.id)

@@ -45,7 +45,7 @@ from sqlalchemy.engine import make_url
 from dialer import migrate
 from dialer.db import make_engine
 from dialer.dialing.pacing import max_in_window
-from dialer.models import Campaign, Contact, Trunk
+from dialer.models import Campaign, Contact, Trunk, TrunkRoute
 
 SERVER_URL = os.environ.get(
     "DIALER_BENCH_SERVER_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
@@ -175,6 +175,11 @@ def load(engine: Any, args: argparse.Namespace) -> dict[str, float]:
     zone = "Etc/UTC" if offset == 0 else f"Etc/GMT{-offset:+d}"
     limits = {}
     with engine.begin() as conn:
+        # The PBX must not limit either.
+        conn.execute(
+            text("UPDATE pbxs SET max_cps = :cps, max_channels = :channels WHERE name = 'default'"),
+            {"cps": args.cps * args.trunks, "channels": 10 * args.contacts},
+        )
         for t in range(args.trunks):
             name = f"T{t}"
             trunk_id = conn.execute(
@@ -182,6 +187,7 @@ def load(engine: Any, args: argparse.Namespace) -> dict[str, float]:
                 .values(name=name, cps=args.cps, max_channels=10 * args.contacts)
                 .returning(Trunk.id)
             ).scalar_one()
+            conn.execute(insert(TrunkRoute).values(trunk_id=trunk_id, pbx="default"))
             limits[name] = args.cps
             campaign_id = conn.execute(
                 insert(Campaign)

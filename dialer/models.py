@@ -53,6 +53,12 @@ OPEN_ATTEMPT_STATUSES = ("queued", "originating", "up")
 IMPORT_STATUSES = ("running", "completed", "failed")
 # Who ended a call (dialer.outcomes.rules.EndedBy), and who moved it to a transfer.
 ENDED_BY = ("callee", "ivr", "operator", "pbx", "network", "dialer")
+# A PBX's state as last reported (dialer.campaigns.pbxs): by its listener (up, down,
+# shutting_down) or by a worker that could not use it (down, shutting_down, refusing).
+PBX_STATES = ("up", "down", "shutting_down", "refusing", "unknown")
+# A PBX's name: the settings' rule (DIALER_PBXS names), `default` included.
+PBX_NAME_PATTERN = "^[a-z][a-z0-9_-]{0,30}$"
+DEFAULT_CHANNEL_TEMPLATE = "PJSIP/{number}@{trunk}"
 TRANSFER_SOURCES = ("ivr", "operator")
 DTMF_KEY_PATTERN = "^[0-9*#]$"
 
@@ -80,20 +86,21 @@ class TimestampMixin:
 
 
 class Trunk(TimestampMixin, Base):
-    """A SIP trunk on one PBX, with its dialling limits and global pacing state."""
+    """A SIP trunk (one carrier account), with its dialling limits and global pacing state.
+
+    It is reachable through the PBXs of its routes (`TrunkRoute`); its limits hold across all
+    of them together.
+    """
 
     __tablename__ = "trunks"
     __table_args__ = (
         CheckConstraint("cps > 0", name="cps_positive"),
         CheckConstraint("max_channels > 0", name="max_channels_positive"),
-        CheckConstraint("position('{number}' in channel_template) > 0", name="template_has_number"),
         CheckConstraint("name ~ '^[A-Za-z0-9_.-]+$'", name="name_safe"),
     )
 
     id: Mapped[int] = mapped_column(Integer, Identity(), primary_key=True)
     name: Mapped[str] = mapped_column(unique=True)
-    pbx: Mapped[str] = mapped_column(server_default="default")
-    channel_template: Mapped[str] = mapped_column(server_default="PJSIP/{number}@{trunk}")
     cps: Mapped[float] = mapped_column(Float)
     max_channels: Mapped[int] = mapped_column(Integer)
     # Pacing: the next instant a call may start on this trunk (see dialer.dialing.pacing).
@@ -101,6 +108,75 @@ class Trunk(TimestampMixin, Base):
     enabled: Mapped[bool] = mapped_column(server_default=text("true"))
 
     campaigns: Mapped[list[Campaign]] = relationship(back_populates="trunk")
+    routes: Mapped[list[TrunkRoute]] = relationship(
+        back_populates="trunk", order_by="TrunkRoute.pbx", cascade="all, delete-orphan"
+    )
+
+
+class Pbx(TimestampMixin, Base):
+    """An Asterisk server calls are sent through: its limits, pacing and live state.
+
+    Its AMI credentials are per host, in the settings (`DIALER_PBXS`); this row is what every
+    host shares. Limits: originates per second (`max_cps`, of which back-pressure may allow
+    only `rate`) and calls up at once (`max_channels`: its open attempts). The state is
+    written by its listener and by workers that could not use it (`dialer.campaigns.pbxs`).
+    """
+
+    __tablename__ = "pbxs"
+    __table_args__ = (
+        CheckConstraint(f"name ~ '{PBX_NAME_PATTERN}'", name="name_format"),
+        CheckConstraint("max_cps > 0", name="max_cps_positive"),
+        CheckConstraint("max_channels > 0", name="max_channels_positive"),
+        CheckConstraint("latency_threshold_ms > 0", name="latency_threshold_positive"),
+        CheckConstraint("rate IS NULL OR rate > 0", name="rate_positive"),
+        CheckConstraint(_in("state", PBX_STATES), name="state_known"),
+    )
+
+    name: Mapped[str] = mapped_column(primary_key=True)
+    max_cps: Mapped[float] = mapped_column(Float, server_default="1000")
+    max_channels: Mapped[int] = mapped_column(Integer, server_default="10000")
+    enabled: Mapped[bool] = mapped_column(server_default=text("true"))
+    # Back-pressure: OriginateResponse latency (p90) above this lowers the rate.
+    latency_threshold_ms: Mapped[int] = mapped_column(Integer, server_default="500")
+    # Pacing: the next instant an Originate may go to this PBX.
+    next_slot_at: Mapped[dt.datetime] = mapped_column(server_default=func.now())
+    # The send rate back-pressure allows now (NULL: max_cps), why it is lower, and when it was
+    # last cut (cut at most once per measuring window).
+    rate: Mapped[float | None] = mapped_column(Float)
+    rate_reason: Mapped[str | None]
+    decreased_at: Mapped[dt.datetime | None]
+    # The last window's p90 OriginateResponse latency, over how many responses, and when.
+    latency_ms: Mapped[float | None] = mapped_column(Float)
+    latency_samples: Mapped[int | None] = mapped_column(Integer)
+    measured_at: Mapped[dt.datetime | None]
+    # Live state, see PBX_STATES: since when, last confirmed when, and why.
+    state: Mapped[str] = mapped_column(server_default="unknown")
+    state_reason: Mapped[str | None]
+    state_since: Mapped[dt.datetime] = mapped_column(server_default=func.now())
+    state_at: Mapped[dt.datetime] = mapped_column(server_default=func.now())
+    # The listener's last sign of life (every few seconds while it runs).
+    heartbeat_at: Mapped[dt.datetime | None]
+
+    routes: Mapped[list[TrunkRoute]] = relationship(back_populates="pbx_row")
+
+
+class TrunkRoute(Base):
+    """A trunk reachable through one PBX, with the dial string template used there."""
+
+    __tablename__ = "trunk_routes"
+    __table_args__ = (
+        CheckConstraint("position('{number}' in channel_template) > 0", name="template_has_number"),
+    )
+
+    trunk_id: Mapped[int] = mapped_column(
+        ForeignKey("trunks.id", ondelete="CASCADE"), primary_key=True
+    )
+    pbx: Mapped[str] = mapped_column(ForeignKey("pbxs.name"), primary_key=True)
+    channel_template: Mapped[str] = mapped_column(server_default=DEFAULT_CHANNEL_TEMPLATE)
+    created_at: Mapped[dt.datetime] = mapped_column(server_default=func.now())
+
+    trunk: Mapped[Trunk] = relationship(back_populates="routes")
+    pbx_row: Mapped[Pbx] = relationship(back_populates="routes")
 
 
 class Campaign(TimestampMixin, Base):
@@ -268,6 +344,20 @@ class CallAttempt(Base):
             "status",
             postgresql_where=text(_in("status", OPEN_ATTEMPT_STATUSES)),
         ),
+        # Open attempts per PBX: its calls up (dispatch, pacing) and reconciliation.
+        Index(
+            "ix_call_attempts_open_pbx",
+            "pbx",
+            "status",
+            postgresql_where=text(_in("status", OPEN_ATTEMPT_STATUSES)),
+        ),
+        # Back-pressure: a PBX's recent failed OriginateResponses (the ones without ringing).
+        Index(
+            "ix_call_attempts_pbx_failures",
+            "pbx",
+            "originate_response_at",
+            postgresql_where=text("originate_response = 'Failure'"),
+        ),
         # Reports: one campaign's attempts as an index-only scan (see migration 0002).
         Index(
             "ix_call_attempts_campaign_queued",
@@ -297,6 +387,8 @@ class CallAttempt(Base):
     campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id", ondelete="CASCADE"))
     contact_id: Mapped[int] = mapped_column(ForeignKey("contacts.id", ondelete="CASCADE"))
     trunk_id: Mapped[int] = mapped_column(ForeignKey("trunks.id"))
+    # The PBX the dispatcher routed the attempt through (and the worker sends it to).
+    pbx: Mapped[str] = mapped_column(ForeignKey("pbxs.name"), server_default="default")
     attempt_number: Mapped[int] = mapped_column(Integer)
     status: Mapped[str] = mapped_column(server_default="queued")
     payload: Mapped[dict[str, Any] | None]
@@ -309,6 +401,7 @@ class CallAttempt(Base):
     channel: Mapped[str | None]
     originate_response: Mapped[str | None]  # Success | Failure
     originate_reason: Mapped[int | None] = mapped_column(Integer)
+    originate_response_at: Mapped[dt.datetime | None]  # when the OriginateResponse came
     dial_status: Mapped[str | None]
     amd_status: Mapped[str | None]
     amd_cause: Mapped[str | None]

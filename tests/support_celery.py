@@ -43,7 +43,7 @@ from dialer.dialing.celery_app import (
     make_celery_app,
 )
 from dialer.dialing.dispatch import TickOptions
-from dialer.models import Campaign, Contact, Trunk
+from dialer.models import DEFAULT_CHANNEL_TEMPLATE, Campaign, Contact, Trunk, TrunkRoute
 from dialer.settings import Settings
 
 REPO = Path(__file__).resolve().parent.parent
@@ -71,13 +71,37 @@ def add_trunk(
     *,
     cps: float = 1000.0,
     max_channels: int = 1000,
+    pbx: str | Sequence[str] = "default",
+    channel_template: str = DEFAULT_CHANNEL_TEMPLATE,
     **fields: Any,
 ) -> int:
+    """A trunk with a route on each PBX named (registered with the default limits if new)."""
     with sessions.begin() as session:
         trunk = Trunk(name=name, cps=cps, max_channels=max_channels, **fields)
+        for each in [pbx] if isinstance(pbx, str) else pbx:
+            add_pbx(session, each)
+            trunk.routes.append(TrunkRoute(pbx=each, channel_template=channel_template))
         session.add(trunk)
         session.flush()
         return trunk.id
+
+
+def add_pbx(target: sessionmaker[Session] | Session, name: str, **fields: Any) -> None:
+    """Register PBX `name` if new, and set the given columns of its row (state='up' with a
+    fresh heartbeat, max_cps=...)."""
+    statements = [
+        ("INSERT INTO pbxs (name) VALUES (:name) ON CONFLICT (name) DO NOTHING", {"name": name})
+    ]
+    if fields:
+        sets = ", ".join(f"{column} = :{column}" for column in fields)
+        statements.append((f"UPDATE pbxs SET {sets} WHERE name = :name", {"name": name, **fields}))
+    if isinstance(target, Session):
+        for sql, params in statements:
+            target.execute(text(sql), params)
+        return
+    with target.begin() as session:
+        for sql, params in statements:
+            session.execute(text(sql), params)
 
 
 def add_campaign(

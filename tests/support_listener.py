@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import Engine, func, insert, select, text
 
 from dialer.ami.events import parse_frame
-from dialer.models import Campaign, Trunk
+from dialer.models import Campaign, Trunk, TrunkRoute
 
 TRANSCRIPTS = Path(__file__).resolve().parent / "data" / "ami-transcripts"
 BASE_TIME = dt.datetime(2026, 11, 23, 0, 0, tzinfo=dt.UTC)
@@ -93,6 +93,7 @@ def add_campaign(engine: Engine, *, trunk: str = "MC", **fields: Any) -> int:
             trunk_id = conn.execute(
                 insert(Trunk).values(name=trunk, cps=1000, max_channels=10000).returning(Trunk.id)
             ).scalar_one()
+            conn.execute(insert(TrunkRoute).values(trunk_id=trunk_id, pbx="default"))
         count = conn.execute(select(func.count()).select_from(Campaign)).scalar_one()
         values = {
             "name": f"campaign-{count + 1}",

@@ -82,7 +82,9 @@ def _set_status(session_factory, name: str, status: str) -> None:
 
 def test_trunk_add_set_list(dialer, session_factory) -> None:
     out = dialer("trunk", "add", "MC", "--cps", "12.5", "--max-channels", "30", "--json")
-    assert json.loads(out.output)["channel_template"] == "PJSIP/{number}@{trunk}"
+    assert json.loads(out.output)["routes"] == [
+        {"pbx": "default", "channel_template": "PJSIP/{number}@{trunk}"}
+    ]
     dialer("trunk", "set", "MC", "--cps", "20", "--disable")
     listed = json.loads(dialer("trunk", "list", "--json").output)
     assert [(t["name"], t["cps"], t["enabled"], t["channels_in_use"]) for t in listed] == [
@@ -127,6 +129,101 @@ def test_trunk_names_are_unique_and_safe(dialer) -> None:
         in dialer("trunk", "add", "M C", "--cps", "1", "--max-channels", "1", ok=False).output
     )
     assert "no trunk named 'XX'" in dialer("trunk", "set", "XX", "--cps", "2", ok=False).output
+
+
+def _routes(dialer) -> dict[str, list[tuple[str, str]]]:
+    listed = json.loads(dialer("trunk", "list", "--json").output)
+    return {t["name"]: [(r["pbx"], r["channel_template"]) for r in t["routes"]] for t in listed}
+
+
+def test_trunk_routes_add_change_and_remove(dialer) -> None:
+    """A trunk reachable through several PBXs, each with its own dial string; every bad
+    input is refused with its reason and changes nothing."""
+    dialer("trunk", "add", "MC", "--cps", "10", "--max-channels", "30")
+    unknown = dialer("trunk", "route", "add", "MC", "east", ok=False).output
+    assert "unknown PBX 'east'" in unknown and "dialer pbx set east" in unknown
+    assert "not a PBX name" in dialer("trunk", "route", "add", "MC", "East", ok=False).output
+    assert _routes(dialer) == {"MC": [("default", "PJSIP/{number}@{trunk}")]}
+
+    # Registered, though this host has no AMI settings for it: accepted with a warning.
+    registered = dialer("pbx", "set", "east", "--cps", "50", "--max-channels", "100")
+    assert "warning: PBX 'east' is not configured on this host" in registered.output
+    added = dialer(
+        "trunk", "route", "add", "MC", "east", "--channel-template", "PJSIP/{number}@mc-east"
+    )  # fmt: skip
+    assert "warning: PBX 'east' is not configured on this host" in added.output
+    assert _routes(dialer) == {
+        "MC": [("default", "PJSIP/{number}@{trunk}"), ("east", "PJSIP/{number}@mc-east")]
+    }
+    again = dialer("trunk", "route", "add", "MC", "east", ok=False).output
+    assert "trunk MC already has a route on PBX east" in again
+    bad = dialer(
+        "trunk", "route", "add", "MC", "default", "--channel-template", "PJSIP/1@x", ok=False
+    ).output  # fmt: skip
+    assert "channel_template:" in bad
+
+    # Which route a template is for must be said once there are several.
+    which = dialer("trunk", "set", "MC", "--channel-template", "PJSIP/{number}@x", ok=False)
+    assert "has routes on default, east: say which with --pbx" in which.output
+    dialer("trunk", "set", "MC", "--pbx", "east", "--channel-template", "PJSIP/{number}@mc-e2")
+    assert _routes(dialer)["MC"][1] == ("east", "PJSIP/{number}@mc-e2")
+    several = dialer("trunk", "set", "MC", "--pbx", "west", ok=False).output
+    assert "has routes on default, east, none on west" in several
+
+    dialer("trunk", "route", "remove", "MC", "default")
+    missing = dialer("trunk", "route", "remove", "MC", "default", ok=False).output
+    assert "trunk MC has no route on PBX 'default' (it has: east)" in missing
+    assert "unknown PBX 'west'" in dialer("trunk", "set", "MC", "--pbx", "west", ok=False).output
+    # `--pbx` alone moves a trunk's only route, as it moved the trunk before routes.
+    dialer("trunk", "set", "MC", "--pbx", "default")
+    assert _routes(dialer) == {"MC": [("default", "PJSIP/{number}@mc-e2")]}
+    assert "default: PJSIP/{number}@mc-e2" in dialer("trunk", "list").output
+
+    last = dialer("trunk", "route", "remove", "MC", "default").output
+    assert "warning: trunk MC has no route left" in last
+    assert "none (its calls wait)" in dialer("trunk", "list").output
+
+
+def _pbxs(dialer) -> dict[str, dict]:
+    return {p["name"]: p for p in json.loads(dialer("pbx", "list", "--json").output)}
+
+
+def test_pbx_set_and_list(dialer, session_factory) -> None:
+    default = _pbxs(dialer)["default"]
+    assert (default["max_cps"], default["max_channels"], default["latency_threshold_ms"]) == (
+        1000.0, 10000, 500,
+    )  # fmt: skip
+    assert (default["state"], default["configured_here"], default["trunks"]) == (
+        "unknown", True, [],
+    )  # fmt: skip
+    for args, message in [
+        (["--cps", "0"], "cps: must be a number greater than zero"),
+        (["--max-channels", "x"], "max_channels: 'x' is not a whole number"),
+        (["--latency-threshold", "-5"], "latency_threshold: must be greater than zero"),
+        ([], "nothing to change"),
+    ]:
+        assert message in dialer("pbx", "set", "default", *args, ok=False).output, args
+    assert "not a PBX name" in dialer("pbx", "set", "Bad Name", "--cps", "1", ok=False).output
+
+    dialer("trunk", "add", "MC", "--cps", "10", "--max-channels", "30")
+    dialer("trunk", "add", "ALT", "--cps", "10", "--max-channels", "30")
+    with session_factory.begin() as session:  # back-pressure had lowered its rate
+        session.execute(text("UPDATE pbxs SET rate = 30, rate_reason = 'slow'"))
+    out = dialer(
+        "pbx", "set", "default", "--cps", "40", "--max-channels", "80",
+        "--latency-threshold", "300", "--json",
+    )  # fmt: skip
+    data = json.loads(out.output)
+    assert (data["max_cps"], data["rate"], data["rate_reason"]) == (40.0, 30.0, "slow")
+    assert (data["max_channels"], data["latency_threshold_ms"]) == (80, 300)
+    assert data["trunks"] == ["ALT", "MC"]
+    # A maximum at or under the lowered rate: nothing is held back any more.
+    data = json.loads(dialer("pbx", "set", "default", "--cps", "25", "--json").output)
+    assert (data["rate"], data["rate_reason"]) == (25.0, None)
+    data = json.loads(dialer("pbx", "set", "default", "--disable", "--json").output)
+    assert (data["enabled"], data["state"]) == (False, "disabled")
+    listed = dialer("pbx", "list").output
+    assert "default" in listed and "disabled" in listed and "ALT, MC" in listed
 
 
 # Campaign settings

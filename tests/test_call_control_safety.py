@@ -524,7 +524,7 @@ def test_an_external_transfer_leaves_through_the_calls_trunk_and_prefix(
     try:
         with engine.begin() as conn:
             conn.execute(
-                text("UPDATE trunks SET channel_template = 'PJSIP/{number}@carrier-{trunk}'")
+                text("UPDATE trunk_routes SET channel_template = 'PJSIP/{number}@carrier-{trunk}'")
             )
         attempt = placed.place(IN_IVR)
         result = dialer("call", "transfer", attempt.custom_call_id, TARGET)

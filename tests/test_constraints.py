@@ -8,6 +8,7 @@ from sqlalchemy.exc import IntegrityError
 
 BASE_ROWS = """
 INSERT INTO trunks (id, name, cps, max_channels) OVERRIDING SYSTEM VALUE VALUES (1, 'MC', 10, 20);
+INSERT INTO trunk_routes (trunk_id, pbx) VALUES (1, 'default');
 INSERT INTO campaigns (id, name, trunk_id, caller_id_number, ivr_file)
     OVERRIDING SYSTEM VALUE VALUES (1, 'spring', 1, '+12125550100', 'welcome');
 INSERT INTO contact_imports (id, campaign_id, filename, checksum)
@@ -26,9 +27,24 @@ REFUSED = [
     ("UPDATE trunks SET cps = 0", "ck_trunks_cps_positive"),
     ("UPDATE trunks SET cps = -5", "ck_trunks_cps_positive"),
     ("UPDATE trunks SET max_channels = 0", "ck_trunks_max_channels_positive"),
-    ("UPDATE trunks SET channel_template = 'PJSIP/123@MC'", "ck_trunks_template_has_number"),
+    (
+        "UPDATE trunk_routes SET channel_template = 'PJSIP/123@MC'",
+        "ck_trunk_routes_template_has_number",
+    ),
     ("UPDATE trunks SET name = 'bad name'", "ck_trunks_name_safe"),
     ("INSERT INTO trunks (name, cps, max_channels) VALUES ('MC', 1, 1)", "uq_trunks_name"),
+    ("INSERT INTO trunk_routes (trunk_id, pbx) VALUES (1, 'default')", "pk_trunk_routes"),
+    ("INSERT INTO trunk_routes (trunk_id, pbx) VALUES (1, 'east')", "fk_trunk_routes_pbx_pbxs"),
+    ("INSERT INTO pbxs (name) VALUES ('default')", "pk_pbxs"),
+    ("INSERT INTO pbxs (name) VALUES ('East')", "ck_pbxs_name_format"),
+    ("INSERT INTO pbxs (name) VALUES ('1east')", "ck_pbxs_name_format"),
+    ("INSERT INTO pbxs (name) VALUES ('" + "e" * 32 + "')", "ck_pbxs_name_format"),
+    ("UPDATE pbxs SET max_cps = 0", "ck_pbxs_max_cps_positive"),
+    ("UPDATE pbxs SET max_channels = 0", "ck_pbxs_max_channels_positive"),
+    ("UPDATE pbxs SET latency_threshold_ms = 0", "ck_pbxs_latency_threshold_positive"),
+    ("UPDATE pbxs SET rate = 0", "ck_pbxs_rate_positive"),
+    ("UPDATE pbxs SET state = 'sleeping'", "ck_pbxs_state_known"),
+    ("UPDATE call_attempts SET pbx = 'east'", "fk_call_attempts_pbx_pbxs"),
     ("UPDATE campaigns SET status = 'dialing'", "ck_campaigns_status_known"),
     ("UPDATE campaigns SET press_key = '12'", "ck_campaigns_press_key_dtmf"),
     ("UPDATE campaigns SET press_key = 'a'", "ck_campaigns_press_key_dtmf"),
@@ -97,6 +113,8 @@ ACCEPTED = [
     "UPDATE call_attempts SET status = 'ended', outcome = 'busy', ended_at = now()",
     "INSERT INTO dnc_numbers (phone_e164, campaign_id) VALUES ('+12125550199', 1)",
     "UPDATE call_attempts SET dtmf = '1#'",
+    "INSERT INTO pbxs (name) VALUES ('east-1_b'), ('" + "e" * 31 + "')",
+    "UPDATE pbxs SET rate = 0.5, state = 'shutting_down'",
 ]
 
 

@@ -390,14 +390,20 @@ def test_unreachable_pbx_gives_the_attempt_back(settings, session_factory, make_
             20,
             message="five not-sent attempts",
         )
+        # The PBX is reported down for every host: nothing more is routed to it meanwhile.
+        time.sleep(1.5)
+        assert scalar(session_factory, "SELECT count(*) FROM call_attempts") == 5
     contacts = rows(
         session_factory,
         "SELECT status, attempts, next_attempt_at - now() AS due_in FROM contacts",
     )
     assert {(c.status, c.attempts) for c in contacts} == {("pending", 0)}  # no attempt used
-    assert all(dt.timedelta(0) < c.due_in <= dt.timedelta(seconds=15) for c in contacts)
+    # Due at once: the next tick routes them through a PBX that takes calls, if there is one.
+    assert all(c.due_in <= dt.timedelta(0) for c in contacts)
     errors = rows(session_factory, "SELECT send_error, sent_at FROM call_attempts")
     assert all(e.send_error.startswith("not sent") and e.sent_at is None for e in errors)
+    pbx = rows(session_factory, "SELECT state, state_reason FROM pbxs WHERE name = 'default'")[0]
+    assert pbx.state == "down" and "worker could not reach it" in pbx.state_reason
 
 
 @pytest.mark.slow

@@ -210,3 +210,88 @@ def test_upgrade_carries_over_who_ended_the_calls(empty_database_url: str) -> No
         1,
     )
     assert kept == 1
+
+
+def test_upgrade_gives_every_trunk_its_route_and_downgrade_puts_it_back(
+    empty_database_url: str,
+) -> None:
+    """0008: each trunk's PBX gets its row, with limits that do not hold back what its trunks
+    were dialling; the trunk's pbx and template become its route; attempts are marked with
+    their trunk's PBX. A PBX name that is not one stops the upgrade until it is fixed.
+    Downgrade: each trunk gets back one route (the one on default if it has it)."""
+    url = empty_database_url
+    migrate.upgrade(url, "0007")
+    engine = make_engine(url)
+    with engine.begin() as conn:
+        conn.exec_driver_sql(
+            "INSERT INTO trunks (id, name, pbx, channel_template, cps, max_channels)"
+            " OVERRIDING SYSTEM VALUE VALUES"
+            " (1, 'MC', 'default', 'PJSIP/{number}@{trunk}', 10, 20),"
+            " (2, 'BIG', 'east', 'PJSIP/{number}@carrier-east', 1500, 30000),"
+            " (3, 'ALSO', 'east', 'Local/{number}@out', 700, 5),"
+            " (4, 'ODD', 'East.1', 'PJSIP/{number}@odd', 1, 1);"
+            "INSERT INTO campaigns (id, name, trunk_id, status, caller_id_number, ivr_file)"
+            " OVERRIDING SYSTEM VALUE VALUES (1, 'one', 1, 'running', '+12125550100', 'w'),"
+            " (2, 'two', 2, 'running', '+12125550100', 'w');"
+            "INSERT INTO contacts (id, campaign_id, phone_e164, phone_raw)"
+            " OVERRIDING SYSTEM VALUE SELECT n, 1 + n %% 2, '+1212555' || lpad(n::text, 4, '0'),"
+            " 'x' FROM generate_series(1, 6) n;"
+            "INSERT INTO call_attempts (id, custom_call_id, campaign_id, contact_id, trunk_id,"
+            " attempt_number, status) OVERRIDING SYSTEM VALUE"
+            " SELECT n, '1_' || n, 1 + n %% 2, n, 1 + n %% 2, 1, 'up' FROM generate_series(1, 6) n"
+        )
+    try:
+        migrate.upgrade(url)
+    except Exception as exc:
+        assert "ODD (pbx 'East.1')" in str(exc)
+    else:
+        raise AssertionError("a PBX name that is not one went through")
+    assert "0007" in migrate.current(url)  # nothing of 0008 stayed
+    with engine.begin() as conn:
+        conn.exec_driver_sql("UPDATE trunks SET pbx = 'odd' WHERE name = 'ODD'")
+    migrate.upgrade(url)
+    with engine.begin() as conn:
+        pbxs = conn.exec_driver_sql(
+            "SELECT name, max_cps, max_channels, state, rate FROM pbxs ORDER BY name"
+        ).all()
+        routes = conn.exec_driver_sql(
+            "SELECT t.name, r.pbx, r.channel_template FROM trunk_routes r"
+            " JOIN trunks t ON t.id = r.trunk_id ORDER BY t.name"
+        ).all()
+        attempts = dict(conn.exec_driver_sql("SELECT id, pbx FROM call_attempts").all())
+        # A second route on MC: the downgrade keeps the one on default.
+        conn.exec_driver_sql("INSERT INTO trunk_routes (trunk_id, pbx) VALUES (1, 'east')")
+    assert [tuple(p) for p in pbxs] == [
+        ("default", 1000.0, 10000, "unknown", None),
+        ("east", 2200.0, 30005, "unknown", None),  # its trunks' sums: above the defaults
+        ("odd", 1000.0, 10000, "unknown", None),
+    ]
+    assert [tuple(r) for r in routes] == [
+        ("ALSO", "east", "Local/{number}@out"),
+        ("BIG", "east", "PJSIP/{number}@carrier-east"),
+        ("MC", "default", "PJSIP/{number}@{trunk}"),
+        ("ODD", "odd", "PJSIP/{number}@odd"),
+    ]
+    assert attempts == {1: "east", 2: "default", 3: "east", 4: "default", 5: "east", 6: "default"}
+    migrate.check(url)
+
+    migrate.downgrade(url, "0007")
+    with engine.begin() as conn:
+        trunks = conn.exec_driver_sql(
+            "SELECT name, pbx, channel_template FROM trunks ORDER BY name"
+        ).all()
+        columns = conn.exec_driver_sql(
+            "SELECT column_name FROM information_schema.columns"
+            " WHERE table_name = 'call_attempts' AND column_name IN ('pbx', 'originate_response_at')"
+        ).all()
+    engine.dispose()
+    assert [tuple(t) for t in trunks] == [
+        ("ALSO", "east", "Local/{number}@out"),
+        ("BIG", "east", "PJSIP/{number}@carrier-east"),
+        ("MC", "default", "PJSIP/{number}@{trunk}"),
+        ("ODD", "odd", "PJSIP/{number}@odd"),
+    ]
+    assert columns == []
+    assert _tables(url) == set(Base.metadata.tables) - {"pbxs", "trunk_routes"}
+    migrate.upgrade(url)
+    migrate.check(url)

@@ -26,6 +26,8 @@ _HOURS = re.compile(r"([0-9]{1,2}):([0-9]{2})-([0-9]{1,2}):([0-9]{2})")
 _DELAY = re.compile(r"([0-9]+)([smhd]?)")
 _OUTCOME = re.compile(r"[a-z][a-z0-9_]*")
 _TRUNK_NAME = re.compile(r"[A-Za-z0-9_.-]+")
+# A PBX's name, as the settings name it (DIALER_PBXS): `default` is one of them.
+_PBX_NAME = re.compile(r"[a-z][a-z0-9_-]{0,30}")
 _SOUND_FILE = re.compile(r"[A-Za-z0-9_-]+")
 _DIALPLAN_NAME = re.compile(r"[A-Za-z0-9_.+*#-]+")
 _DIAL_PREFIX = re.compile(r"[0-9*#+]*")
@@ -76,6 +78,18 @@ def trunk_name(value: str, field: str = "trunk") -> str:
     single_line(value, field)
     if not _TRUNK_NAME.fullmatch(value):
         raise SettingError(field, f"{value!r} may only contain letters, digits, '_', '.' and '-'")
+    return value
+
+
+def pbx_name(value: str, field: str = "pbx") -> str:
+    """A PBX's name: a lower-case letter, then up to 30 lower-case letters, digits, `_`, `-`."""
+    single_line(value, field)
+    if not _PBX_NAME.fullmatch(value):
+        raise SettingError(
+            field,
+            f"{value!r} is not a PBX name: a lower-case letter, then up to 30 lower-case "
+            "letters, digits, '_' or '-' (e.g. default, east-1)",
+        )
     return value
 
 

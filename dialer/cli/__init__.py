@@ -16,6 +16,7 @@ from dialer.cli import demo as demo_cli
 from dialer.cli import dnc as dnc_cli
 from dialer.cli import listen as listen_cli
 from dialer.cli import payload as payload_cli
+from dialer.cli import pbx as pbx_cli
 from dialer.cli import queue as queue_cli
 from dialer.cli import report as report_cli
 from dialer.cli import trunk as trunk_cli
@@ -58,6 +59,7 @@ cli.add_command(worker_cli.worker)
 cli.add_command(listen_cli.listen)
 cli.add_command(listen_cli.asterisk_config)
 cli.add_command(trunk_cli.trunk)
+cli.add_command(pbx_cli.pbx)
 cli.add_command(campaign_cli.campaign)
 cli.add_command(contacts_cli.contacts)
 cli.add_command(dnc_cli.dnc)

@@ -67,6 +67,12 @@ def emit(data: Any, as_json: bool, human: Callable[[], None]) -> None:
         human()
 
 
+def warn(notes: Sequence[str]) -> None:
+    """Warnings for the operator, one per line on stderr (the output stays parseable)."""
+    for note in notes:
+        click.echo(f"warning: {note}", err=True)
+
+
 def echo_table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> None:
     """Rows as aligned columns under a header; `-` for empty values."""
     cells = [[_cell(row.get(c)) for c in columns] for row in rows]

@@ -49,8 +49,8 @@ class AttemptInfo:
     channel: str | None
     recording_file: str | None
     phone: str
-    pbx: str
-    trunk: TrunkRoute
+    pbx: str  # the PBX the call was sent through
+    trunk: TrunkRoute | None  # its trunk, with the dial string of that PBX's route
     transfer_prefix: str
     caller_id_number: str
     region: str
@@ -58,12 +58,13 @@ class AttemptInfo:
 
 _ATTEMPT = """
     SELECT a.id, a.custom_call_id, a.status, a.outcome, a.channel, a.recording_file,
-           k.phone_e164, t.pbx, t.name AS trunk_name, t.channel_template,
+           k.phone_e164, a.pbx, t.name AS trunk_name, r.channel_template,
            c.transfer_prefix, c.caller_id_number, c.region
       FROM call_attempts a
       JOIN contacts k ON k.id = a.contact_id
       JOIN campaigns c ON c.id = a.campaign_id
       JOIN trunks t ON t.id = a.trunk_id
+      LEFT JOIN trunk_routes r ON r.trunk_id = a.trunk_id AND r.pbx = a.pbx
 """
 
 
@@ -77,7 +78,11 @@ def _attempt(row: Any) -> AttemptInfo:
         recording_file=row.recording_file,
         phone=row.phone_e164,
         pbx=row.pbx,
-        trunk=TrunkRoute(name=row.trunk_name, channel_template=row.channel_template),
+        # The route the call went through; None if it was removed since (no external
+        # transfer is dialled with another PBX's dial string).
+        trunk=None
+        if row.channel_template is None
+        else TrunkRoute(name=row.trunk_name, channel_template=row.channel_template),
         transfer_prefix=row.transfer_prefix,
         caller_id_number=row.caller_id_number,
         region=row.region,

@@ -7,15 +7,22 @@ One tick, in one transaction:
    come run; running campaigns past their end are completed, not cancelled: the schedule ran
    its course, nobody stopped it. Contacts not reached stay pending (nothing is lost; reports
    show them as not reached);
-3. per trunk, the spare capacity (free channels, and no more than the trunk can start within
-   the lookahead); per campaign on it, claim due contacts and sort them: on a do-not-call list
+3. per trunk, the PBXs it can be sent through now (`dialer.dialing.routing`: its routes to PBXs
+   that are up, else to PBXs whose state is unknown; with none, nothing is claimed for it: its
+   contacts wait, and the tick says why in its report and, every `UNROUTED_LOG_EVERY_S`, in
+   the log), and the spare capacity: free channels, and no more than the trunk can start
+   within the lookahead, and no more than those PBXs can take (their own free channels and
+   rate, shared by every trunk they serve); per campaign on it, claim due contacts and sort
+   them: on a do-not-call list
    (global or the campaign's) -> status dnc; outside their own calling window -> re-scheduled
    to when it opens (checked again after `calling_window.HORIZON` when zones too far apart
    share no opening that soon; cancelled with outcome `no_calling_window` only when it can
    never open: hours entirely outside the guard, or no time zone); callable -> status
-   dialing, attempts + 1, and a call attempt row `queued` with its custom_call_id and the
-   Originate payload (`dialer.dialing.payload`), so the originate task only claims and sends. A
-   campaign whose settings cannot make a payload is not dialled (and logged);
+   dialing, attempts + 1, and a call attempt row `queued` with its custom_call_id, the PBX it
+   goes through (the one with the most free capacity) and the Originate payload
+   (`dialer.dialing.payload`, with that route's channel template), so the originate task only
+   claims and sends. A campaign whose settings cannot make a payload is not dialled (and
+   logged);
 4. attempts left `queued` for long (the broker lost their message, or enqueueing failed after
    the commit) are handed out again; the originate task's conditional UPDATE makes any
    duplicate message harmless;
@@ -49,7 +56,14 @@ from dialer.campaigns import calling_window
 from dialer.campaigns import service as campaigns_module
 from dialer.campaigns.calling_window import CallingWindow
 from dialer.dialing.pacing import trunk_usage
-from dialer.dialing.payload import CallSettings, OriginateTemplate, TrunkRoute, custom_call_id
+from dialer.dialing.payload import (
+    DEFAULT_CHANNEL_TEMPLATE,
+    CallSettings,
+    OriginateTemplate,
+    TrunkRoute,
+    custom_call_id,
+)
+from dialer.dialing.routing import Chooser, Route, pbx_loads, trunk_routes
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +71,9 @@ log = logging.getLogger(__name__)
 DISPATCH_LOCK_KEY = 0x6469616C6572
 NO_WINDOW_OUTCOME = "no_calling_window"
 INVALID_NUMBER_OUTCOME = "invalid_number"
+# A trunk whose calls wait for a PBX is logged at most this often.
+UNROUTED_LOG_EVERY_S = 10.0
+_unrouted_logged: dict[str, float] = {}
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +105,8 @@ class TickReport:
     campaigns_completed: list[str] = field(default_factory=list)
     campaigns_refused: list[str] = field(default_factory=list)  # settings unusable
     invalid_numbers: int = 0
+    # Trunks with calls to make and no PBX that can take them now: why, by trunk name.
+    unrouted: dict[str, str] = field(default_factory=dict)
 
     @property
     def to_enqueue(self) -> list[int]:
@@ -99,33 +118,43 @@ class _Campaign:
     id: int
     name: str
     trunk_id: int
+    trunk_name: str
     max_attempts: int
     window: CallingWindow
-    # None when the campaign's settings cannot make a payload (see `problem`).
-    template: OriginateTemplate | None
+    # One template per route (PBX) of the trunk; empty when the campaign's settings cannot
+    # make a payload (see `problem`).
+    templates: dict[str, OriginateTemplate]
     problem: str | None = None
 
     @classmethod
-    def from_row(cls, row: Any) -> _Campaign:
-        template, problem = None, None
+    def from_row(cls, row: Any, routes: list[Route]) -> _Campaign:
+        templates: dict[str, OriginateTemplate] = {}
+        problem = None
+        settings = CallSettings.from_campaign(row)
         try:
-            template = OriginateTemplate.build(
-                from_number=row.caller_id_number,
-                settings=CallSettings.from_campaign(row),
-                trunk=TrunkRoute(name=row.trunk_name, channel_template=row.channel_template),
-            )
-            # A frame with the campaign's values must be safe to send, whoever the callee is.
-            amiwire.originate_frame(template.payload("0_0", template.caller))
+            # The campaign's own settings, then each route's dial string.
+            for route in [Route("", DEFAULT_CHANNEL_TEMPLATE), *routes]:
+                trunk = TrunkRoute(name=row.trunk_name, channel_template=route.channel_template)
+                template = OriginateTemplate.build(
+                    from_number=row.caller_id_number, settings=settings, trunk=trunk
+                )
+                # A frame with the campaign's values must be safe to send, whoever the callee is.
+                amiwire.originate_frame(template.payload("0_0", template.caller))
+                if route.pbx:
+                    templates[route.pbx] = template
         except ValueError as exc:  # PayloadError, UnsafeHeaderValue
-            template, problem = None, str(exc)
+            templates, problem = {}, str(exc)
         window = CallingWindow(
             row.calling_hours_start, row.calling_hours_end, frozenset(row.calling_days)
         )
-        return cls(row.id, row.name, row.trunk_id, row.max_attempts, window, template, problem)
+        return cls(
+            row.id, row.name, row.trunk_id, row.trunk_name, row.max_attempts, window, templates,
+            problem,
+        )  # fmt: skip
 
-    def payload(self, call_id: str, phone_e164: str) -> dict[str, Any]:
-        assert self.template is not None, "campaigns with a settings problem are not dialled"
-        return self.template.payload(call_id, phone_e164)
+    def payload(self, route: Route, call_id: str, phone_e164: str) -> dict[str, Any]:
+        assert self.templates, "campaigns with a settings problem are not dialled"
+        return self.templates[route.pbx].payload(call_id, phone_e164)
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,7 +170,7 @@ _LOCK = text("SELECT pg_try_advisory_xact_lock(:key)")
 
 _RUNNING = text(
     """
-    SELECT c.*, t.name AS trunk_name, t.channel_template
+    SELECT c.*, t.name AS trunk_name
       FROM campaigns c JOIN trunks t ON t.id = c.trunk_id
      WHERE c.status = 'running' AND t.enabled
        AND (c.start_at IS NULL OR c.start_at <= :now)
@@ -176,7 +205,7 @@ _CREATE_ATTEMPTS = text(
     """
     WITH new AS (
         SELECT * FROM jsonb_to_recordset(CAST(:rows AS jsonb))
-               AS v(id bigint, custom_call_id text, contact_id bigint, payload jsonb)
+               AS v(id bigint, custom_call_id text, contact_id bigint, pbx text, payload jsonb)
     ), dialing AS (
         UPDATE contacts c
            SET status = 'dialing', attempts = c.attempts + 1, updated_at = now()
@@ -184,9 +213,9 @@ _CREATE_ATTEMPTS = text(
          WHERE c.id = new.contact_id AND c.status = 'pending'
         RETURNING c.id
     )
-    INSERT INTO call_attempts (id, custom_call_id, campaign_id, contact_id, trunk_id,
+    INSERT INTO call_attempts (id, custom_call_id, campaign_id, contact_id, trunk_id, pbx,
                                attempt_number, status, payload)
-    SELECT new.id, new.custom_call_id, :campaign_id, new.contact_id, :trunk_id,
+    SELECT new.id, new.custom_call_id, :campaign_id, new.contact_id, :trunk_id, new.pbx,
            coalesce((SELECT max(a.attempt_number) FROM call_attempts a
                       WHERE a.contact_id = new.contact_id), 0) + 1,
            'queued', new.payload
@@ -255,9 +284,11 @@ def plan_tick(
     moved = campaigns_module.advance_schedules(session, now)
     report.campaigns_started = moved["running"]
     report.campaigns_ended = moved["completed"]
+    running = list(connection.execute(_RUNNING, {"now": now}))
+    routes = trunk_routes(connection, (row.trunk_id for row in running))
     by_trunk: dict[int, list[_Campaign]] = defaultdict(list)
-    for row in connection.execute(_RUNNING, {"now": now}):
-        campaign = _Campaign.from_row(row)
+    for row in running:
+        campaign = _Campaign.from_row(row, routes.get(row.trunk_id, []))
         if campaign.problem:
             # Nothing could be sent: leave the contacts alone until the setting is fixed.
             log.error(
@@ -270,12 +301,25 @@ def plan_tick(
         by_trunk[campaign.trunk_id].append(campaign)
 
     usage = trunk_usage(connection, by_trunk)
+    chooser = Chooser(
+        pbx_loads(connection, (r.pbx for t in by_trunk for r in routes.get(t, []))),
+        options.lookahead_s,
+    )
     budget = options.max_attempts_per_tick
     windows = _WindowCache(now)
     idle: list[_Campaign] = []
     queued: list[list[list[int]]] = []  # per trunk, per campaign
     for trunk_id, trunk_campaigns in by_trunk.items():
+        usable = chooser.usable(routes.get(trunk_id, []))
         spare = min(usage[trunk_id].spare_capacity(options.lookahead_s), budget)
+        if not usable:
+            if spare > 0 and _has_due_contacts(connection, trunk_campaigns, now):
+                _unrouted(report, trunk_campaigns[0].trunk_name, chooser.why_none(
+                    routes.get(trunk_id, [])
+                ))  # fmt: skip
+            idle.extend(trunk_campaigns)
+            continue
+        spare = min(spare, chooser.spare(usable))
         queued.append([])
         for index, campaign in enumerate(trunk_campaigns):
             created = 0
@@ -284,7 +328,7 @@ def plan_tick(
                 share = math.ceil(spare / (len(trunk_campaigns) - index))
                 first = len(report.queued)
                 created = _dispatch_campaign(
-                    connection, campaign, share, now, windows, options, report
+                    connection, campaign, usable, chooser, share, now, windows, options, report
                 )
                 queued[-1].append(report.queued[first:])
                 spare -= created
@@ -316,6 +360,29 @@ def plan_tick(
     return report
 
 
+_HAS_DUE = text(
+    """
+    SELECT EXISTS (SELECT 1 FROM contacts c
+                    WHERE c.campaign_id = ANY(:ids) AND c.status = 'pending'
+                      AND c.next_attempt_at <= :now)
+    """
+)
+
+
+def _has_due_contacts(connection: Connection, campaigns: list[_Campaign], now: dt.datetime) -> bool:
+    ids = [c.id for c in campaigns]
+    return bool(connection.execute(_HAS_DUE, {"ids": ids, "now": now}).scalar_one())
+
+
+def _unrouted(report: TickReport, trunk: str, why: str) -> None:
+    """A trunk's calls wait for a PBX: in the report always, in the log now and then."""
+    report.unrouted[trunk] = why
+    now = time.monotonic()
+    if now - _unrouted_logged.get(trunk, -math.inf) >= UNROUTED_LOG_EVERY_S:
+        _unrouted_logged[trunk] = now
+        log.warning("trunk %s: calls wait, %s", trunk, why)
+
+
 def interleave(groups: Sequence[Sequence[int]]) -> list[int]:
     """Every item of `groups`, one from each group in turn: [[1, 2, 3], [4], [5, 6]] ->
     [1, 4, 5, 2, 6, 3]."""
@@ -325,6 +392,8 @@ def interleave(groups: Sequence[Sequence[int]]) -> list[int]:
 def _dispatch_campaign(
     connection: Connection,
     campaign: _Campaign,
+    routes: list[Route],
+    chooser: Chooser,
     limit: int,
     now: dt.datetime,
     windows: _WindowCache,
@@ -383,9 +452,11 @@ def _dispatch_campaign(
         if later:
             connection.execute(_RESCHEDULE, {"ids": list(later), "ats": list(later.values())})
         if due_now:
-            ids = _create_attempts(connection, campaign, due_now, report)
+            ids = _create_attempts(connection, campaign, due_now, routes, chooser, report)
             report.queued.extend(ids)
             created += len(ids)
+            if chooser.spare(routes) == 0:
+                limit = created  # the PBXs are full: no other round (its rows would come back)
         report.dnc += len(dnc)
         report.exhausted += len(exhausted)
         report.no_window += len(never)
@@ -394,18 +465,28 @@ def _dispatch_campaign(
 
 
 def _create_attempts(
-    connection: Connection, campaign: _Campaign, contacts: list[_Due], report: TickReport
+    connection: Connection,
+    campaign: _Campaign,
+    contacts: list[_Due],
+    routes: list[Route],
+    chooser: Chooser,
+    report: TickReport,
 ) -> list[int]:
-    """Queued attempts, payload included, for contacts callable now; returns their ids."""
+    """Queued attempts, each routed through a PBX with its payload, for contacts callable now;
+    returns their ids. Contacts beyond what the PBXs can take stay due for the next tick."""
     ids = connection.execute(_NEXT_IDS, {"count": len(contacts)}).scalars().all()
     epoch_ms = int(time.time() * 1000)
     rows: list[dict[str, Any]] = []
     invalid: list[int] = []
     for contact, attempt_id in zip(contacts, ids, strict=True):
+        route = chooser.pick(routes)
+        if route is None:
+            break  # every PBX of the trunk is full; the contact's row lock ends with the tick
         call_id = custom_call_id(epoch_ms, attempt_id)
         try:
-            payload = campaign.payload(call_id, contact.phone_e164)
+            payload = campaign.payload(route, call_id, contact.phone_e164)
         except ValueError as exc:  # the campaign's settings were checked: it is this number
+            chooser.unpick(route)
             log.warning("contact %s: number %s refused: %s", contact.id, contact.phone_e164, exc)
             invalid.append(contact.id)
             continue
@@ -414,6 +495,7 @@ def _create_attempts(
                 "id": attempt_id,
                 "custom_call_id": call_id,
                 "contact_id": contact.id,
+                "pbx": route.pbx,
                 "payload": payload,
             }
         )

@@ -5,10 +5,15 @@ The dispatch tick committed the attempt `queued`, with the payload to send. Here
    lists and that the campaign still runs, and commits. A redelivered or duplicated task
    matches no row and does nothing; an attempt whose number went on a list, or whose campaign
    was paused or stopped, since it was queued is closed as not sent;
-2. wait until the AMI connection is up, then take the trunk's next pacing slot;
+   It also reads the state of the PBX the dispatcher routed the attempt through: one that
+   cannot take calls now (down, shutting down, refusing, disabled) gets nothing sent; the
+   attempt is given back, due at once, for the next tick to route it through another PBX;
+2. wait until the AMI connection to that PBX is up, then take the trunk's and the PBX's next
+   pacing slot (`dialer.dialing.pacing`);
 3. last checks, in a transaction that locks the contact's row until the Originate is written:
    the number is on no do-not-call list, the campaign runs, the calling window is open at the
-   slot (and `WINDOW_MARGIN_S` after it), and reconciliation has not closed the attempt.
+   slot (and `WINDOW_MARGIN_S` after it), reconciliation has not closed the attempt, and the
+   PBX can still take calls.
    `dnc.add_e164` locks the same row, so a number put on the list is either seen here or
    listed only after the call was sent;
 4. sleep until the slot starts and send, in the slot or not at all: a send more than
@@ -17,14 +22,18 @@ The dispatch tick committed the attempt `queued`, with the payload to send. Here
 5. record when it was sent.
 
 Failures: `AmiConnectionError` (nothing left the dialer), or an Originate refused because the
-PBX is shutting down -> attempt `not_sent`, contact due again without using up an attempt; `OriginateFateUnknown` -> the attempt stays `originating`
+PBX is shutting down -> the PBX is reported down or shutting down (`dialer.campaigns.pbxs`),
+attempt `not_sent`, contact due again at once without using up an attempt (the next tick
+routes it through a PBX that can take it); a PBX this worker has no AMI settings for ->
+`not_sent`, due again after `UNREACHABLE_RETRY_S` (never sent through another PBX with the
+wrong dial string); `OriginateFateUnknown` -> the attempt stays `originating`
 with `send_error` set, for reconciliation against the PBX: never sent again; `OriginateRejected`
-(Asterisk refused, no call exists) -> attempt ended with outcome `failed` and the contact
-re-scheduled like any failed attempt. An attempt stopped by the last checks is `not_sent`.
+(Asterisk refused, no call exists) -> the PBX is reported `refusing`, the attempt ended with
+outcome `failed` and the contact re-scheduled like any failed attempt. An attempt stopped by the last checks is `not_sent`.
 
 This is the dialer's hot path, so it talks to Postgres through a plain psycopg connection in
-autocommit mode (no ORM), three round trips per call: the claim; the slot (its own transaction)
-with the BEGIN, lock and checks of the send transaction; and the sent time with the COMMIT after
+autocommit mode (no ORM), three round trips per call: the claim; the slots (the trunk's and the
+PBX's, in their own transaction) with the BEGIN, lock and checks of the send transaction; and the sent time with the COMMIT after
 the send. Their statements are prepared once per connection and run with EXECUTE, several in one
 simple-protocol query: the server plans them once, and the client neither adapts parameters nor
 keeps a pipeline per statement (half of the path's client time before). Values are put in the
@@ -57,16 +66,21 @@ from dialer.ami.client import (
     OriginateFateUnknown,
     OriginateRejected,
 )
-from dialer.campaigns import calling_window
+from dialer.campaigns import calling_window, pbxs
 from dialer.campaigns.calling_window import CallingWindow
-from dialer.dialing.pacing import PAD, TAKE_SLOT_PREPARED
+from dialer.dialing.pacing import LOCK_TRUNK_PREPARED, PAD, TAKE_SLOTS_PREPARED
 from dialer.dialing.payload import CallSettings, TrunkRoute, build_originate_payload
+from dialer.settings import SettingsError
 
 log = logging.getLogger(__name__)
 
-# A PBX that cannot be reached is retried soon, not at once: the tick would otherwise create
-# a not-sent row per contact per second during an outage.
+# An attempt this worker could not send for a reason of its own (no AMI settings for the PBX,
+# the database) is due again after this: the tick would otherwise create a not-sent row per
+# contact per second. One the PBX could not take is due at once: it is routed elsewhere.
 UNREACHABLE_RETRY_S = 15.0
+PBX_UNAVAILABLE_RETRY_S = 0.0
+# A worker without AMI settings for a PBX says so at most this often.
+NO_SETTINGS_LOG_EVERY_S = 60.0
 # A payload refused for a campaign or trunk setting stays refused until the operator fixes it.
 BAD_SETTINGS_RETRY_S = 300.0
 REJECTED_OUTCOME = "failed"
@@ -94,6 +108,7 @@ class Result(enum.StrEnum):
     REJECTED = "rejected"  # Asterisk refused it; no call exists
     OUTSIDE_WINDOW = "outside_window"  # its calling window closed before its slot
     CLOSED = "closed"  # reconciliation closed it before it was sent
+    PBX_UNAVAILABLE = "pbx_unavailable"  # its PBX cannot take calls now; routed again
 
 
 class Originator(Protocol):
@@ -114,13 +129,18 @@ _DNC_FOR_ATTEMPT = """
                AND (d.campaign_id IS NULL OR d.campaign_id = a.campaign_id))
 """
 
+# The state in effect of the attempt's PBX (`dialer.campaigns.pbxs`), `disabled` if it is.
+_PBX_STATE = f"""
+    (SELECT CASE WHEN p.enabled THEN {pbxs.effective_state_sql("p")} ELSE 'disabled' END
+       FROM pbxs p WHERE p.name = a.pbx) AS pbx_state
+"""
+
 _CLAIM = f"""
     UPDATE call_attempts a SET status = 'originating'
      WHERE a.id = $1 AND a.status = 'queued'
        AND EXISTS (SELECT 1 FROM campaigns c WHERE c.id = a.campaign_id AND c.status = 'running')
        AND NOT {_DNC_FOR_ATTEMPT}
-    RETURNING a.payload, a.trunk_id, (SELECT t.pbx FROM trunks t WHERE t.id = a.trunk_id),
-              a.custom_call_id
+    RETURNING a.payload, a.trunk_id, a.pbx, a.custom_call_id, {_PBX_STATE}
 """
 
 # Why a claim matched nothing.
@@ -140,7 +160,8 @@ _LOCK_CONTACT = """
 """
 _SEND_CHECK = f"""
     SELECT a.status, c.status AS campaign_status, {_DNC_FOR_ATTEMPT} AS on_dnc,
-           k.phone_e164, k.timezones, c.calling_hours_start, c.calling_hours_end, c.calling_days
+           k.phone_e164, k.timezones, c.calling_hours_start, c.calling_hours_end, c.calling_days,
+           {_PBX_STATE}
       FROM call_attempts a
       JOIN contacts k ON k.id = a.contact_id
       JOIN campaigns c ON c.id = a.campaign_id
@@ -149,11 +170,12 @@ _SEND_CHECK = f"""
 
 # For an attempt created without a payload (the dispatcher always stores one).
 _PAYLOAD_INPUTS = """
-    SELECT a.custom_call_id, k.phone_e164, t.name AS trunk_name, t.channel_template, c.*
+    SELECT a.custom_call_id, k.phone_e164, t.name AS trunk_name, r.channel_template, c.*
       FROM call_attempts a
       JOIN contacts k ON k.id = a.contact_id
       JOIN campaigns c ON c.id = a.campaign_id
       JOIN trunks t ON t.id = a.trunk_id
+      LEFT JOIN trunk_routes r ON r.trunk_id = a.trunk_id AND r.pbx = a.pbx
      WHERE a.id = %(id)s
 """
 _STORE_PAYLOAD = "UPDATE call_attempts SET payload = %(payload)s WHERE id = %(id)s"
@@ -183,7 +205,8 @@ _SENT = """
 # The hot path's statements: name -> (argument types, text).
 _PREPARED = {
     "dialer_claim": ("bigint", _CLAIM),
-    "dialer_take_slot": ("bigint, float8, float8", TAKE_SLOT_PREPARED),
+    "dialer_lock_trunk": ("bigint", LOCK_TRUNK_PREPARED),
+    "dialer_take_slots": ("bigint, float8, float8, bigint", TAKE_SLOTS_PREPARED),
     "dialer_lock_contact": ("bigint", _LOCK_CONTACT),
     "dialer_send_check": ("bigint", _SEND_CHECK),
     "dialer_sent": ("bigint, timestamptz", _SENT),
@@ -232,12 +255,17 @@ def originate_attempt(
     claimed = claimed[0] if claimed else None
     if claimed is None:
         return _not_claimed(conn, attempt_id)
-    payload, trunk_id, pbx, call_id = claimed
+    payload, trunk_id, pbx, call_id, pbx_state = claimed
+    if pbx_state not in pbxs.USABLE_STATES:
+        return _pbx_unavailable(conn, attempt_id, call_id, pbx, pbx_state)
 
     try:
         if payload is None:
             payload = _build_payload(conn, attempt_id)
         client = ami_for(pbx)
+    except SettingsError as exc:  # this host has no AMI settings for the PBX
+        _no_settings(conn, attempt_id, pbx, exc)
+        return Result.NOT_SENT
     except ValueError as exc:  # PayloadError: a setting the payload cannot be built from
         log.error("attempt %s: payload refused: %s", call_id, exc)
         _give_back(conn, attempt_id, "originating", f"payload refused: {exc}", BAD_SETTINGS_RETRY_S)
@@ -258,7 +286,11 @@ def originate_attempt(
             )  # fmt: skip
         except (AmiConnectionError, AmiAuthenticationError) as exc:
             log.warning("attempt %s: not sent: %s", call_id, exc)
-            _give_back(conn, attempt_id, "originating", f"not sent: {exc}", UNREACHABLE_RETRY_S)
+            _report_pbx(conn, pbx, exc)
+            _give_back(
+                conn, attempt_id, "originating", f"not sent: PBX {pbx}: {exc}",
+                PBX_UNAVAILABLE_RETRY_S,
+            )  # fmt: skip
             return Result.NOT_SENT
         except Exception as exc:  # the database failed us; nothing was sent
             _give_back(conn, attempt_id, "originating", f"not sent: {exc}", UNREACHABLE_RETRY_S)
@@ -270,12 +302,59 @@ def originate_attempt(
             log.info("attempt %s: slot %d dropped: %s", call_id, turn + 1, missed)
             lead = min(MAX_SLOT_LEAD_S, max(lead, 2 * sent.late))
             continue
-        return _record_send(conn, attempt_id, call_id, sent)
+        return _record_send(conn, attempt_id, call_id, pbx, sent)
     _give_back(
         conn, attempt_id, "originating",
         f"not sent: no send within its pacing slot ({missed})", UNREACHABLE_RETRY_S,
     )  # fmt: skip
     return Result.NOT_SENT
+
+
+def _pbx_unavailable(
+    conn: psycopg.Connection[Any], attempt_id: int, call_id: str, pbx: str, state: str | None
+) -> Result:
+    """The attempt's PBX cannot take calls now: nothing is sent, and the contact is due again
+    at once, for the next tick to route it through one that can."""
+    log.info("attempt %s: PBX %s is %s; routed again", call_id, pbx, state)
+    _give_back(
+        conn, attempt_id, "originating", f"not sent: PBX {pbx} is {state}; routed again",
+        PBX_UNAVAILABLE_RETRY_S,
+    )  # fmt: skip
+    return Result.PBX_UNAVAILABLE
+
+
+_no_settings_logged: dict[str, float] = {}
+
+
+def _no_settings(
+    conn: psycopg.Connection[Any], attempt_id: int, pbx: str, exc: SettingsError
+) -> None:
+    """This worker cannot reach the PBX the attempt was routed through: given back, never sent
+    through another PBX (the payload carries this PBX's dial string)."""
+    now = time.monotonic()
+    if now - _no_settings_logged.get(pbx, -math.inf) >= NO_SETTINGS_LOG_EVERY_S:
+        _no_settings_logged[pbx] = now
+        log.error("PBX %s: calls routed to it cannot be sent from this worker: %s", pbx, exc)
+    error = (
+        f"not sent: this worker has no AMI settings for PBX {pbx} (DIALER_PBXS on its host); "
+        "run workers for it where it is configured"
+    )
+    _give_back(conn, attempt_id, "originating", error, UNREACHABLE_RETRY_S)
+
+
+def _report_pbx(conn: psycopg.Connection[Any], pbx: str, exc: BaseException) -> None:
+    """Tell every host that this PBX cannot take calls now (`dialer.campaigns.pbxs`)."""
+    if isinstance(exc, AmiAuthenticationError):
+        state, reason = "refusing", f"AMI login refused: {exc}"
+    elif isinstance(exc, OriginateRejected):
+        state = "shutting_down" if exc.pbx_shutting_down else "refusing"
+        reason = f"Originate refused: {exc}"
+    else:
+        state, reason = "down", f"worker could not reach it: {exc}"
+    try:
+        conn.execute(pbxs.RECORD_STATE_SQL, pbxs.state_params(pbx, state, reason, listener=False))
+    except psycopg.Error as exc_db:
+        log.warning("PBX %s: could not record it %s: %s", pbx, state, exc_db)
 
 
 @dataclass(slots=True)
@@ -340,20 +419,22 @@ def _send_in_slot(
 def take_slot_and_check(
     conn: psycopg.Connection[Any], attempt_id: int, trunk_id: int, lead: float
 ) -> tuple[float, Any]:
-    """Take the trunk's next pacing slot (`dialer.dialing.pacing`, its own transaction), then open the
-    send transaction: lock the contact's row and read what the last checks need. One round trip;
-    the send transaction stays open. Returns the slot (Unix time) and the checks' row."""
-    slot_rows, _, check_rows = _run(
+    """Take the trunk's and the PBX's next pacing slot (`dialer.dialing.pacing`, their own
+    transaction), then open the send transaction: lock the contact's row and read what the last
+    checks need. One round trip; the send transaction stays open. Returns the slot (Unix time)
+    and the checks' row."""
+    _, slot_rows, _, check_rows = _run(
         conn,
         "BEGIN",
-        _call("dialer_take_slot", trunk_id, lead, PAD),
+        _call("dialer_lock_trunk", trunk_id),
+        _call("dialer_take_slots", trunk_id, lead, PAD, attempt_id),
         "COMMIT",
         "BEGIN",
         _call("dialer_lock_contact", attempt_id),
         _call("dialer_send_check", attempt_id),
     )
     if not slot_rows:
-        raise LookupError(f"trunk {trunk_id} does not exist")
+        raise LookupError(f"trunk {trunk_id} or the PBX of attempt {attempt_id} does not exist")
     return float(slot_rows[0][0]), (check_rows[0] if check_rows else None)
 
 
@@ -365,6 +446,8 @@ def _stopped_by(check: Any, slot: float) -> Result | None:
         return Result.ON_DNC
     if check.campaign_status != "running":
         return Result.CAMPAIGN_STOPPED
+    if check.pbx_state not in pbxs.USABLE_STATES:
+        return Result.PBX_UNAVAILABLE
     window = CallingWindow(
         check.calling_hours_start, check.calling_hours_end, frozenset(check.calling_days)
     )
@@ -409,7 +492,12 @@ def _stopped_before_send(conn: psycopg.Connection[Any], attempt_id: int, result:
     """Close an attempt the last checks stopped; its contact gets its attempt back."""
     if result is Result.CLOSED:
         return result  # reconciliation closed it and settled the contact
-    if result is Result.ON_DNC:
+    if result is Result.PBX_UNAVAILABLE:
+        _give_back(
+            conn, attempt_id, "originating", "not sent: its PBX stopped taking calls; routed again",
+            PBX_UNAVAILABLE_RETRY_S,
+        )  # fmt: skip
+    elif result is Result.ON_DNC:
         _give_back(
             conn, attempt_id, "originating", "on a do-not-call list at send time", 0.0,
             contact="dnc",
@@ -426,7 +514,7 @@ def _stopped_before_send(conn: psycopg.Connection[Any], attempt_id: int, result:
 
 
 def _record_send(
-    conn: psycopg.Connection[Any], attempt_id: int, call_id: str, sent: _Send
+    conn: psycopg.Connection[Any], attempt_id: int, call_id: str, pbx: str, sent: _Send
 ) -> Result:
     exc = sent.error
     if exc is None:
@@ -436,19 +524,29 @@ def _record_send(
         return Result.SENT
     if isinstance(exc, AmiAuthenticationError):
         log.warning("attempt %s: not sent: %s", call_id, exc)
-        _give_back(conn, attempt_id, "originating", f"not sent: {exc}", UNREACHABLE_RETRY_S)
+        _report_pbx(conn, pbx, exc)
+        _give_back(
+            conn, attempt_id, "originating", f"not sent: PBX {pbx}: {exc}",
+            PBX_UNAVAILABLE_RETRY_S,
+        )  # fmt: skip
         return Result.NOT_SENT
     if isinstance(exc, ValueError):  # amiwire.UnsafeHeaderValue: refused before a byte was written
         log.error("attempt %s: payload refused: %s", call_id, exc)
         _give_back(conn, attempt_id, "originating", f"payload refused: {exc}", BAD_SETTINGS_RETRY_S)
         return Result.NOT_SENT
     if isinstance(exc, OriginateRejected) and exc.pbx_shutting_down:
-        # No call exists and the callee is not the reason: not sent, due again soon.
+        # No call exists and the callee is not the reason: not sent, due again at once, for
+        # the next tick to route it through a PBX that takes calls.
         log.warning("attempt %s: not sent: %s", call_id, exc)
-        _give_back(conn, attempt_id, "originating", f"not sent: {exc}", UNREACHABLE_RETRY_S)
+        _report_pbx(conn, pbx, exc)
+        _give_back(
+            conn, attempt_id, "originating", f"not sent: PBX {pbx}: {exc}",
+            PBX_UNAVAILABLE_RETRY_S,
+        )  # fmt: skip
         return Result.NOT_SENT
     if isinstance(exc, OriginateRejected):
         log.warning("attempt %s: %s", call_id, exc)
+        _report_pbx(conn, pbx, exc)
         conn.execute(
             _REJECTED,
             {

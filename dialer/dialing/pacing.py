@@ -10,8 +10,15 @@ i.e. 20 ms, was overrun by 4 worker processes on a busy 2-core machine). That sl
 if calls leave in their slots: the originate task drops a slot it would miss by more than
 `originate.SLOT_TOLERANCE_S` (a late wake-up, an AMI reconnection) and takes another.
 
-Channels: a trunk's channels in use are its open call attempts (queued, originating or up);
-there is no counter to drift. The dispatcher creates attempts only up to the spare capacity.
+Several PBXs: each PBX has a slot row too (`pbxs.next_slot_at`), at the rate back-pressure
+allows it. A call takes both at once (`TAKE_SLOTS_PREPARED`): its slot is the later of the
+trunk's and the PBX's next free instants, and each moves on from there by its own interval, so
+the trunk's CPS holds across all its PBXs and each PBX's across all its trunks. Every taker
+locks the trunk's row first, then the PBX's: no two wait for each other.
+
+Channels: a trunk's channels in use are its open call attempts (queued, originating or up),
+and a PBX's those sent through it; there is no counter to drift. The dispatcher creates
+attempts only up to the spare capacity of both.
 """
 
 from __future__ import annotations
@@ -45,9 +52,44 @@ def _take_slot_sql(trunk_id: str, lead: str, pad: str) -> str:
 
 
 _TAKE_SLOT = _take_slot_sql("%(trunk_id)s", "%(lead)s", "%(pad)s")
-# The same, for PREPARE (trunk id, lead, pad): the originate task runs it in its own round trip
-# with the send transaction's first statements (`dialer.dialing.originate`).
-TAKE_SLOT_PREPARED = _take_slot_sql("$1", "$2", "$3")
+
+
+def _lock_trunk_sql(trunk_id: str) -> str:
+    # Asynchronous commit for the slot transaction (see _take_slot_sql).
+    return f"""
+    SELECT set_config('synchronous_commit', 'off', true)
+      FROM trunks WHERE id = {trunk_id} FOR NO KEY UPDATE
+"""
+
+
+def _take_slots_sql(trunk_id: str, lead: str, pad: str, attempt_id: str) -> str:
+    rate = "least(coalesce(p.rate, p.max_cps), p.max_cps)"
+    return f"""
+    WITH slot AS (
+        UPDATE pbxs p
+           SET next_slot_at = greatest(p.next_slot_at, t.next_slot_at,
+                                       clock_timestamp() + make_interval(secs => {lead}))
+                              + make_interval(secs => {pad} / {rate})
+          FROM trunks t
+         WHERE t.id = {trunk_id}
+           AND p.name = (SELECT a.pbx FROM call_attempts a WHERE a.id = {attempt_id})
+        RETURNING p.next_slot_at - make_interval(secs => {pad} / {rate}) AS at
+    ), trunk AS (
+        UPDATE trunks t SET next_slot_at = slot.at + make_interval(secs => {pad} / t.cps)
+          FROM slot
+         WHERE t.id = {trunk_id}
+    )
+    SELECT extract(epoch FROM at)::float8 FROM slot
+"""
+
+
+# For PREPARE: the trunk's row locked (trunk id), then both slots taken (trunk id, lead, pad,
+# attempt id, whose PBX it is), in one transaction of their own; the originate task sends
+# them in one round trip with the send transaction's first statements.
+LOCK_TRUNK_PREPARED = _lock_trunk_sql("$1")
+TAKE_SLOTS_PREPARED = _take_slots_sql("$1", "$2", "$3", "$4")
+_LOCK_TRUNK = _lock_trunk_sql("%(trunk_id)s")
+_TAKE_SLOTS = _take_slots_sql("%(trunk_id)s", "%(lead)s", "%(pad)s", "%(attempt_id)s")
 
 _USAGE = text(
     """
@@ -104,6 +146,20 @@ def take_slot(connection: psycopg.Connection[Any], trunk_id: int, *, lead: float
     ).fetchone()
     if row is None:
         raise UnknownTrunk(f"trunk {trunk_id} does not exist")
+    return float(row[0])
+
+
+def take_slots(
+    connection: psycopg.Connection[Any], trunk_id: int, attempt_id: int, *, lead: float = 0.0
+) -> float:
+    """Reserve the trunk's and the attempt's PBX's next slot together; returns its start as a
+    Unix timestamp. `connection` is in autocommit mode (one short transaction here)."""
+    params = {"pad": PAD, "trunk_id": trunk_id, "lead": lead, "attempt_id": attempt_id}
+    with connection.transaction():
+        connection.execute(_LOCK_TRUNK, params)
+        row = connection.execute(_TAKE_SLOTS, params).fetchone()
+    if row is None:
+        raise UnknownTrunk(f"trunk {trunk_id} or the PBX of attempt {attempt_id} does not exist")
     return float(row[0])
 
 

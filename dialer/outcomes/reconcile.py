@@ -10,7 +10,8 @@ closes the candidate attempts the PBX no longer has:
   happened while nobody was listening. Younger ones are left to the next pass: a loaded PBX can
   take seconds to create an originated channel.
 
-A closed attempt gets the outcome its facts already settle (`outcomes.decide_without_end`),
+Candidates are the open attempts sent through this PBX (`call_attempts.pbx`, whatever PBXs
+their trunk has). A closed attempt gets the outcome its facts already settle (`outcomes.decide_without_end`),
 else `unknown`, and is retried per the campaign's policy. The close is the same conditional
 update the listener uses, so an attempt is never closed twice.
 """
@@ -38,10 +39,9 @@ _CANDIDATES = text(
     """
     SELECT a.id, a.custom_call_id
       FROM call_attempts a
-      JOIN trunks t ON t.id = a.trunk_id
       JOIN campaigns c ON c.id = a.campaign_id
      WHERE a.status IN ('originating', 'up')
-       AND t.pbx = :pbx
+       AND a.pbx = :pbx
        AND (coalesce(a.sent_at, a.queued_at)
                 + make_interval(secs => c.originate_timeout_ms / 1000.0 + :grace) < :snapshot
             OR (:on_connect AND a.sent_at IS NOT NULL AND a.send_error IS NULL
