@@ -599,3 +599,58 @@ def test_periodic_reconciliation_outlives_a_database_failure(
 def _restore_contacts(engine: Engine) -> None:
     with engine.begin() as conn:
         conn.exec_driver_sql("ALTER TABLE contacts_unavailable RENAME TO contacts")
+
+
+# -- the PBX's state, for every host (dialer.campaigns.pbxs) --------------------------------------
+
+
+def test_the_listener_reports_its_pbxs_state_in_order(engine: Engine) -> None:
+    """Registered at start; up when connected, shutting_down on Shutdown, down when the
+    connection is lost (beating all along); unknown when it stops, with no beat."""
+    from types import SimpleNamespace
+
+    from dialer.ami.client import CONNECTED_EVENT, DISCONNECTED_EVENT
+    from dialer.settings import AmiServer
+
+    server = AmiServer("east", "127.0.0.1", 1, "u", "s")
+    listener = Listener(engine, server, options=ListenerOptions(heartbeat_interval=0.05))
+
+    def pbx() -> Any:
+        rows = fetch(engine, "SELECT * FROM pbxs WHERE name = 'east'")
+        return rows[0] if rows else None
+
+    async def until(predicate, what: str) -> Any:
+        for _ in range(200):
+            row = await asyncio.to_thread(pbx)
+            if row is not None and predicate(row):
+                return row
+            await asyncio.sleep(0.02)
+        raise AssertionError(f"never {what}: {await asyncio.to_thread(pbx)}")
+
+    async def scenario() -> list[Any]:
+        listener._states = asyncio.Queue()
+        client = SimpleNamespace(connected=False)
+        reporter = asyncio.create_task(listener._report_loop(client))
+        seen = [await until(lambda r: r.state == "down", "down before connecting")]
+        client.connected = True
+        listener.handle({"Event": CONNECTED_EVENT})
+        seen.append(await until(lambda r: r.state == "up", "up"))
+        listener.handle({"Event": "Shutdown", "Shutdown": "Cleanly", "Restart": "True"})
+        seen.append(await until(lambda r: r.state == "shutting_down", "shutting down"))
+        client.connected = False
+        listener.handle({"Event": DISCONNECTED_EVENT, "Reason": "connection reset"})
+        seen.append(await until(lambda r: r.state == "down", "down"))
+        beat = seen[-1].heartbeat_at
+        seen.append(await until(lambda r: r.heartbeat_at > beat, "a beat while down"))
+        await listener._stop_reporting(reporter)
+        seen.append(await asyncio.to_thread(pbx))
+        return seen
+
+    before, connected, shutting, down, beating, stopped = asyncio.run(scenario())
+    assert before.state_reason == "listener not connected to its AMI"
+    assert connected.state_reason == "listener connected"
+    assert shutting.state_reason == "Shutdown event (restart: True)"
+    assert down.state_reason == "listener lost its AMI connection: connection reset"
+    assert (beating.state, beating.state_since) == ("down", down.state_since)  # still down
+    assert (stopped.state, stopped.state_reason) == ("unknown", "its listener stopped")
+    assert stopped.heartbeat_at < stopped.state_at  # saying it stopped is no sign of life

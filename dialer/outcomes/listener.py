@@ -28,6 +28,13 @@ OriginateResponse is written, the listener starts MixMonitor on the answered cha
 `recording_file`. The Originate payload carries no recording variable, so the dialplan is not
 asked to do it.
 
+The listener is also how every host knows whether its PBX can take calls
+(`dialer.campaigns.pbxs`): it registers the PBX's row when it starts, reports it `up` when its
+AMI connection is made, `down` when it is lost, `shutting_down` on the `Shutdown` event, and
+beats every `heartbeat_interval` seconds (connected or not; a connected beat also ends a
+worker's report that the PBX could not take calls, once it has held its time). Its reports
+are written in order, off the event loop; when it stops it leaves the PBX `unknown`.
+
 After every (re)connect the listener asks for its events only (Filter actions; manager.conf
 `eventfilter` lines do the same without the `system` privilege the action needs) and
 reconciles open attempts with the PBX (`dialer.outcomes.reconcile`); it does so again periodically.
@@ -58,6 +65,7 @@ from dialer.ami.events import (
     event_time,
     extract,
 )
+from dialer.campaigns import pbxs
 from dialer.outcomes import reconcile, timeline
 from dialer.outcomes.callstore import BatchResult, CallStore, HeldClose, Observation
 from dialer.outcomes.facts import Closed, CloseReason
@@ -83,6 +91,8 @@ class ListenerOptions:
     # (reconciliation closes those calls later).
     max_backlog: int = 1_000_000
     retry_delay_max: float = 10.0
+    # The listener's beat in the PBX's row: how every host knows it is alive (connected or not).
+    heartbeat_interval: float = pbxs.HEARTBEAT_INTERVAL_S
 
 
 @dataclass
@@ -196,6 +206,8 @@ class Listener:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._reconciling = asyncio.Lock()
         self._client: AmiClient | None = None
+        # PBX states to report, in order (None: stop reporting).
+        self._states: asyncio.Queue[tuple[str, str] | None] | None = None
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -203,7 +215,13 @@ class Listener:
         """Listen until `stop` is set (or the task is cancelled); flush what is buffered."""
         client = self._client_factory(self.server)
         self._client = client
-        await client.connect(retry=True)
+        self._states = asyncio.Queue()
+        reporter = asyncio.create_task(self._report_loop(client), name="listener-pbx-state")
+        try:
+            await client.connect(retry=True)
+        except BaseException:
+            await self._stop_reporting(reporter)
+            raise
         stop = stop or asyncio.Event()
         background = [
             *(
@@ -222,6 +240,7 @@ class Listener:
             await asyncio.gather(*background, *self._tasks, return_exceptions=True)
             await client.close()
             await self.flush(final=True)
+            await self._stop_reporting(reporter)
             log.info("listener %s stopped: %s", self.pbx, self.stats.summary())
 
     async def _close_on(self, stop: asyncio.Event, client: AmiClient) -> None:
@@ -236,14 +255,18 @@ class Listener:
         stats.events += 1
         name = event.get("Event")
         if name not in USED_EVENTS:
-            if name == CONNECTED_EVENT and client is not None:
-                self._spawn(self._on_connected(client))
+            if name == CONNECTED_EVENT:
+                self._report("up", "listener connected")
+                if client is not None:
+                    self._spawn(self._on_connected(client))
             elif name == DISCONNECTED_EVENT:
                 log.warning("AMI %s: connection lost; events may be missed", self.pbx)
+                self._report("down", f"listener lost its AMI connection: {event.get('Reason')}")
                 self._pbx_down("connection lost")
             elif name == SHUTDOWN_EVENT:
                 restart = event.get("Restart", "")
                 log.warning("AMI %s: the PBX is shutting down (restart: %s)", self.pbx, restart)
+                self._report("shutting_down", f"Shutdown event (restart: {restart or '?'})")
                 self._pbx_down("shutdown")
             return
         call_id = self.correlator.key(event)
@@ -285,6 +308,58 @@ class Listener:
                 writer.buffer.append(Observation.of(call_id, event, facts, at, wall))
                 held.due = now
             writer.wake.set()
+
+    # -- the PBX's state for every host (dialer.campaigns.pbxs) ------------------------------------
+
+    def _report(self, state: str, reason: str) -> None:
+        if self._states is not None:
+            self._states.put_nowait((state, reason))
+
+    async def _register(self) -> None:
+        try:
+            await asyncio.to_thread(self._write_state, pbxs.REGISTER_SQL, {"name": self.pbx})
+        except Exception:
+            log.exception("listener %s: could not register the PBX", self.pbx)
+
+    async def _report_loop(self, client: AmiClient) -> None:
+        """Register the PBX, then write the reported states in order, and a beat whenever none
+        came for a while. Off the event loop, and not in the way of the AMI connection."""
+        assert self._states is not None
+        await self._register()
+        while True:
+            try:
+                item = await asyncio.wait_for(self._states.get(), self.options.heartbeat_interval)
+            except TimeoutError:
+                connected = bool(getattr(client, "connected", False))
+                sql, params = pbxs.HEARTBEAT_SQL, pbxs.beat_params(self.pbx, connected)
+            else:
+                if item is None:
+                    return
+                state, reason = item
+                sql = pbxs.RECORD_STATE_SQL
+                # The report that it stopped is not a sign of life.
+                alive = state != pbxs.UNKNOWN
+                params = pbxs.state_params(self.pbx, state, reason, listener=alive)
+            try:
+                await asyncio.to_thread(self._write_state, sql, params)
+            except Exception as exc:  # the database is away: the next beat says it again
+                log.warning("listener %s: PBX state not written: %s", self.pbx, exc)
+
+    async def _stop_reporting(self, reporter: asyncio.Task[None]) -> None:
+        """Write what is queued, then leave the PBX `unknown`: nobody follows it now."""
+        self._report("unknown", "its listener stopped")
+        if self._states is not None:
+            self._states.put_nowait(None)
+        try:
+            await asyncio.wait_for(asyncio.shield(reporter), 5.0)
+        except (TimeoutError, asyncio.CancelledError):
+            reporter.cancel()
+        except Exception:
+            log.exception("listener %s: PBX state reporting failed", self.pbx)
+
+    def _write_state(self, sql: str, params: dict[str, Any]) -> None:
+        with self.engine.begin() as conn:
+            conn.exec_driver_sql(sql, params)
 
     def _writer_of(self, call_id: str) -> _Writer:
         writers = self._writers
