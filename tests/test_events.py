@@ -150,13 +150,14 @@ def _chan(uniqueid: str, channel: str, **extra: Any) -> dict[str, Any]:
             {"Event": "OriginateResponse", "Response": "Success", "Reason": "4",
              "Uniqueid": CID, "Channel": "PJSIP/MC-00000001"},
             {"originate_response": "Success", "originate_reason": 4, "answered_at": at(1),
-             "uniqueid": CID, "channel": "PJSIP/MC-00000001"},
+             "uniqueid": CID, "channel": "PJSIP/MC-00000001", "originate_response_at": at(1)},
             False, False,
         ),
         (
             {"Event": "OriginateResponse", "Response": "Failure", "Reason": "0",
              "Uniqueid": "<unknown>", "Channel": "PJSIP/+15550000004@MC"},
-            {"originate_response": "Failure", "originate_reason": 0},
+            {"originate_response": "Failure", "originate_reason": 0,
+             "originate_response_at": at(1)},
             False, True,
         ),
         (

@@ -129,6 +129,7 @@ FACT_COLUMNS = [
     "outcome",
     "originate_response",
     "originate_reason",
+    "originate_response_at",
     "answered_at",
     "dial_status",
     "amd_status",

@@ -65,6 +65,7 @@ EARLIEST = frozenset(
         "transfer_ended_at",
         "operator_hangup_at",
         "pbx_down_at",
+        "originate_response_at",
     }
 )
 
@@ -199,6 +200,8 @@ class CallFacts:
     channel: str | None = None
     originate_response: str | None = None
     originate_reason: int | None = None
+    # When the OriginateResponse came: its latency from the send is how far behind the PBX is.
+    originate_response_at: dt.datetime | None = None
     answered_at: dt.datetime | None = None
     dial_status: str | None = None
     amd_status: str | None = None
@@ -324,6 +327,7 @@ def _originate_response(event: Mapping[str, Any], at: dt.datetime) -> EventFacts
     values: dict[str, Any] = {
         "originate_response": response,
         "originate_reason": _int(event.get("Reason")),
+        "originate_response_at": at,
     }
     if response == "Success":
         values["answered_at"] = at

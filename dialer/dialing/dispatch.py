@@ -30,6 +30,9 @@ One tick, in one transaction:
 
 After the commit, and only then, one originate task per attempt is enqueued.
 
+Before the tick, in its own short transaction (`dialer.dialing.pbxcontrol`), back-pressure sets
+each PBX's rate from its recent OriginateResponse latency (about once a second).
+
 `contacts.attempts` counts attempts used against `max_attempts`; `call_attempts.attempt_number`
 numbers the rows of one contact, including attempts that were never sent (those do not use up
 an attempt, so the two can differ).
@@ -55,6 +58,8 @@ from dialer.ami import wire as amiwire
 from dialer.campaigns import calling_window
 from dialer.campaigns import service as campaigns_module
 from dialer.campaigns.calling_window import CallingWindow
+from dialer.dialing import pbxcontrol
+from dialer.dialing.backpressure import Policy
 from dialer.dialing.pacing import trunk_usage
 from dialer.dialing.payload import (
     DEFAULT_CHANNEL_TEMPLATE,
@@ -88,6 +93,8 @@ class TickOptions:
     max_claim_rounds: int = 20
     # An attempt still `queued` this long after it was handed to the broker is handed again.
     requeue_after_s: float = 60.0
+    # Back-pressure's measuring (dialer.dialing.backpressure); None: no rate control.
+    backpressure: Policy | None = field(default_factory=Policy)
 
 
 @dataclass(slots=True)
@@ -261,6 +268,8 @@ def run_tick(
     options: TickOptions = TickOptions(),
 ) -> TickReport:
     """One dispatch tick: commit the claimed attempts, then enqueue them (see module doc)."""
+    if options.backpressure is not None:
+        pbxcontrol.run_guarded(pbxcontrol.control, sessions, options.backpressure)
     with sessions() as session, session.begin():
         report = plan_tick(session, now=now, options=options)
     if report.to_enqueue:

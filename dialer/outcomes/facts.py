@@ -43,6 +43,7 @@ FACT_COLUMNS: dict[str, str] = {
     "channel": "text",
     "originate_response": "text",
     "originate_reason": "integer",
+    "originate_response_at": "timestamptz",
     "answered_at": "timestamptz",
     "dial_status": "text",
     "amd_status": "text",

@@ -1,0 +1,131 @@
+"""What the dispatch tick does for the PBXs around its own work, in a short transaction.
+
+- `control`: back-pressure, about once a second. Per enabled PBX, one indexed query over its
+  failed OriginateResponses of the last window (`ix_call_attempts_pbx_failures`): their p90
+  latency from the send, how many, how many were refusals; then `dialer.dialing.backpressure`
+  decides its rate, written with the latency and the reason (`pbxs.rate`, `latency_ms`,
+  `rate_reason`...). An advisory lock and a compare-and-set on `measured_at` make overlapping
+  ticks harmless.
+
+It does not run inside the tick's own transaction: the PBX rows it updates are the ones every
+worker locks for a pacing slot, and must not stay locked for a whole tick.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.orm import Session, sessionmaker
+
+from dialer.campaigns.pbxs import current_rate_sql
+from dialer.dialing import backpressure
+
+log = logging.getLogger(__name__)
+
+# Arbitrary constant naming the back-pressure lock ("dialpbx" in ASCII).
+CONTROL_LOCK_KEY = 0x6469616C706278
+# The controller runs when its last run is at least this old.
+CONTROL_EVERY_S = 0.9
+
+
+def run_guarded(step: Callable[..., Any], sessions: sessionmaker[Session], *args: Any) -> Any:
+    """Run `step(sessions, *args)`; a failure is logged, not raised: dialing goes on with the
+    rates it had, and the next tick tries again."""
+    try:
+        return step(sessions, *args)
+    except Exception:
+        log.exception("%s failed; trying again at the next tick", step.__name__)
+        return None
+
+
+_MEASURE = text(
+    """
+    SELECT p.name, p.max_cps, {rate} AS rate, p.latency_threshold_ms, p.decreased_at,
+           p.measured_at, p.rate_reason, now() AS now,
+           p.next_slot_at < now() - make_interval(secs => :window) AS idle,
+           m.p90, coalesce(m.samples, 0) AS samples, coalesce(m.refusals, 0) AS refusals
+      FROM pbxs p
+      LEFT JOIN LATERAL (
+          SELECT percentile_cont(0.9) WITHIN GROUP (
+                     ORDER BY extract(epoch FROM a.originate_response_at - a.sent_at))
+                     FILTER (WHERE a.originate_reason IS DISTINCT FROM 3) AS p90,
+                 count(*) FILTER (WHERE a.originate_reason IS DISTINCT FROM 3) AS samples,
+                 count(*) FILTER (WHERE a.originate_reason = 0 AND a.hangup_cause = 34)
+                     AS refusals
+            FROM call_attempts a
+           WHERE a.pbx = p.name AND a.originate_response = 'Failure'
+             AND a.originate_response_at >= now() - make_interval(secs => :window)
+             AND a.sent_at IS NOT NULL
+      ) m ON true
+     WHERE p.enabled
+       AND (p.measured_at IS NULL OR p.measured_at <= now() - make_interval(secs => :every))
+     ORDER BY p.name
+    """.format(rate=current_rate_sql("p"))
+)
+
+_APPLY = text(
+    """
+    UPDATE pbxs p SET
+           rate = CASE WHEN v.rate >= p.max_cps THEN NULL ELSE v.rate END,
+           rate_reason = v.reason,
+           decreased_at = CASE WHEN v.cut THEN now() ELSE p.decreased_at END,
+           latency_ms = v.latency_ms, latency_samples = v.samples, measured_at = now()
+      FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS v(
+           name text, rate float8, reason text, cut boolean, latency_ms float8, samples integer,
+           measured_at timestamptz)
+     WHERE p.name = v.name AND p.measured_at IS NOT DISTINCT FROM v.measured_at
+    """
+)
+
+
+def control(
+    sessions: sessionmaker[Session], policy: backpressure.Policy = backpressure.DEFAULT_POLICY
+) -> list[dict[str, Any]]:
+    """Measure every enabled PBX due and set its rate; returns what was written (per PBX)."""
+    with sessions() as session, session.begin():
+        connection = session.connection()
+        if not connection.execute(
+            text("SELECT pg_try_advisory_xact_lock(:key)"), {"key": CONTROL_LOCK_KEY}
+        ).scalar_one():
+            return []
+        rows = connection.execute(
+            _MEASURE, {"window": policy.window_s, "every": CONTROL_EVERY_S}
+        ).all()
+        written = [_decide(row, policy) for row in rows]
+        if written:
+            connection.execute(_APPLY, {"rows": json.dumps(written, default=str)})
+    for entry in written:
+        if entry["cut"]:
+            log.warning("PBX %s: rate lowered to %g/s: %s", entry["name"], entry["rate"],
+                        entry["reason"])  # fmt: skip
+    return written
+
+
+def _decide(row: Any, policy: backpressure.Policy) -> dict[str, Any]:
+    measure = backpressure.Measure(
+        rate=float(row.rate),
+        max_cps=float(row.max_cps),
+        threshold_s=row.latency_threshold_ms / 1000,
+        p90_s=None if row.p90 is None else float(row.p90),
+        samples=row.samples,
+        refusals=row.refusals,
+        idle=bool(row.idle),
+        last_cut_at=row.decreased_at,
+        last_run_at=row.measured_at,
+        now=row.now,
+        reason=row.rate_reason,
+    )
+    decision = backpressure.decide(measure, policy)
+    return {
+        "name": row.name,
+        "rate": decision.rate,
+        "reason": decision.reason,
+        "cut": decision.cut,
+        "latency_ms": None if row.p90 is None else round(float(row.p90) * 1000, 3),
+        "samples": row.samples,
+        "measured_at": None if row.measured_at is None else row.measured_at.isoformat(),
+    }
