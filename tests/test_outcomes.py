@@ -160,6 +160,12 @@ def test_press_key_is_the_campaigns() -> None:
         ({**HUMAN, "operator_hangup_at": T}, Outcome.OPERATOR_HANGUP, EndedBy.OPERATOR),
         ({**HUMAN, "read_status": "TIMEOUT", "pbx_down_at": T}, Outcome.HUMAN_NO_PRESS,
          EndedBy.PBX),
+        # The PBX went down with the call up and nothing settles it: lost with the PBX.
+        ({**HUMAN, "pbx_down_at": T}, Outcome.UNKNOWN, EndedBy.PBX),
+        ({"pbx_down_at": T}, Outcome.UNKNOWN, EndedBy.PBX),
+        ({**ANSWERED, "amd_status": "MACHINE", "pbx_down_at": T}, Outcome.UNKNOWN, EndedBy.PBX),
+        ({**HUMAN, "dtmf": "1", "transfer_requested_at": T, "pbx_down_at": T}, Outcome.UNKNOWN,
+         EndedBy.PBX),
     ],
 )  # fmt: skip
 def test_decide_without_end(facts: dict[str, Any], outcome: Outcome, ended_by: EndedBy) -> None:

@@ -1,6 +1,7 @@
 """Several PBXs against real Postgres, without simulators: which PBX the dispatch tick routes
 each call through, the state in effect of a PBX, both pacing slots, what a worker does when
-the PBX cannot take the call, reconciliation and live call control by the attempt's own PBX."""
+the PBX cannot take the call, the calls of a PBX that stayed down, reconciliation and live
+call control by the attempt's own PBX."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from dialer.ami.client import AmiConnectionError, OriginateRejected
 from dialer.campaigns import pbxs
 from dialer.control import live
 from dialer.control.plan import CallRef
-from dialer.dialing import dispatch
+from dialer.dialing import dispatch, pbxcontrol
 from dialer.dialing.dispatch import TickOptions, run_tick
 from dialer.dialing.originate import UNREACHABLE_RETRY_S, Result, originate_attempt
 from dialer.dialing.pacing import PAD, max_in_window, take_slots
@@ -434,6 +435,57 @@ def test_workers_report_a_pbx_that_cannot_take_calls(
         simulator_numbers(3, start=40),
     )  # fmt: skip
     assert tick(session_factory).queued == []
+
+
+# -- the calls of a PBX that stayed down ----------------------------------------------------------
+
+
+def test_calls_on_a_pbx_down_too_long_are_closed_as_its_doing(session_factory) -> None:
+    trunk = add_trunk(session_factory, "MC", pbx=["a", "b", "c", "d"])
+    campaign = add_campaign(session_factory, trunk, max_attempts=3)
+    contacts = add_contacts(session_factory, campaign, simulator_numbers(6), status="dialing")
+    placed = [("a", "originating", None), ("a", "up", None), ("a", "up", "TIMEOUT"),
+              ("b", "up", None), ("c", "up", None), ("d", "up", None)]  # fmt: skip
+    with session_factory.begin() as session:
+        for contact, (pbx, status, read) in zip(contacts, placed, strict=True):
+            session.execute(
+                text(
+                    "INSERT INTO call_attempts (custom_call_id, campaign_id, contact_id, trunk_id, pbx,"
+                    " attempt_number, status, sent_at, answered_at, amd_status, read_status)"
+                    " VALUES ('1_' || :k, :c, :k, :t, :p, 1, :s, now() - interval '5 minutes',"
+                    " CASE WHEN :s = 'up' THEN now() - interval '5 minutes' END,"
+                    " CASE WHEN :s = 'up' THEN 'HUMAN' END, :r)"
+                ),
+                {"k": contact, "c": campaign, "t": trunk, "p": pbx, "s": status, "r": read},
+            )
+    report(session_factory, "a", "down", ago=200)
+    report(session_factory, "b", "down", ago=60)  # not long enough yet
+    # c: up. d: a worker's old report, no listener to confirm it: nobody knows it is down.
+    long_ago = now() - dt.timedelta(seconds=600)
+    add_pbx(session_factory, "d", state="down", state_at=long_ago, state_since=long_ago)
+    assert pbxcontrol.close_calls_on_dead_pbxs(session_factory, 120.0) == 3
+    closed = rows(
+        session_factory,
+        "SELECT a.pbx, a.status, a.outcome, a.ended_by, a.pbx_down_at, p.state_since,"
+        " k.status AS contact, k.next_attempt_at > now() AS later"
+        " FROM call_attempts a JOIN contacts k ON k.id = a.contact_id"
+        " JOIN pbxs p ON p.name = a.pbx ORDER BY a.id",
+    )
+    assert [(r.pbx, r.status, r.outcome, r.ended_by) for r in closed] == [
+        ("a", "ended", "unknown", "pbx"),
+        ("a", "ended", "unknown", "pbx"),
+        ("a", "ended", "human_no_press", "pbx"),  # settled before the PBX went
+        ("b", "up", None, None),
+        ("c", "up", None, None),
+        ("d", "up", None, None),
+    ]
+    assert all(r.pbx_down_at == r.state_since for r in closed[:3])
+    assert [(r.contact, r.later) for r in closed[:2]] == [("pending", True)] * 2  # retried
+    assert closed[2].contact == "completed"
+    assert pbxcontrol.close_calls_on_dead_pbxs(session_factory, 120.0) == 0  # once
+    # The tick does it too, with its own bound.
+    assert tick(session_factory, pbx_down_close_after_s=30.0).queued == []
+    assert scalar(session_factory, "SELECT count(*) FROM call_attempts WHERE status = 'up'") == 2
 
 
 # -- reconciliation and live control follow the attempt's own PBX ---------------------------------

@@ -30,8 +30,11 @@ One tick, in one transaction:
 
 After the commit, and only then, one originate task per attempt is enqueued.
 
-Before the tick, in its own short transaction (`dialer.dialing.pbxcontrol`), back-pressure sets
-each PBX's rate from its recent OriginateResponse latency (about once a second).
+Around the tick, each in its own short transaction (`dialer.dialing.pbxcontrol`): before it,
+back-pressure sets each PBX's rate from its recent OriginateResponse latency (about once a
+second); after it, the calls still open on a PBX that has been down longer than
+`TickOptions.pbx_down_close_after_s` are closed (`unknown`, ended by the PBX, retried per the
+campaign's policy) unless it came back and reconciled them first.
 
 `contacts.attempts` counts attempts used against `max_attempts`; `call_attempts.attempt_number`
 numbers the rows of one contact, including attempts that were never sent (those do not use up
@@ -93,6 +96,9 @@ class TickOptions:
     max_claim_rounds: int = 20
     # An attempt still `queued` this long after it was handed to the broker is handed again.
     requeue_after_s: float = 60.0
+    # Calls open on a PBX down (or shutting down) this long are closed: `unknown`, ended by
+    # the PBX, retried per policy (unless its listener reconciled them when it came back).
+    pbx_down_close_after_s: float = 120.0
     # Back-pressure's measuring (dialer.dialing.backpressure); None: no rate control.
     backpressure: Policy | None = field(default_factory=Policy)
 
@@ -276,6 +282,10 @@ def run_tick(
         # After the commit: a worker must never see an id whose row is not visible yet. If
         # enqueueing fails, the attempts stay `queued` and a later tick hands them out again.
         enqueue(report.to_enqueue)
+    if not report.skipped:
+        pbxcontrol.run_guarded(
+            pbxcontrol.close_calls_on_dead_pbxs, sessions, options.pbx_down_close_after_s
+        )
     return report
 
 

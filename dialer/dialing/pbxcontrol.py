@@ -1,4 +1,4 @@
-"""What the dispatch tick does for the PBXs around its own work, in a short transaction.
+"""What the dispatch tick does for the PBXs around its own work, each in a short transaction.
 
 - `control`: back-pressure, about once a second. Per enabled PBX, one indexed query over its
   failed OriginateResponses of the last window (`ix_call_attempts_pbx_failures`): their p90
@@ -6,13 +6,20 @@
   decides its rate, written with the latency and the reason (`pbxs.rate`, `latency_ms`,
   `rate_reason`...). An advisory lock and a compare-and-set on `measured_at` make overlapping
   ticks harmless.
+- `close_calls_on_dead_pbxs`: the attempts still open (originating or up) on a PBX `down` or
+  `shutting_down` in effect (`dialer.campaigns.pbxs`) since longer than the bound are closed as its listener's
+  reconciliation would (`dialer.outcomes.facts.close_attempts`), with the fact `pbx_down_at`
+  (since when the PBX was down): `unknown`, ended by the PBX, unless their facts settle the
+  outcome; retried per the campaign's policy. A PBX that comes back in time has its calls
+  reconciled by its listener instead (closed when gone, kept when still up).
 
-It does not run inside the tick's own transaction: the PBX rows it updates are the ones every
+Neither runs inside the tick's own transaction: the PBX rows they update are the ones every
 worker locks for a pacing slot, and must not stay locked for a whole tick.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 from collections.abc import Callable
@@ -21,8 +28,9 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
 
-from dialer.campaigns.pbxs import current_rate_sql
+from dialer.campaigns.pbxs import current_rate_sql, effective_state_sql
 from dialer.dialing import backpressure
+from dialer.outcomes.facts import CloseReason, CloseRequest, close_attempts
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +38,8 @@ log = logging.getLogger(__name__)
 CONTROL_LOCK_KEY = 0x6469616C706278
 # The controller runs when its last run is at least this old.
 CONTROL_EVERY_S = 0.9
+# Attempts closed per tick on dead PBXs (the rest at the next ticks).
+CLOSE_BATCH = 1000
 
 
 def run_guarded(step: Callable[..., Any], sessions: sessionmaker[Session], *args: Any) -> Any:
@@ -129,3 +139,41 @@ def _decide(row: Any, policy: backpressure.Policy) -> dict[str, Any]:
         "samples": row.samples,
         "measured_at": None if row.measured_at is None else row.measured_at.isoformat(),
     }
+
+
+# Down in effect (its listener alive and saying so, or a worker's report still holding), and
+# down since long enough: a report left by a worker whose later sends went through does not
+# count once it has stopped holding.
+_DEAD = text(
+    f"""
+    SELECT a.id, p.name AS pbx, p.state_since
+      FROM pbxs p
+      JOIN call_attempts a ON a.pbx = p.name AND a.status IN ('originating', 'up')
+     WHERE {effective_state_sql("p")} IN ('down', 'shutting_down')
+       AND p.state_since < now() - make_interval(secs => :after)
+     ORDER BY a.id
+     LIMIT :limit
+    """
+)
+
+
+def close_calls_on_dead_pbxs(sessions: sessionmaker[Session], after_s: float) -> int:
+    """Close the calls open on PBXs down longer than `after_s` (see the module doc); returns
+    how many were closed."""
+    with sessions() as session, session.begin():
+        connection = session.connection()
+        rows = connection.execute(_DEAD, {"after": after_s, "limit": CLOSE_BATCH}).all()
+        if not rows:
+            return 0
+        now = dt.datetime.now(dt.UTC)
+        requests = [CloseRequest(r.id, CloseReason.PBX_DOWN, now) for r in rows]
+        pending = {r.id: {"pbx_down_at": r.state_since} for r in rows}
+        closed, _ = close_attempts(connection, requests, now, pending)
+    by_pbx: dict[str, int] = {}
+    for row in rows:
+        by_pbx[row.pbx] = by_pbx.get(row.pbx, 0) + 1
+    log.warning(
+        "closed %d calls left open on PBXs down for over %g s: %s",
+        len(closed), after_s, ", ".join(f"{k} {v}" for k, v in sorted(by_pbx.items())),
+    )  # fmt: skip
+    return len(closed)

@@ -166,6 +166,7 @@ class CloseReason(enum.StrEnum):
     HANGUP = "hangup"  # the originated channel hung up
     ORIGINATE_FAILED = "originate_failed"  # failed OriginateResponse, no Hangup followed
     GONE = "gone"  # reconciliation: the PBX no longer has the call
+    PBX_DOWN = "pbx_down"  # its PBX stayed down too long (dialer.dialing.pbxcontrol)
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,7 +246,7 @@ def close_attempts_steps(
         values = dict(zip(FACT_COLUMNS, row[_FACTS_AT], strict=True))
         merge_values(values, new)
         facts = CallFacts(**values)
-        if request.reason is CloseReason.GONE:
+        if request.reason in (CloseReason.GONE, CloseReason.PBX_DOWN):
             decision = decide_without_end(facts, press_key=press_key, opt_out_key=opt_out_key)
         elif request.reason is CloseReason.ORIGINATE_FAILED and facts.answered and not facts.ended:
             left_open.append(attempt_id)

@@ -168,7 +168,9 @@ def decide_without_end(facts: CallFacts, *, press_key: str, opt_out_key: str | N
 
     Facts that settle the outcome whatever happened next (opt-out, transfer answered, a key
     pressed, the prompt or the voicemail message completed) still count, and so does an
-    operator's hang-up; anything else is unknown, ended by the dialer's reconciliation.
+    operator's hang-up; anything else is unknown: ended by the PBX when it went down while the
+    call was up (`pbx_down_at`: its listener lost it, or it stayed down past the dispatcher's
+    bound), else by the dialer's reconciliation.
     """
     if facts.ended or facts.originate_response == "Failure":
         return decide(facts, press_key=press_key, opt_out_key=opt_out_key)
@@ -178,6 +180,8 @@ def decide_without_end(facts: CallFacts, *, press_key: str, opt_out_key: str | N
     if is_answered(facts) and outcome in CONCLUSIVE:
         ended_by = EndedBy.PBX if facts.pbx_down_at is not None else EndedBy.DIALER
         return Decision(outcome, ended_by)
+    if facts.pbx_down_at is not None:
+        return Decision(Outcome.UNKNOWN, EndedBy.PBX)
     return Decision(Outcome.UNKNOWN, EndedBy.DIALER)
 
 
