@@ -259,6 +259,9 @@ def test_upgrade_gives_every_trunk_its_route_and_downgrade_puts_it_back(
             " JOIN trunks t ON t.id = r.trunk_id ORDER BY t.name"
         ).all()
         attempts = dict(conn.exec_driver_sql("SELECT id, pbx FROM call_attempts").all())
+        reported = dict(
+            conn.exec_driver_sql("SELECT attempt_id, pbx FROM call_attempts_report").all()
+        )
         # A second route on MC: the downgrade keeps the one on default.
         conn.exec_driver_sql("INSERT INTO trunk_routes (trunk_id, pbx) VALUES (1, 'east')")
     assert [tuple(p) for p in pbxs] == [
@@ -273,6 +276,7 @@ def test_upgrade_gives_every_trunk_its_route_and_downgrade_puts_it_back(
         ("ODD", "odd", "PJSIP/{number}@odd"),
     ]
     assert attempts == {1: "east", 2: "default", 3: "east", 4: "default", 5: "east", 6: "default"}
+    assert reported == attempts
     migrate.check(url)
 
     migrate.downgrade(url, "0007")

@@ -41,8 +41,15 @@ VALUES (1, 1, '+12125550101', 'x', 'completed'),
        (9, 1, '+12125550109', 'x', 'dnc'),
        (10, 2, '+12125550110', 'x', 'dialing'),
        (11, 2, '+12125550111', 'x', 'completed'),
-       (12, 3, '+12125550112', 'x', 'completed')
+       (12, 3, '+12125550112', 'x', 'completed');
+INSERT INTO pbxs (name, max_cps, max_channels, rate, rate_reason, latency_ms, latency_samples,
+                  state, state_reason, state_at, heartbeat_at)
+VALUES ('east', 8, 5, 4, 'slow', 900, 12, 'down', 'listener lost its AMI connection',
+        now() - interval '1 minute', now());
+INSERT INTO trunk_routes (trunk_id, pbx) VALUES (1, 'default'), (1, 'east'), (2, 'east')
 """
+# Attempts sent through east; the others through default.
+EAST = (7, 9, 11)
 # id, campaign, contact, trunk, status, sent, answered, amd_status, dtmf, outcome
 ATTEMPTS = [
     (1, 1, 1, 1, "ended", 300, 295, "HUMAN", "1", "transferred"),
@@ -107,6 +114,7 @@ SPRING_TRUNKS = [
         "queued": 0,
         "campaign_open_channels": 1,
         "slots_ahead_seconds": 0.0,
+        "waiting_for_pbx": True,  # its only PBX, east, is down
     },
     {
         "trunk": "MC",
@@ -118,6 +126,40 @@ SPRING_TRUNKS = [
         "open_channels": 3,
         "queued": 1,
         "campaign_open_channels": 2,
+        "waiting_for_pbx": False,  # default's state is unknown (no listener): usable
+    },
+]
+# default: sends 6, 10; open 6, 8. east: sends 7, 9; open 7, 9 (other campaign).
+SPRING_PBXS = [
+    {
+        "pbx": "default",
+        "state": "unknown",
+        "state_reason": None,
+        "max_cps": 1000.0,
+        "rate": 1000.0,
+        "rate_reason": None,
+        "latency_ms": None,
+        "latency_samples": None,
+        "latency_threshold_ms": 500,
+        "current_cps": 0.4,
+        "open_channels": 2,
+        "max_channels": 10000,
+        "campaign_open_channels": 2,
+    },
+    {
+        "pbx": "east",
+        "state": "down",  # reported over a minute ago, by a listener alive now
+        "state_reason": "listener lost its AMI connection",
+        "max_cps": 8.0,
+        "rate": 4.0,
+        "rate_reason": "slow",
+        "latency_ms": 900.0,
+        "latency_samples": 12,
+        "latency_threshold_ms": 500,
+        "current_cps": 0.4,
+        "open_channels": 2,
+        "max_channels": 5,
+        "campaign_open_channels": 1,
     },
 ]
 
@@ -156,6 +198,8 @@ def seeded(engine: Engine) -> Engine:
                     "outcome": outcome,
                 },
             )
+        conn.execute(text("UPDATE call_attempts SET pbx = 'east' WHERE id = ANY(:ids)"),
+                     {"ids": list(EAST)})  # fmt: skip
     return engine
 
 
@@ -187,6 +231,7 @@ def test_frame_equals_hand_counted_values(seeded: Engine) -> None:
         frame = reports.watch_frame(conn, "spring", window_seconds=5)
     assert _numbers(frame) == SPRING
     assert _trunks(frame) == SPRING_TRUNKS
+    assert frame["pbxs"] == SPRING_PBXS
     assert isinstance(frame["at"], dt.datetime)
 
 
@@ -218,6 +263,7 @@ FRAME: dict[str, Any] = {
         {**SPRING_TRUNKS[0], "slots_ahead_seconds": 0.0},
         {**SPRING_TRUNKS[1], "slots_ahead_seconds": 1.5},
     ],
+    "pbxs": SPRING_PBXS,
 }
 
 EXPECTED = """\
@@ -228,8 +274,12 @@ attempts  8 (3 open, 5 finished)   sending 0.4/s over 5 s
 rates     answer 60.0%  human 40.0%  press 50.0%  transfer 50.0%
 
 TRUNK  CPS NOW  LIMIT  CHANNELS  MAX  CAMPAIGN  QUEUED  NOTE
-ALT        0.2      5         1   10         1       0
+ALT        0.2      5         1   10         1       0  no PBX takes calls: they wait
 MC         0.6     10         3    3         2       1  channels full, paced 1.5 s ahead
+
+PBX      STATE    CPS NOW  RATE  MAX CPS  P90 MS  CALLS     MAX  CAMPAIGN  NOTE
+default  unknown      0.4  1000     1000       -      2  10,000         2
+east     down         0.4     4        8     900      2       5         1  listener lost its AMI connection; rate lowered: slow
 
 OUTCOME         ATTEMPTS  SHARE
 busy                   1  20.0%
@@ -241,6 +291,10 @@ voicemail_left         1  20.0%"""
 
 def test_render_lays_out_every_number() -> None:
     assert watch.render(FRAME) == EXPECTED
+
+
+def _pbx(**changes: Any) -> dict[str, Any]:
+    return {**SPRING_PBXS[1], **changes}
 
 
 def _trunk(**changes: Any) -> dict[str, Any]:
@@ -271,7 +325,13 @@ def _trunk(**changes: Any) -> dict[str, Any]:
         ({"progress": 1.0}, "progress  [##############################] 100.0%"),
         ({"contacts_total": 1234567}, "4 of 1,234,567 contacts done"),
         ({"campaign_cps": 12.5, "window_seconds": 10.0}, "sending 12.5/s over 10 s"),
-        ({"trunks": [_trunk(current_cps=5.4)]}, "ALT  5.4  5  1  10  1  0"),
+        ({"trunks": [_trunk(current_cps=5.4, waiting_for_pbx=False)]}, "ALT  5.4  5  1  10  1  0"),
+        (
+            {"pbxs": [_pbx(state="up", state_reason="listener connected", rate=8.0)]},
+            "east  up  0.4  8  8  900  2  5  1",
+        ),
+        ({"pbxs": [_pbx(state="up", open_channels=5)]}, "rate lowered: slow; channels full"),
+        ({"pbxs": [_pbx(latency_ms=None)]}, "east  down  0.4  4  8  -  2"),
         ({"trunks": [_trunk(current_cps=5.6)]}, "over cps limit"),
         ({"trunks": [_trunk(enabled=False)]}, "disabled"),
         ({"trunks": [_trunk(open_channels=10)]}, "10  10  1  0  channels full"),
@@ -322,7 +382,9 @@ def test_watch_once_prints_the_hand_counted_snapshot(cli_env: str) -> None:
     assert "attempts  8 (3 open, 5 finished)   sending 0.4/s over 5 s" in out
     assert "answer 60.0%  human 40.0%  press 50.0%  transfer 50.0%" in out
     rows = {line.split()[0]: line.split() for line in out.splitlines() if line}
-    assert rows["ALT"] == ["ALT", "0.2", "5", "1", "10", "1", "0"]
+    assert rows["ALT"][:7] == ["ALT", "0.2", "5", "1", "10", "1", "0"]
+    assert " ".join(rows["ALT"][7:]) == "no PBX takes calls: they wait"
+    assert rows["east"][:10] == ["east", "down", "0.4", "4", "8", "900", "2", "5", "1", "listener"]
     assert rows["MC"][:7] == ["MC", "0.6", "10", "3", "3", "2", "1"]
     assert "channels full" in " ".join(rows["MC"][7:]) and "IDLE" not in rows
     assert rows["transferred"] == ["transferred", "1", "20.0%"]

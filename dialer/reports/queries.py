@@ -15,6 +15,7 @@ from typing import Any, BinaryIO
 from psycopg import sql
 from sqlalchemy import Connection, text
 
+from dialer.campaigns.pbxs import USABLE_STATES, current_rate_sql, effective_state_sql
 from dialer.models import CONTACT_STATUSES, OPEN_ATTEMPT_STATUSES
 
 # The outcome taxonomy the views know by name (each has a column in campaign_summary).
@@ -87,6 +88,8 @@ EXPORT_COLUMNS = (
     "operator_hangup_at",
     "operator_retry",
     "pbx_down_at",
+    "pbx",
+    "originate_response_at",
 )
 # Current sends per trunk are counted among attempts queued this recently: an attempt waits
 # seconds between queueing and sending, and the bound keeps the count an index range scan.
@@ -260,9 +263,12 @@ def watch_frame(
     contacts and attempts). Per trunk: the calls sent in the last `window_seconds` (all
     campaigns; an index-only range scan of recently queued attempts), the channels in use (its
     open attempts, as the dispatcher counts them; the partial index of open attempts) and how
-    far ahead its pacing has handed out call slots. Trunks listed: the campaign's, and any
-    other still carrying one of its calls. Run it in a REPEATABLE READ transaction for numbers
-    from one instant.
+    far ahead its pacing has handed out call slots, and whether any of its PBXs can take calls
+    (`waiting_for_pbx`). Trunks listed: the campaign's, and any other still carrying one of its
+    calls. Per PBX serving the campaign's trunk (or carrying one of its calls): its state in
+    effect and why, the rate back-pressure allows and why it is lower, its last p90
+    OriginateResponse latency, its sends in the window and its calls. Run it in a REPEATABLE
+    READ transaction for numbers from one instant.
     """
     found = find_campaign(conn, campaign)
     summary = campaign_summary(conn, campaign)
@@ -275,6 +281,7 @@ def watch_frame(
         "window_seconds": window_seconds,
     }
     open_list = ", ".join(f"'{s}'" for s in OPEN_ATTEMPT_STATUSES)
+    usable = ", ".join(f"'{s}'" for s in USABLE_STATES)
     trunks = _rows(
         conn,
         f"""
@@ -305,12 +312,54 @@ def watch_frame(
             coalesce(o.queued, 0) AS queued,
             coalesce(o.mine, 0) AS campaign_open_channels,
             round(greatest(0, extract(epoch FROM t.next_slot_at - now())), 3)::double precision
-                AS slots_ahead_seconds
+                AS slots_ahead_seconds,
+            NOT EXISTS (SELECT 1 FROM trunk_routes r JOIN pbxs p ON p.name = r.pbx
+                         WHERE r.trunk_id = t.id AND p.enabled
+                           AND {effective_state_sql("p")} IN ({usable})) AS waiting_for_pbx
         FROM trunks t
         LEFT JOIN sends s ON s.trunk_id = t.id
         LEFT JOIN open_calls o ON o.trunk_id = t.id
         WHERE t.id = :trunk_id OR coalesce(o.mine, 0) > 0
         ORDER BY t.name
+        """,
+        **params,
+    )
+    pbxs = _rows(
+        conn,
+        f"""
+        WITH sends AS (
+            SELECT pbx, count(*) AS n
+            FROM call_attempts
+            WHERE queued_at >= now() - :lookback AND sent_at >= now() - :window
+            GROUP BY pbx
+        ),
+        open_calls AS (
+            SELECT pbx, count(*) AS n, count(*) FILTER (WHERE campaign_id = :id) AS mine
+            FROM call_attempts
+            WHERE status IN ({open_list})
+            GROUP BY pbx
+        )
+        SELECT
+            p.name AS pbx,
+            CASE WHEN p.enabled THEN {effective_state_sql("p")} ELSE 'disabled' END AS state,
+            p.state_reason,
+            p.max_cps,
+            {current_rate_sql("p")} AS rate,
+            p.rate_reason,
+            p.latency_ms,
+            p.latency_samples,
+            p.latency_threshold_ms,
+            round(coalesce(s.n, 0) / CAST(:window_seconds AS numeric), 2)::double precision
+                AS current_cps,
+            coalesce(o.n, 0) AS open_channels,
+            p.max_channels,
+            coalesce(o.mine, 0) AS campaign_open_channels
+        FROM pbxs p
+        LEFT JOIN sends s ON s.pbx = p.name
+        LEFT JOIN open_calls o ON o.pbx = p.name
+        WHERE p.name IN (SELECT pbx FROM trunk_routes WHERE trunk_id = :trunk_id)
+           OR coalesce(o.mine, 0) > 0
+        ORDER BY p.name
         """,
         **params,
     )
@@ -349,6 +398,7 @@ def watch_frame(
         "outcomes": summary["outcomes"],
         "ended_by": summary["ended_by"],
         "trunks": trunks,
+        "pbxs": pbxs,
     }
 
 

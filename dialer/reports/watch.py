@@ -46,6 +46,25 @@ def render(frame: Frame) -> str:
         ),
         "",
     ]
+    if frame.get("pbxs"):
+        lines += [
+            *_table(
+                (
+                    "pbx",
+                    "state",
+                    "cps now",
+                    "rate",
+                    "max cps",
+                    "p90 ms",
+                    "calls",
+                    "max",
+                    "campaign",
+                    "note",
+                ),
+                [_pbx_row(p) for p in frame["pbxs"]],
+            ),  # fmt: skip
+            "",
+        ]
     finished = frame["attempts_finished"]
     outcomes = sorted(frame["outcomes"].items(), key=lambda item: (-item[1], item[0]))
     if outcomes:
@@ -94,6 +113,8 @@ def _trunk_row(trunk: Frame) -> tuple[str, ...]:
         notes.append("over cps limit")
     if trunk.get("slots_ahead_seconds"):
         notes.append(f"paced {trunk['slots_ahead_seconds']:g} s ahead")
+    if trunk.get("waiting_for_pbx"):
+        notes.append("no PBX takes calls: they wait")
     return (
         trunk["trunk"],
         f"{trunk['current_cps']:.1f}",
@@ -106,6 +127,29 @@ def _trunk_row(trunk: Frame) -> tuple[str, ...]:
     )
 
 
+def _pbx_row(pbx: Frame) -> tuple[str, ...]:
+    notes = []
+    if pbx["state"] not in ("up", "disabled") and pbx.get("state_reason"):
+        notes.append(pbx["state_reason"])
+    if pbx["rate"] < pbx["max_cps"]:
+        notes.append(f"rate lowered: {pbx.get('rate_reason') or 'back-pressure'}")
+    if pbx["open_channels"] >= pbx["max_channels"]:
+        notes.append("channels full")
+    latency = pbx.get("latency_ms")
+    return (
+        pbx["pbx"],
+        pbx["state"],
+        f"{pbx['current_cps']:.1f}",
+        f"{pbx['rate']:g}",
+        f"{pbx['max_cps']:g}",
+        "-" if latency is None else f"{latency:.0f}",
+        _n(pbx["open_channels"]),
+        _n(pbx["max_channels"]),
+        _n(pbx["campaign_open_channels"]),
+        "; ".join(notes),
+    )
+
+
 def _table(titles: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
     """Columns under upper-case titles: the first left-aligned, numbers right-aligned, the
     last (free text) left-aligned when it is `note`."""
@@ -114,7 +158,7 @@ def _table(titles: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
     def line(cells: Sequence[str]) -> str:
         out = []
         for i, (cell, width) in enumerate(zip(cells, widths, strict=True)):
-            left = i == 0 or titles[i] == "note"
+            left = i == 0 or titles[i] in ("note", "state")
             out.append(cell.ljust(width) if left else cell.rjust(width))
         return "  ".join(out).rstrip()
 
