@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import collections
 import datetime as dt
+import itertools
 import logging
 import threading
+import time
 from typing import Any
 
 import pytest
@@ -286,16 +288,32 @@ def test_a_call_takes_its_trunks_and_its_pbxs_slot(session_factory, pg_connectio
     trunk = add_trunk(session_factory, "MC", cps=50, pbx=["slow", "fast"])
     add_pbx(session_factory, "slow", max_cps=10)
     ids = _attempts_on(session_factory, trunk, ["slow", "fast", "slow", "fast", "fast"])
-    slots = [take_slots(pg_connection, trunk, attempt) for attempt in ids]
+    taken = [take_slots(pg_connection, trunk, attempt) for attempt in ids]
+    slots = [slot for slot, _ in taken]
     trunk_step, slow_step = PAD / 50, PAD / 10
-    # slow's second call waits for slow's own interval; the trunk's then starts from there.
+    assert [with_trunk for _, with_trunk in taken] == [True, True, False, True, True]
     assert slots[1] - slots[0] == pytest.approx(trunk_step, abs=1e-5)
+    # slow's second call waits for slow's own interval, without holding the trunk back: the
+    # calls after it take the trunk's next slots, and it takes the trunk's when its own comes.
     assert slots[2] - slots[0] == pytest.approx(slow_step, abs=1e-5)
-    assert slots[3] - slots[2] == pytest.approx(trunk_step, abs=1e-5)
+    assert slots[3] - slots[1] == pytest.approx(trunk_step, abs=1e-5)
     assert slots[4] - slots[3] == pytest.approx(trunk_step, abs=1e-5)
-    # Never two calls of the trunk closer than its interval, whichever PBX.
-    ordered = sorted(slots)
-    assert min(b - a for a, b in zip(ordered, ordered[1:], strict=False)) >= trunk_step - 1e-5
+    next_slot = scalar(session_factory, "SELECT extract(epoch FROM next_slot_at) FROM trunks")
+    assert float(next_slot) == pytest.approx(slots[4] + trunk_step, abs=1e-5)
+
+
+def test_a_slow_pbx_does_not_hold_its_trunk_back(session_factory, pg_connection) -> None:
+    """Calls through a PBX paced at 5/s and through one at 1000/s, asked for in turns: those
+    through the fast one go at the trunk's pace, not at the slow one's."""
+    trunk = add_trunk(session_factory, "MC", cps=50, pbx=["slow", "fast"])
+    add_pbx(session_factory, "slow", max_cps=5)
+    order = ["slow", "fast"] * 10
+    taken = [take_slots(pg_connection, trunk, attempt) for attempt in
+             _attempts_on(session_factory, trunk, order)]  # fmt: skip
+    fast = [slot for (slot, _), pbx in zip(taken, order, strict=True) if pbx == "fast"]
+    slow = [slot for (slot, _), pbx in zip(taken, order, strict=True) if pbx == "slow"]
+    assert fast[-1] - fast[0] == pytest.approx(9 * PAD / 50, abs=0.03)  # not 9 x 0.21 s
+    assert all(b - a == pytest.approx(PAD / 5, abs=1e-5) for a, b in itertools.pairwise(slow))
 
 
 def test_concurrent_takers_on_two_pbxs_hold_the_trunks_rate(session_factory, database_url) -> None:
@@ -308,7 +326,7 @@ def test_concurrent_takers_on_two_pbxs_hold_the_trunks_rate(session_factory, dat
     def take(mine: list[int]) -> None:
         with pg_connect(database_url) as conn:
             for attempt in mine:
-                slot = take_slots(conn, trunk, attempt)
+                slot, _ = take_slots(conn, trunk, attempt)
                 with lock:
                     slots.append(slot)
 
@@ -321,6 +339,51 @@ def test_concurrent_takers_on_two_pbxs_hold_the_trunks_rate(session_factory, dat
     assert max_in_window(slots, 1.0) <= cps
     ordered = sorted(slots)
     assert min(b - a for a, b in zip(ordered, ordered[1:], strict=False)) >= PAD / cps - 1e-5
+
+
+def test_a_call_waiting_for_its_pbxs_turn_is_sent_in_it_and_others_go_meanwhile(
+    session_factory, database_url
+) -> None:
+    """The worker end of `test_a_slow_pbx_does_not_hold_its_trunk_back`: the second call
+    through the slow PBX waits for its turn, then takes the trunk's slot and is sent; a call
+    through the fast one, asked for later, went before it."""
+    trunk = add_trunk(session_factory, "MC", cps=10, pbx=["slow", "fast"])
+    up(session_factory, "slow", max_cps=2)
+    up(session_factory, "fast")
+    campaign = add_campaign(session_factory, trunk)
+    add_contacts(session_factory, campaign, simulator_numbers(3))
+    ids = tick(session_factory, backpressure=None).queued
+    with session_factory.begin() as session:  # two through slow, then one through fast
+        for attempt, pbx in zip(sorted(ids), ["slow", "slow", "fast"], strict=True):
+            session.execute(text("UPDATE call_attempts SET pbx = :p WHERE id = :i"),
+                            {"p": pbx, "i": attempt})  # fmt: skip
+    first, second, third = sorted(ids)
+    sent: dict[int, float] = {}
+    results: dict[int, Result] = {}
+
+    class Clock(FakeClient):
+        def __init__(self, attempt: int) -> None:
+            super().__init__()
+            self.attempt = attempt
+
+        def originate(self, payload, *, timeout=None, send_by=None) -> None:
+            sent[self.attempt] = time.time()
+
+    def send(attempt: int) -> None:
+        with pg_connect(database_url) as conn:
+            results[attempt] = originate_attempt(conn, attempt, lambda pbx: Clock(attempt))
+
+    send(first)
+    waiting = threading.Thread(target=send, args=(second,))
+    waiting.start()
+    time.sleep(0.05)  # the second is waiting for slow's turn when the third is asked for
+    send(third)
+    waiting.join(10)
+    assert results == {first: Result.SENT, second: Result.SENT, third: Result.SENT}
+    assert sent[first] < sent[third] < sent[second]
+    assert sent[third] - sent[first] == pytest.approx(PAD / 10, abs=0.05)  # the trunk's pace
+    assert sent[second] - sent[first] == pytest.approx(PAD / 2, abs=0.05)  # slow's pace
+    assert scalar(session_factory, "SELECT count(sent_at) FROM call_attempts") == 3
 
 
 # -- the worker, when the PBX cannot take the call ------------------------------------------------

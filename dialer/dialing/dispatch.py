@@ -496,11 +496,13 @@ def _create_attempts(
     ids = connection.execute(_NEXT_IDS, {"count": len(contacts)}).scalars().all()
     epoch_ms = int(time.time() * 1000)
     rows: list[dict[str, Any]] = []
+    turns: dict[int, float] = {}
     invalid: list[int] = []
     for contact, attempt_id in zip(contacts, ids, strict=True):
         route = chooser.pick(routes)
         if route is None:
             break  # every PBX of the trunk is full; the contact's row lock ends with the tick
+        turns[attempt_id] = chooser.last_turn
         call_id = custom_call_id(epoch_ms, attempt_id)
         try:
             payload = campaign.payload(route, call_id, contact.phone_e164)
@@ -526,7 +528,9 @@ def _create_attempts(
     if not rows:
         return []
     params = {"rows": json.dumps(rows), "campaign_id": campaign.id, "trunk_id": campaign.trunk_id}
-    return list(connection.execute(_CREATE_ATTEMPTS, params).scalars())
+    created = connection.execute(_CREATE_ATTEMPTS, params).scalars()
+    # In the order their PBXs' pacing can send them (`dialer.dialing.routing`).
+    return sorted(created, key=lambda attempt_id: (turns[attempt_id], attempt_id))
 
 
 class _WindowCache:

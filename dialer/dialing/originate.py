@@ -33,7 +33,9 @@ outcome `failed` and the contact re-scheduled like any failed attempt. An attemp
 
 This is the dialer's hot path, so it talks to Postgres through a plain psycopg connection in
 autocommit mode (no ORM), three round trips per call: the claim; the slots (the trunk's and the
-PBX's, in their own transaction) with the BEGIN, lock and checks of the send transaction; and the sent time with the COMMIT after
+PBX's, in their own transaction) with the BEGIN, lock and checks of the send transaction (a call
+whose PBX's turn comes after the trunk's takes the trunk's slot in one more, when its PBX's
+comes: `take_slot_and_check`); and the sent time with the COMMIT after
 the send. Their statements are prepared once per connection and run with EXECUTE, several in one
 simple-protocol query: the server plans them once, and the client neither adapts parameters nor
 keeps a pipeline per statement (half of the path's client time before). Values are put in the
@@ -68,7 +70,12 @@ from dialer.ami.client import (
 )
 from dialer.campaigns import calling_window, pbxs
 from dialer.campaigns.calling_window import CallingWindow
-from dialer.dialing.pacing import LOCK_TRUNK_PREPARED, PAD, TAKE_SLOTS_PREPARED
+from dialer.dialing.pacing import (
+    LOCK_TRUNK_PREPARED,
+    PAD,
+    TAKE_SLOT_PREPARED,
+    TAKE_SLOTS_PREPARED,
+)
 from dialer.dialing.payload import CallSettings, TrunkRoute, build_originate_payload
 from dialer.settings import SettingsError
 
@@ -91,6 +98,8 @@ SLOT_TOLERANCE_S = 0.01
 # After a slot missed by waking up late (most likely the last checks took longer than the
 # time to the slot), the next one starts at least twice that late ahead, up to this.
 MAX_SLOT_LEAD_S = 0.5
+# A call waiting for its PBX's turn takes the trunk's slot this long before it.
+TRUNK_LEAD_S = 0.02
 # Slots dropped (late, or the connection lost) before the attempt is given back unsent.
 SLOT_TURNS = 3
 # No call is started this close to the end of its calling window: it must reach the PBX
@@ -207,6 +216,7 @@ _PREPARED = {
     "dialer_claim": ("bigint", _CLAIM),
     "dialer_lock_trunk": ("bigint", LOCK_TRUNK_PREPARED),
     "dialer_take_slots": ("bigint, float8, float8, bigint", TAKE_SLOTS_PREPARED),
+    "dialer_take_slot": ("bigint, float8, float8", TAKE_SLOT_PREPARED),
     "dialer_lock_contact": ("bigint", _LOCK_CONTACT),
     "dialer_send_check": ("bigint", _SEND_CHECK),
     "dialer_sent": ("bigint, timestamptz", _SENT),
@@ -388,7 +398,9 @@ def _send_in_slot(
     """
     sent: _Send | None = None
     try:
-        slot, check = take_slot_and_check(conn, attempt_id, trunk_id, lead)
+        slot, check = take_slot_and_check(
+            conn, attempt_id, trunk_id, lead, sleep=sleep, clock=clock
+        )
         stopped = _stopped_by(check, slot)
         if stopped is not None:
             return stopped
@@ -417,12 +429,22 @@ def _send_in_slot(
 
 
 def take_slot_and_check(
-    conn: psycopg.Connection[Any], attempt_id: int, trunk_id: int, lead: float
+    conn: psycopg.Connection[Any],
+    attempt_id: int,
+    trunk_id: int,
+    lead: float,
+    *,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.time,
 ) -> tuple[float, Any]:
     """Take the trunk's and the PBX's next pacing slot (`dialer.dialing.pacing`, their own
     transaction), then open the send transaction: lock the contact's row and read what the last
     checks need. One round trip; the send transaction stays open. Returns the slot (Unix time)
-    and the checks' row."""
+    and the checks' row.
+
+    When the PBX's turn comes later than the trunk's next slots (a PBX slower than its share of
+    the trunk's calls), those are left to calls through other PBXs: this call waits for its
+    PBX's slot, then takes the trunk's (one more round trip, that call only)."""
     _, slot_rows, _, check_rows = _run(
         conn,
         "BEGIN",
@@ -435,7 +457,29 @@ def take_slot_and_check(
     )
     if not slot_rows:
         raise LookupError(f"trunk {trunk_id} or the PBX of attempt {attempt_id} does not exist")
-    return float(slot_rows[0][0]), (check_rows[0] if check_rows else None)
+    slot, with_trunk = float(slot_rows[0][0]), bool(slot_rows[0][1])
+    check = check_rows[0] if check_rows else None
+    if with_trunk or _stopped_by(check, slot) is not None:
+        return slot, check
+    wait = slot - TRUNK_LEAD_S - clock()
+    if wait > 0:
+        sleep(wait)
+    # The trunk's slot no earlier than the PBX's; the send transaction is ended and opened
+    # again around it (the contact's row unlocked for a moment, its checks read again).
+    trunk_lead = max(TRUNK_LEAD_S, slot - clock())
+    trunk_rows, _, check_rows = _run(
+        conn,
+        "COMMIT",
+        "BEGIN",
+        _call("dialer_take_slot", trunk_id, trunk_lead, PAD),
+        "COMMIT",
+        "BEGIN",
+        _call("dialer_lock_contact", attempt_id),
+        _call("dialer_send_check", attempt_id),
+    )
+    if not trunk_rows:
+        raise LookupError(f"trunk {trunk_id} does not exist")
+    return float(trunk_rows[0][0]), (check_rows[0] if check_rows else None)
 
 
 def _stopped_by(check: Any, slot: float) -> Result | None:

@@ -14,7 +14,11 @@ Several PBXs: each PBX has a slot row too (`pbxs.next_slot_at`), at the rate bac
 allows it. A call takes both at once (`TAKE_SLOTS_PREPARED`): its slot is the later of the
 trunk's and the PBX's next free instants, and each moves on from there by its own interval, so
 the trunk's CPS holds across all its PBXs and each PBX's across all its trunks. Every taker
-locks the trunk's row first, then the PBX's: no two wait for each other.
+locks the trunk's row first, then the PBX's: no two wait for each other. A PBX slower than its
+share of the trunk's calls would otherwise hold the trunk back: a call whose PBX's next free
+instant is more than one trunk interval after the trunk's takes only the PBX's slot, leaving
+the trunk's next slots to calls through other PBXs, and takes the trunk's (`_take_slot_sql`
+alone) when its PBX's slot comes; it then goes at the later of the two.
 
 Channels: a trunk's channels in use are its open call attempts (queued, originating or up),
 and a PBX's those sent through it; there is no counter to drift. The dispatcher creates
@@ -64,30 +68,40 @@ def _lock_trunk_sql(trunk_id: str) -> str:
 
 def _take_slots_sql(trunk_id: str, lead: str, pad: str, attempt_id: str) -> str:
     rate = "least(coalesce(p.rate, p.max_cps), p.max_cps)"
+    earliest = "c.earliest"
+    p_at = f"greatest(p.next_slot_at, {earliest})"
+    t_at = f"greatest(t.next_slot_at, {earliest})"
+    # The PBX's turn within one trunk interval of the trunk's: the call takes both.
+    together = f"{p_at} <= {t_at} + make_interval(secs => {pad} / t.cps)"
     return f"""
     WITH slot AS (
         UPDATE pbxs p
-           SET next_slot_at = greatest(p.next_slot_at, t.next_slot_at,
-                                       clock_timestamp() + make_interval(secs => {lead}))
+           SET next_slot_at = CASE WHEN {together} THEN greatest({p_at}, {t_at})
+                                   ELSE {p_at} END
                               + make_interval(secs => {pad} / {rate})
-          FROM trunks t
+          FROM trunks t,
+               (SELECT clock_timestamp() + make_interval(secs => {lead}) AS earliest) c
          WHERE t.id = {trunk_id}
            AND p.name = (SELECT a.pbx FROM call_attempts a WHERE a.id = {attempt_id})
-        RETURNING p.next_slot_at - make_interval(secs => {pad} / {rate}) AS at
+        RETURNING p.next_slot_at - make_interval(secs => {pad} / {rate}) AS at,
+                  p.next_slot_at - make_interval(secs => {pad} / {rate})
+                      <= {t_at} + make_interval(secs => {pad} / t.cps) AS with_trunk
     ), trunk AS (
         UPDATE trunks t SET next_slot_at = slot.at + make_interval(secs => {pad} / t.cps)
           FROM slot
-         WHERE t.id = {trunk_id}
+         WHERE t.id = {trunk_id} AND slot.with_trunk
     )
-    SELECT extract(epoch FROM at)::float8 FROM slot
+    SELECT extract(epoch FROM at)::float8, with_trunk FROM slot
 """
 
 
 # For PREPARE: the trunk's row locked (trunk id), then both slots taken (trunk id, lead, pad,
 # attempt id, whose PBX it is), in one transaction of their own; the originate task sends
-# them in one round trip with the send transaction's first statements.
+# them in one round trip with the send transaction's first statements. The trunk's slot alone
+# (trunk id, lead, pad), for a call whose PBX's turn came later.
 LOCK_TRUNK_PREPARED = _lock_trunk_sql("$1")
 TAKE_SLOTS_PREPARED = _take_slots_sql("$1", "$2", "$3", "$4")
+TAKE_SLOT_PREPARED = _take_slot_sql("$1", "$2", "$3")
 _LOCK_TRUNK = _lock_trunk_sql("%(trunk_id)s")
 _TAKE_SLOTS = _take_slots_sql("%(trunk_id)s", "%(lead)s", "%(pad)s", "%(attempt_id)s")
 
@@ -151,16 +165,17 @@ def take_slot(connection: psycopg.Connection[Any], trunk_id: int, *, lead: float
 
 def take_slots(
     connection: psycopg.Connection[Any], trunk_id: int, attempt_id: int, *, lead: float = 0.0
-) -> float:
-    """Reserve the trunk's and the attempt's PBX's next slot together; returns its start as a
-    Unix timestamp. `connection` is in autocommit mode (one short transaction here)."""
+) -> tuple[float, bool]:
+    """Reserve the attempt's PBX's next slot, and the trunk's with it unless the PBX's turn
+    comes later (see the module doc); returns the slot's start as a Unix timestamp and whether
+    the trunk's slot was taken. `connection` is in autocommit mode (one short transaction)."""
     params = {"pad": PAD, "trunk_id": trunk_id, "lead": lead, "attempt_id": attempt_id}
     with connection.transaction():
         connection.execute(_LOCK_TRUNK, params)
         row = connection.execute(_TAKE_SLOTS, params).fetchone()
     if row is None:
         raise UnknownTrunk(f"trunk {trunk_id} or the PBX of attempt {attempt_id} does not exist")
-    return float(row[0])
+    return float(row[0]), bool(row[1])
 
 
 def wait_for_slot(

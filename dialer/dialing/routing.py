@@ -9,6 +9,12 @@ them). A PBX's free capacity is what `TrunkUsage.spare_capacity` is for a trunk:
 channels, and no more calls than it can be sent within the tick's lookahead at its current
 rate, less those already waiting for it; every attempt routed in the tick counts at once.
 Ties go to the PBX given fewer calls in this tick, then by name.
+
+Each routed attempt also gets the time, from now, at which its PBX's pacing can send it (the
+calls already waiting for that PBX and those routed before it, at its current rate): the tick
+hands its attempts out in that order. A call takes its trunk's slot and its PBX's together
+(`dialer.dialing.pacing`), in the order workers ask; a call for a slower PBX asked for ahead of
+its turn would hold the trunk's next slots back until its PBX's comes.
 """
 
 from __future__ import annotations
@@ -109,6 +115,7 @@ class Chooser:
     def __init__(self, loads: dict[str, PbxLoad], lookahead_s: float) -> None:
         self.loads = loads
         self.lookahead_s = lookahead_s
+        self.last_turn = 0.0
 
     def usable(self, routes: Sequence[Route]) -> list[Route]:
         """The routes a new call of this trunk may take now: through PBXs that are up, or
@@ -137,7 +144,8 @@ class Chooser:
         return sum(self.loads[r.pbx].spare(self.lookahead_s) for r in routes)
 
     def pick(self, routes: Sequence[Route]) -> Route | None:
-        """The route for one new attempt (its PBX then counts it), or None if all are full."""
+        """The route for one new attempt (its PBX then counts it), or None if all are full;
+        `last_turn` is then when its PBX's pacing can send it, in seconds from now."""
         best: Route | None = None
         best_key: tuple[int, int, str] | None = None
         for route in routes:
@@ -149,7 +157,9 @@ class Chooser:
             if best_key is None or key < best_key:
                 best, best_key = route, key
         if best is not None:
-            self.loads[best.pbx].assigned += 1
+            load = self.loads[best.pbx]
+            self.last_turn = (load.queued + load.assigned) / load.rate
+            load.assigned += 1
         return best
 
     def unpick(self, route: Route) -> None:
