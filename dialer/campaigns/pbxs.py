@@ -200,14 +200,12 @@ def set_pbx(
     values = changes.validated()
     if not values:
         raise validation.SettingError("settings", "nothing to change")
-    warnings: list[str] = []
-    row = session.get(Pbx, name, with_for_update=True)
-    if row is None:
-        row = register(session, name)
-        row = session.get(Pbx, name, with_for_update=True) or row
+    if session.get(Pbx, name) is None:
+        register(session, name)
+    row = session.get(Pbx, name, with_for_update=True, populate_existing=True)
+    assert row is not None
     warning = not_configured_warning(name, configured)
-    if warning:
-        warnings.append(warning)
+    warnings = [warning] if warning else []
     for column, value in values.items():
         setattr(row, column, value)
     if "max_cps" in values and row.rate is not None and row.rate >= values["max_cps"]:
