@@ -6,8 +6,10 @@ recording every action to a JSONL file); options through indirect parametrisatio
     @pytest.mark.parametrize("pbx_sim", [{"speed": 100, "max_channels": 5}], indirect=True)
     def test_x(pbx_sim): ...
 
-`pbx_sim_factory(**options)` starts more of them. Also here: a blocking raw AMI client
-(`RawAmi`), frame parsing, and a reader for the shared real-Asterisk transcripts.
+`pbx_sim_factory(**options)` starts more of them, each on its own free port. `tls_files` is a
+CA and certificates made with the `openssl` command line for TLS simulators (`tls_cert`,
+`tls_key` options). Also here: a blocking raw AMI client (`RawAmi`), frame parsing, and a
+reader for the shared real-Asterisk transcripts.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import ast
 import concurrent.futures
 import re
 import socket
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
@@ -65,6 +68,19 @@ class PbxSim:
     @property
     def server(self) -> AmiServer:
         return AmiServer("default", self.host, self.port, self.username, self.secret)
+
+    def server_as(self, name: str = "default", **fields: Any) -> AmiServer:
+        """How a client reaches it, under PBX `name`, with AmiServer fields (tls, auth...)."""
+        return replace(self.server, name=name, **fields)
+
+    def set_capacity(self, **limits: Any) -> dict[str, Any]:
+        """`PbxSimulator.set_capacity` (cps, channels, max_wait) from the test's thread."""
+        assert self.thread is not None
+        return self.thread.set_capacity(**limits)
+
+    def capacity(self) -> dict[str, Any]:
+        assert self.thread is not None
+        return self.thread.capacity()
 
     def start(self) -> PbxSim:
         self.thread = start_in_thread(self.config)
@@ -145,6 +161,76 @@ def pbx_sim_factory(tmp_path: Path) -> Iterator[Callable[..., PbxSim]]:
         for sim in started:
             sim.stop()
     assert [e for sim in started for e in sim.errors_seen] == []
+
+
+# -- TLS ------------------------------------------------------------------------------------------
+
+OPENSSL = "/usr/bin/openssl"
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """A CA, a server certificate it signed for localhost and 127.0.0.1 (`cert`, `key`), one
+    it signed for another host name only (`other_name_cert`, `other_name_key`), and a CA that
+    signed none of them (`other_ca`)."""
+
+    ca: Path
+    cert: Path
+    key: Path
+    other_name_cert: Path
+    other_name_key: Path
+    other_ca: Path
+
+
+def _openssl(*args: str, cwd: Path) -> None:
+    subprocess.run([OPENSSL, *args], cwd=cwd, check=True, capture_output=True, timeout=60)
+
+
+def _make_ca(directory: Path, name: str) -> tuple[Path, Path]:
+    key, cert = directory / f"{name}.key", directory / f"{name}.pem"
+    _openssl(
+        "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+        "-keyout", str(key), "-out", str(cert), "-days", "2", "-subj", f"/CN={name}",
+        "-addext", "basicConstraints=critical,CA:TRUE",
+        "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+        cwd=directory,
+    )  # fmt: skip
+    return cert, key
+
+
+def _make_server_cert(
+    directory: Path, name: str, ca: tuple[Path, Path], alt_names: str
+) -> tuple[Path, Path]:
+    key, csr, cert = (directory / f"{name}{ext}" for ext in (".key", ".csr", ".pem"))
+    ext = directory / f"{name}.ext"
+    ext.write_text(
+        f"subjectAltName={alt_names}\nbasicConstraints=critical,CA:FALSE\n"
+        "keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n"
+        "authorityKeyIdentifier=keyid\nsubjectKeyIdentifier=hash\n"
+    )
+    _openssl(
+        "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+        "-keyout", str(key), "-out", str(csr), "-subj", f"/CN={name}", cwd=directory,
+    )  # fmt: skip
+    _openssl(
+        "x509", "-req", "-in", str(csr), "-CA", str(ca[0]), "-CAkey", str(ca[1]),
+        "-CAcreateserial", "-out", str(cert), "-days", "2", "-extfile", str(ext), cwd=directory,
+    )  # fmt: skip
+    return cert, key
+
+
+def make_tls_files(directory: Path) -> TlsFiles:
+    directory.mkdir(parents=True, exist_ok=True)
+    ca = _make_ca(directory, "test-ca")
+    cert, key = _make_server_cert(directory, "pbx", ca, "DNS:localhost,IP:127.0.0.1")
+    other_cert, other_key = _make_server_cert(directory, "elsewhere", ca, "DNS:pbx.invalid")
+    other_ca, _ = _make_ca(directory, "other-ca")
+    return TlsFiles(ca[0], cert, key, other_cert, other_key, other_ca)
+
+
+@pytest.fixture(scope="session")
+def tls_files(tmp_path_factory: pytest.TempPathFactory) -> TlsFiles:
+    return make_tls_files(tmp_path_factory.mktemp("tls"))
 
 
 # -- frames ---------------------------------------------------------------------------------------

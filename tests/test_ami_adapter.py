@@ -854,7 +854,7 @@ def test_originate_result_and_call_events_reach_the_event_stream(pbx_sim: Any) -
         await dialer.connect()
         events = listener.events()
         seen = [await next_event(listener, events)]
-        await dialer.dialing.originate(payload)
+        await dialer.originate(payload)
         for _ in range(1000):
             if seen[-1].get("Event") == "OriginateResponse":
                 break

@@ -10,11 +10,16 @@ defects they answer) and without an event loop, so a call costs no hand-over bet
   error before any byte was written raises `AmiConnectionError` ("nothing sent").
 - Every frame is built by `dialer.ami.wire` (CR/LF/NUL refused, order kept) before the socket is
   touched; answers are matched by ActionID, and anything else read meanwhile is dropped.
-- Deadlines everywhere: connect, greeting, login, every answer; `send_by` is checked just before
-  the write, after any wait for a connection.
+- Deadlines everywhere: connect (the TLS handshake included, done non-blocking so that it keeps
+  the connect deadline as a whole), greeting, challenge and login, every answer; `send_by` is
+  checked just before the write, after any wait for a connection.
+- TLS and the MD5 challenge login as `dialer.ami.client` does them (`dialer.ami.login`): the
+  secret is never written with `auth == "md5"`.
 - A dead peer is noticed before writing: a closed connection (EOF pending) reconnects, and a
   connection idle for `ping_interval` is pinged first. Reconnects back off exponentially with
-  jitter (`backoff_delay`); a refused login raises `AmiAuthenticationError`.
+  jitter (`backoff_delay`); a refused login raises `AmiAuthenticationError` (a refused TLS
+  certificate its subclass `AmiCertificateError`), again at every call for `reconnect_max`
+  seconds before the next try.
 - Thread-safe: one exchange at a time on the connection (a lock). After a fork the child opens
   its own connection on first use and never writes on the parent's.
 """
@@ -26,12 +31,14 @@ import itertools
 import os
 import select
 import socket
+import ssl
 import threading
 import time
 import weakref
 from collections.abc import Mapping
 from typing import Any
 
+from dialer.ami import login
 from dialer.ami import wire as amiwire
 from dialer.ami.client import (
     FRAME_END,
@@ -39,15 +46,18 @@ from dialer.ami.client import (
     MAX_FRAME_BYTES,
     ActionFateUnknown,
     AmiAuthenticationError,
+    AmiCertificateError,
     AmiConnectionError,
     AmiError,
     Event,
     OriginateFateUnknown,
     OriginateRejected,
     backoff_delay,
+    connect_failure,
+    md5_challenge,
     parse_frame,
 )
-from dialer.settings import AmiServer
+from dialer.settings import AmiServer, pbx_variable
 
 _CLIENTS: weakref.WeakSet[SyncAmiClient] = weakref.WeakSet()
 
@@ -245,6 +255,8 @@ class SyncAmiClient:
         try:
             readable, _, _ = select.select([sock], [], [], 0)
             if readable:
+                # A TLS record may be arriving in parts: its own deadline, not a leftover one.
+                sock.settimeout(self.ping_timeout)
                 data = sock.recv(65536)  # an event, or a late answer: nothing we wait for
                 if not data:
                     raise _Lost("closed by the server")
@@ -264,23 +276,25 @@ class SyncAmiClient:
     def _open(self, deadline: float) -> socket.socket:
         """Connect and log in: the new connection becomes `_sock` (None if this fails)."""
         server = self.server
-        where = f"{server.host}:{server.port}"
-        action_id = f"{self._id_prefix}-{next(self._ids)}"
+        where = server.address
+        md5 = login.uses_md5(server)
         # Encoded (and so checked) before connecting; the secret is never logged.
-        login = amiwire.encode_action(
-            {
-                "Action": "Login",
-                "ActionID": action_id,
-                "Username": server.username,
-                "Secret": server.secret,
-                "Events": "off",
-            }
-        )
+        login.login_frame(server, "check", events=False, challenge="" if md5 else None)
+        try:
+            context = login.tls_context(server)
+        except (OSError, ValueError) as exc:  # an unreadable or malformed CA file
+            raise AmiCertificateError(
+                f"AMI {server.name}: cannot use the CA file {server.tls_ca!r} ({exc}); "
+                f"check {pbx_variable(server.name, 'TLS_CA')}"
+            ) from None
         budget = max(0.001, min(self.connect_timeout, deadline - time.monotonic()))
+        connect_by = time.monotonic() + budget
         try:
             sock = socket.create_connection((server.host, server.port), timeout=budget)
         except OSError as exc:
             raise AmiConnectionError(f"cannot reach AMI {server.name} at {where}: {exc}") from None
+        if context is not None:
+            sock = _tls_handshake(sock, context, server, connect_by)
         self._sock, self._buffer = sock, b""
         # Never past the caller's deadline: a call due to leave now is not held by a login.
         login_by = min(time.monotonic() + self.login_timeout, deadline)
@@ -288,14 +302,26 @@ class SyncAmiClient:
             greeting = self._read_until(b"\r\n", login_by)
             if not greeting.startswith(GREETING_PREFIX):
                 raise AmiConnectionError(f"{where} is not an Asterisk Manager Interface")
-            sock.sendall(login)
+            challenge = None
+            if md5:
+                action_id = f"{self._id_prefix}-{next(self._ids)}"
+                sock.sendall(login.challenge_frame(action_id))
+                answer = self._read_answer(action_id, login_by, as_list=False)
+                challenge = md5_challenge(server, answer)
+            action_id = f"{self._id_prefix}-{next(self._ids)}"
+            sock.sendall(login.login_frame(server, action_id, events=False, challenge=challenge))
             response = self._read_answer(action_id, login_by, as_list=False)
         except (OSError, _Lost, TimeoutError) as exc:
             self._drop()
+            hint = (
+                ""
+                if server.tls or not isinstance(exc, TimeoutError)
+                else (f"; a TLS port? then set {pbx_variable(server.name, 'TLS')}=true")
+            )
             raise AmiConnectionError(
-                f"AMI {server.name} at {where}: no login ({exc or 'timed out'})"
+                f"AMI {server.name} at {where}: no login ({exc or 'timed out'}{hint})"
             ) from None
-        except AmiConnectionError:
+        except AmiError:
             self._drop()
             raise
         if response.get("Response") != "Success":
@@ -387,6 +413,36 @@ class SyncAmiClient:
         # The parent's lock may have been held by another thread at fork time.
         self._lock = threading.Lock()
         self._forget()
+
+
+def _tls_handshake(
+    sock: socket.socket, context: ssl.SSLContext, server: AmiServer, deadline: float
+) -> socket.socket:
+    """The TLS handshake on a connected socket, within `deadline` (monotonic) as a whole: done
+    non-blocking, so that no round trip of it gets a fresh timeout of its own."""
+    try:
+        tls = context.wrap_socket(sock, server_hostname=server.host, do_handshake_on_connect=False)
+    except (OSError, ValueError) as exc:
+        sock.close()
+        raise connect_failure(server, exc) from None
+    try:
+        tls.setblocking(False)
+        while True:
+            try:
+                tls.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                wait = ([tls], [])
+            except ssl.SSLWantWriteError:
+                wait = ([], [tls])
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not any(select.select(*wait, [], remaining)[:2]):
+                raise TimeoutError("TLS handshake timed out")
+        tls.settimeout(max(0.001, deadline - time.monotonic()))
+    except (OSError, TimeoutError) as exc:
+        tls.close()
+        raise connect_failure(server, exc) from None
+    return tls
 
 
 def _reset_after_fork() -> None:

@@ -4,6 +4,15 @@
 Celery worker processes use the blocking `dialer.ami.blocking.SyncAmiClient`, which keeps the same
 guarantees without an event loop.
 
+How a PBX is reached and logged in to comes from its `AmiServer` (`dialer.ami.login` builds
+both): over TLS when `tls` is set, the server's certificate checked against `tls_ca` (or the
+system's CAs) with its host name, unless `tls_verify` is off; a certificate that fails raises
+`AmiCertificateError`, an `AmiAuthenticationError`, so it is never retried like a network
+failure (the handshake is part of the connect deadline). With `auth == "md5"` the login is
+Asterisk's challenge and response: `Action: Challenge` (`AuthType: MD5`) answered with
+`Challenge: <c>`, then `Action: Login` with `AuthType: MD5`, `Username` and `Key: md5(c +
+secret)`; the secret itself is never written. Both exchanges share the login deadline.
+
 panoramisk 1.4 was the starting point, and it is no longer imported here. Its connection manager
 is not used, because each of its verified defects would hurt a dialer, and each is handled here
 instead (below). Its frame parser, `Message.from_line`, was used until the listener's ingest
@@ -26,12 +35,12 @@ reference parser of the fuzz tests (tests/test_fuzz_ami.py).
   here by ActionID, so an Originate completes on Asterisk's "successfully queued" response and
   the later OriginateResponse is an ordinary event. `Async` is always the string `true`.
 - Fixed reconnect delay truncated to an int (0 s for fractions), and a failed login that silently
-  loops: reconnects back off exponentially with jitter; a refused login raises
-  `AmiAuthenticationError` and is never retried.
+  loops: reconnects back off exponentially with jitter; a refused login (or a refused TLS
+  certificate, `AmiCertificateError`) raises `AmiAuthenticationError` and is never retried.
 - Ping replies never checked: a watchdog sends Ping every `ping_interval` and drops the
   connection (then reconnects) when no answer arrives within `ping_timeout`.
-- No timeouts anywhere: connect, greeting, login, every write (drain) and every response wait
-  has a deadline.
+- No timeouts anywhere: connect (with the TLS handshake), greeting, challenge and login, every
+  write (drain) and every response wait has a deadline.
 - Event callbacks run detached (`ensure_future`), losing order and errors: one reader task per
   connection puts events on an asyncio.Queue in arrival order; `events()` yields them, with the
   markers `DialerConnected` and `DialerDisconnected` around every connection.
@@ -50,13 +59,15 @@ import itertools
 import logging
 import os
 import random
+import ssl
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from dialer.ami import login
 from dialer.ami import wire as amiwire
-from dialer.settings import AmiServer
+from dialer.settings import AmiServer, pbx_variable
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +89,12 @@ class AmiError(Exception):
 
 class AmiAuthenticationError(AmiError):
     """Asterisk refused the username/secret; retrying would not help."""
+
+
+class AmiCertificateError(AmiAuthenticationError):
+    """The server's TLS certificate failed verification (unknown CA, another host's name,
+    expired), or the CA file is unusable. Like a refused login it is a matter of configuration:
+    never retried like a network blip."""
 
 
 class AmiConnectionError(AmiError):
@@ -373,32 +390,51 @@ class AmiClient:
 
     async def _open_session(self) -> _Session:
         server = self.server
-        where = f"{server.host}:{server.port}"
-        action_id = self._next_id()
+        where = server.address
         # Encoded (and so checked) before connecting; the secret is never logged.
-        login = amiwire.encode_action(
-            {
-                "Action": "Login",
-                "ActionID": action_id,
-                "Username": server.username,
-                "Secret": server.secret,
-                "Events": "on" if self.events_enabled else "off",
+        login.login_frame(
+            server, "check", events=self.events_enabled,
+            challenge="" if login.uses_md5(server) else None,
+        )  # fmt: skip
+        try:
+            context = login.tls_context(server)
+        except (OSError, ValueError) as exc:  # an unreadable or malformed CA file
+            raise AmiCertificateError(
+                f"AMI {server.name}: cannot use the CA file {server.tls_ca!r} ({exc}); "
+                f"check {pbx_variable(server.name, 'TLS_CA')}"
+            ) from None
+        tls: dict[str, Any] = {}
+        if context is not None:
+            tls = {
+                "ssl": context,
+                "server_hostname": server.host,
+                "ssl_handshake_timeout": self.connect_timeout,
             }
-        )
         try:
             reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(server.host, server.port, limit=MAX_FRAME_BYTES),
+                asyncio.open_connection(server.host, server.port, limit=MAX_FRAME_BYTES, **tls),
                 self.connect_timeout,
             )
         except (OSError, TimeoutError) as exc:
-            raise AmiConnectionError(f"cannot reach AMI {server.name} at {where}: {exc}") from None
+            raise connect_failure(server, exc) from None
         logged_in = False
         try:
             async with asyncio.timeout(self.login_timeout):
                 greeting = await reader.readline()
                 if not greeting.startswith(GREETING_PREFIX):
                     raise AmiConnectionError(f"{where} is not an Asterisk Manager Interface")
-                writer.write(login)
+                challenge = None
+                if login.uses_md5(server):
+                    action_id = self._next_id()
+                    writer.write(login.challenge_frame(action_id))
+                    await writer.drain()
+                    challenge = md5_challenge(server, await _read_response(reader, action_id))
+                action_id = self._next_id()
+                writer.write(
+                    login.login_frame(
+                        server, action_id, events=self.events_enabled, challenge=challenge
+                    )
+                )
                 await writer.drain()
                 response = await _read_response(reader, action_id)
             if response.get("Response") != "Success":
@@ -410,6 +446,7 @@ class AmiClient:
         except TimeoutError:
             raise AmiConnectionError(
                 f"AMI {server.name} at {where}: no login answer within {self.login_timeout}s"
+                + _plain_on_tls_hint(server)
             ) from None
         except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError) as exc:
             raise AmiConnectionError(
@@ -418,7 +455,7 @@ class AmiClient:
         finally:
             if not logged_in:  # refused, failed or cancelled: never leave the socket open
                 writer.transport.abort()
-        log.info("AMI %s: logged in at %s", server.name, where)
+        log.info("AMI %s: logged in at %s (%s login)", server.name, where, server.auth)
         return _Session(self, reader, writer)
 
     def _adopt(self, session: _Session) -> None:
@@ -746,3 +783,43 @@ async def _read_response(reader: asyncio.StreamReader, action_id: str) -> Event:
         frame = parse_frame(await reader.readuntil(FRAME_END))
         if frame is not None and frame.get("ActionID") == action_id and "Response" in frame:
             return frame
+
+
+def md5_challenge(server: AmiServer, response: Event) -> str:
+    """The MD5 challenge from the answer to `Action: Challenge`; a server that gives none
+    cannot take an MD5 login (not retried: `AmiAuthenticationError`)."""
+    challenge = response.get("Challenge")
+    if response.get("Response") != "Success" or not challenge:
+        raise AmiAuthenticationError(
+            f"AMI {server.name} at {server.address} gave no MD5 challenge "
+            f"({response.get('Message', response.get('Response'))}); to send the secret "
+            f"instead set {pbx_variable(server.name, 'AUTH')}=plain, over TLS"
+        )
+    return str(challenge)
+
+
+def connect_failure(server: AmiServer, exc: BaseException) -> AmiError:
+    """What a failed connect (TCP, then the TLS handshake) means: a certificate that is not
+    accepted is `AmiCertificateError` (not retried), anything else `AmiConnectionError`."""
+    problem = login.certificate_problem(exc)
+    if problem is not None:
+        if login.wrong_host_name(exc):
+            hint = f"{pbx_variable(server.name, 'HOST')} must be a name the certificate carries"
+        else:
+            hint = f"check {pbx_variable(server.name, 'TLS_CA')} (the CA that signed it)"
+        return AmiCertificateError(
+            f"AMI {server.name} at {server.address}: TLS certificate not accepted: "
+            f"{problem}; {hint}"
+        )
+    if isinstance(exc, ssl.SSLError):
+        return AmiConnectionError(
+            f"AMI {server.name} at {server.address}: TLS handshake failed ({exc.reason or exc}); "
+            f"is {server.port} the AMI's TLS port (manager.conf tlsbindaddr)?"
+        )
+    return AmiConnectionError(f"cannot reach AMI {server.name} at {server.address}: {exc}")
+
+
+def _plain_on_tls_hint(server: AmiServer) -> str:
+    if server.tls:
+        return ""
+    return f" (a TLS port? then set {pbx_variable(server.name, 'TLS')}=true)"

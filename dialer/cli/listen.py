@@ -1,4 +1,5 @@
-"""`dialer listen` (the event listener of one PBX) and `dialer asterisk-config`."""
+"""`dialer listen` (the event listener of every configured PBX, or of those named) and
+`dialer asterisk-config`."""
 
 from __future__ import annotations
 
@@ -10,19 +11,29 @@ import signal
 
 import click
 
-from dialer.ami.client import AmiAuthenticationError
+from dialer.ami.client import AmiAuthenticationError, AmiCertificateError
 from dialer.asterisk import FILES, reference_file
 from dialer.db import make_engine
-from dialer.outcomes.listener import Listener, ListenerOptions, tune_collector
+from dialer.outcomes.listener import (
+    Listener,
+    ListenerFailed,
+    ListenerOptions,
+    run_listeners,
+    tune_collector,
+)
 from dialer.outcomes.reconcile import ReconcileOptions
-from dialer.settings import SettingsError, get_settings
+from dialer.settings import SettingsError, get_settings, pbx_variable
 
 log = logging.getLogger(__name__)
 
 
 @click.command()
 @click.option(
-    "--pbx", default="default", show_default=True, help="Which PBX (AMI server) to follow."
+    "--pbx",
+    "pbxs",
+    multiple=True,
+    help="Follow only this PBX (repeat for several).  [default: every configured PBX: "
+    "default and those of DIALER_PBXS]",
 )
 @click.option(
     "--flush-ms",
@@ -74,7 +85,7 @@ log = logging.getLogger(__name__)
     help="Ask Asterisk (Filter action) for the used events only.",
 )
 def listen(
-    pbx: str,
+    pbxs: tuple[str, ...],
     flush_ms: int,
     batch: int,
     writers: int,
@@ -83,18 +94,23 @@ def listen(
     min_age: float,
     filter_events: bool,
 ) -> None:
-    """Follow a PBX's events: record each call's facts and outcome, schedule retries.
+    """Follow PBXs' events: record each call's facts and outcome, schedule retries.
 
-    Runs until SIGINT or SIGTERM. Run one per Asterisk server.
+    Follows every configured PBX (`default`, the one of DIALER_AMI_*, and each
+    one DIALER_PBXS lists) from one process, each over its own AMI connection
+    with its own reconnects, reconciliation and database writers; --pbx
+    restricts it. Runs until SIGINT or SIGTERM. A PBX that refuses the login
+    or whose TLS certificate is not accepted stops it, naming the PBX.
 
     \b
     Example:
         dialer listen
-        dialer listen --pbx default --flush-ms 20
+        dialer listen --pbx east --pbx west --flush-ms 20
     """
     settings = get_settings()
     try:
-        server = settings.ami_for(pbx)
+        names = list(dict.fromkeys(pbxs)) or list(settings.ami_servers)
+        servers = [settings.ami_for(name) for name in names]
     except SettingsError as exc:
         raise click.UsageError(str(exc)) from None
     options = ListenerOptions(
@@ -107,28 +123,37 @@ def listen(
     )
     engine = make_engine(settings.database_url)
     tune_collector()
+    listeners = [Listener(engine, server, options=options) for server in servers]
+    log.info("listening to %s", ", ".join(f"{s.name} at {s.address}" for s in servers))
     try:
-        asyncio.run(_run(Listener(engine, server, options=options)))
-    except AmiAuthenticationError as exc:
-        # Retrying a refused login cannot help: say so and stop.
-        raise click.ClickException(
-            f"{exc}; check DIALER_AMI_USERNAME and DIALER_AMI_SECRET"
-        ) from None
+        asyncio.run(_run(listeners))
+    except ListenerFailed as exc:
+        error = exc.error
+        if isinstance(error, AmiCertificateError):
+            raise click.ClickException(str(error)) from None
+        if isinstance(error, AmiAuthenticationError):
+            # Retrying a refused login cannot help: say so and stop.
+            raise click.ClickException(
+                f"{error}; check {pbx_variable(exc.pbx, 'USERNAME')} and "
+                f"{pbx_variable(exc.pbx, 'SECRET')}"
+            ) from None
+        raise
     finally:
         engine.dispose()
 
 
-async def _run(listener: Listener) -> None:
+async def _run(listeners: list[Listener]) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
-    report = asyncio.create_task(_report(listener))
+    reports = [asyncio.create_task(_report(listener)) for listener in listeners]
     try:
-        await listener.run(stop)
+        await run_listeners(listeners, stop)
     finally:
-        report.cancel()
+        for report in reports:
+            report.cancel()
 
 
 async def _report(listener: Listener, every: float = 60.0) -> None:

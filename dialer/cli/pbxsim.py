@@ -6,11 +6,15 @@ import asyncio
 import gc
 import json
 import signal
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import click
 
 from dialer.pbxsim import ConfigError, PbxSimulator, SimConfig
+from dialer.pbxsim.capacity import DEFAULT_MAX_WAIT
+from dialer.pbxsim.server import server_tls_context
 from dialer.settings import get_settings
 
 
@@ -52,6 +56,41 @@ from dialer.settings import get_settings
 )
 @click.option("--varset", is_flag=True, help="Also send a VarSet event per Originate variable.")
 @click.option(
+    "--capacity-cps",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Originates per second the PBX places; past it calls start late, then are refused.  "
+    "[default: unlimited]",
+)
+@click.option(
+    "--capacity-channels",
+    type=click.IntRange(min=1),
+    help="Concurrent calls the PBX carries; above 80% of it calls start late, when full new "
+    "Originates are refused.  [default: unlimited]",
+)
+@click.option(
+    "--capacity-wait",
+    type=click.FloatRange(min=0, min_open=True),
+    default=DEFAULT_MAX_WAIT,
+    show_default=True,
+    help="Seconds an Originate may wait for the PBX past its capacity before it is refused.",
+)
+@click.option(
+    "--capacity-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help='JSON read again at every SIGHUP to change the capacity while running: {"cps": 20, '
+    '"channels": null, "wait": 2} (a key left out stays as it is, null is unlimited).',
+)
+@click.option(
+    "--tls-cert",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Serve TLS (as manager.conf tlsenable) with this certificate (PEM); needs --tls-key.",
+)
+@click.option(
+    "--tls-key",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="The TLS certificate's private key (PEM).",
+)
+@click.option(
     "--restart-down",
     type=click.FloatRange(min=0),
     default=2.0,
@@ -70,6 +109,12 @@ def pbx_sim(
     queues: tuple[str, ...],
     endpoints: tuple[str, ...],
     varset: bool,
+    capacity_cps: float | None,
+    capacity_channels: int | None,
+    capacity_wait: float,
+    capacity_file: Path | None,
+    tls_cert: Path | None,
+    tls_key: Path | None,
     restart_down: float,
     as_json: bool,
 ) -> None:
@@ -84,12 +129,19 @@ def pbx_sim(
     clients survive a network failure. SIGUSR2 restarts the PBX as `core
     restart now` does: actions refused, every call hung up (cause 0), the
     Shutdown event, connections closed, listening again --restart-down
-    seconds later.
+    seconds later. SIGHUP reads --capacity-file again.
+
+    Past its capacity (--capacity-cps, --capacity-channels) the PBX behaves
+    as a CPU-bound Asterisk: Originates are still queued at once, but their
+    calls, events and OriginateResponse come late, later the further over;
+    an Originate that would wait over --capacity-wait seconds, or finds
+    every channel taken, fails (Reason 0, cause 34).
 
     \b
     Example:
         dialer pbx-sim --port 5038 --username dialer --secret dialerpass --speed 10
         dialer pbx-sim --port 0 --json --record /tmp/actions.jsonl --max-channels 200
+        dialer pbx-sim --port 5039 --tls-cert pbx.pem --tls-key pbx.key --capacity-cps 50
     """
     ami = get_settings().ami
     try:
@@ -104,7 +156,15 @@ def pbx_sim(
             queues=queues or ("support",),
             endpoints=frozenset(endpoints) if endpoints else None,
             varset_events=varset,
+            capacity_cps=capacity_cps,
+            capacity_channels=capacity_channels,
+            capacity_wait=capacity_wait,
+            tls_cert=tls_cert,
+            tls_key=tls_key,
         )
+        if capacity_file is not None and capacity_file.exists():
+            config = replace(config, **_config_capacity(read_capacity_file(capacity_file)))
+        server_tls_context(config)  # a certificate and key that do not load: said now
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
     # Its receive times are what rate checks measure: the collector's full passes over the
@@ -112,12 +172,14 @@ def pbx_sim(
     # the actions read after each pause. Those objects live for good: exempt them.
     gc.freeze()
     try:
-        asyncio.run(_serve(config, as_json, restart_down))
+        asyncio.run(_serve(config, as_json, restart_down, capacity_file))
     except OSError as exc:
         raise click.ClickException(f"cannot listen on {config.host}:{config.port}: {exc}") from None
 
 
-async def _serve(config: SimConfig, as_json: bool, restart_down: float) -> None:
+async def _serve(
+    config: SimConfig, as_json: bool, restart_down: float, capacity_file: Path | None
+) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -125,6 +187,8 @@ async def _serve(config: SimConfig, as_json: bool, restart_down: float) -> None:
     async with PbxSimulator(config) as sim:
         loop.add_signal_handler(signal.SIGUSR1, lambda: _drop_sessions(sim))
         loop.add_signal_handler(signal.SIGUSR2, lambda: _restart(sim, restart_down))
+        if capacity_file is not None:
+            loop.add_signal_handler(signal.SIGHUP, lambda: _reload_capacity(sim, capacity_file))
         if as_json:
             ready = json.dumps(
                 {
@@ -132,10 +196,15 @@ async def _serve(config: SimConfig, as_json: bool, restart_down: float) -> None:
                     "port": sim.port,
                     "speed": config.speed,
                     "username": config.username,
+                    "tls": sim.tls,
+                    "capacity": {k: v for k, v in sim.capacity().items() if k in _LIMITS},
                 }
             )
         else:
-            ready = f"pbx-sim listening on {sim.host}:{sim.port} (speed {config.speed:g})"
+            ready = (
+                f"pbx-sim listening on {sim.host}:{sim.port}{' (TLS)' if sim.tls else ''} "
+                f"(speed {config.speed:g})"
+            )
         click.echo(ready)
         await stop.wait()
 
@@ -157,3 +226,42 @@ def _restart(sim: PbxSimulator, down_for: float) -> None:
             click.echo(f"pbx-sim: listening again on {sim.host}:{sim.port}")
 
     restart.add_done_callback(back)
+
+
+_LIMITS = ("cps", "channels", "max_wait")
+
+
+def read_capacity_file(path: Path) -> dict[str, Any]:
+    """The capacity a --capacity-file asks for, as `PbxSimulator.set_capacity` keywords (keys
+    left out are not there); ConfigError if it is not such a file."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"--capacity-file {path}: {exc}") from None
+    if not isinstance(data, dict) or set(data) - {"cps", "channels", "wait"}:
+        raise ConfigError(
+            f'--capacity-file {path}: expected an object with "cps", "channels" and/or "wait"'
+        )
+    for key, value in data.items():
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if key == "channels" and number and not isinstance(value, int):
+            number = False
+        if not (number or (value is None and key != "wait")):
+            raise ConfigError(f"--capacity-file {path}: {key!r} must be a number or null")
+    limits = {"cps": "cps", "channels": "channels", "wait": "max_wait"}
+    return {limits[k]: v for k, v in data.items()}
+
+
+def _config_capacity(limits: dict[str, Any]) -> dict[str, Any]:
+    names = {"cps": "capacity_cps", "channels": "capacity_channels", "max_wait": "capacity_wait"}
+    return {names[k]: v for k, v in limits.items()}
+
+
+def _reload_capacity(sim: PbxSimulator, path: Path) -> None:
+    try:
+        now = sim.set_capacity(**read_capacity_file(path))
+    except ValueError as exc:  # ConfigError included
+        click.echo(f"pbx-sim: SIGHUP: capacity unchanged: {exc}", err=True)
+        return
+    limits = ", ".join(f"{k} {now[k]}" for k in _LIMITS)
+    click.echo(f"pbx-sim: SIGHUP: capacity {limits}")

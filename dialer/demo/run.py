@@ -369,7 +369,7 @@ def running_stack(
             sim, port = start_simulator(env, options.speed, log_dir)
             children.append(sim)
             env["DIALER_AMI_PORT"] = str(port)
-            listener = spawn("listener", ["listen"], env, log_dir)
+            listener = spawn("listener", ["listen", "--pbx", "default"], env, log_dir)
             children.append(listener)
             wait_for_log(listener, "AMI default: connected", timeout=30.0)
             worker = spawn("worker", ["worker", "-c", str(options.concurrency)], env, log_dir)

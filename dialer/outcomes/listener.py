@@ -1,4 +1,9 @@
-"""`dialer listen`: follow one PBX's AMI events and record every call's facts and outcome.
+"""`dialer listen`: follow the PBXs' AMI events and record every call's facts and outcome.
+
+A `Listener` follows one PBX (its own AMI connection, reconnects, reconciliation, writers);
+`run_listeners` runs one per PBX in the same event loop, and stops them all, each flushing
+what it holds, when one fails for good (a refused login or certificate). Every log line names
+the PBX.
 
 One asyncio task reads events in arrival order (the AMI adapter queues them), keeps only the
 ones the dialer uses, correlates and extracts them (`dialer.ami.events`) and buffers them. Another
@@ -186,6 +191,48 @@ class _Writer:
     failures: int = 0
 
 
+class ListenerFailed(Exception):
+    """The listener of PBX `pbx` stopped with an error (its `__cause__`, e.g. the PBX refused
+    the login or the TLS certificate); the others were stopped too."""
+
+    def __init__(self, pbx: str, error: BaseException) -> None:
+        super().__init__(f"listener {pbx}: {error}")
+        self.pbx = pbx
+        self.error = error
+
+
+async def run_listeners(listeners: list[Listener], stop: asyncio.Event | None = None) -> None:
+    """Run every listener in this loop until `stop` is set. When one stops with an error the
+    others are stopped as well (each flushes what it holds), then `ListenerFailed` is raised:
+    a process that silently stopped following one of its PBXs would leave that PBX's calls
+    open."""
+    stop = stop or asyncio.Event()
+    tasks = {
+        asyncio.create_task(listener.run(stop), name=f"listener-{listener.pbx}"): listener
+        for listener in listeners
+    }
+    failure: ListenerFailed | None = None
+    pending = set(tasks)
+    try:
+        while pending:
+            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                error = None if task.cancelled() else task.exception()
+                if error is not None and failure is None:
+                    pbx = tasks[task].pbx
+                    log.error("listener %s stopped: %s; stopping the others", pbx, error)
+                    failure = ListenerFailed(pbx, error)
+                    failure.__cause__ = error
+                    stop.set()
+    finally:
+        for task in pending:  # cancelled from outside: each flushes as it ends
+            task.cancel()
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
+    if failure is not None:
+        raise failure
+
+
 class Listener:
     def __init__(
         self,
@@ -217,12 +264,15 @@ class Listener:
         self._client = client
         self._states = asyncio.Queue()
         reporter = asyncio.create_task(self._report_loop(client), name="listener-pbx-state")
+        stop = stop or asyncio.Event()
         try:
-            await client.connect(retry=True)
+            connected = await self._connect(client, stop)
         except BaseException:
             await self._stop_reporting(reporter)
             raise
-        stop = stop or asyncio.Event()
+        if not connected:
+            await self._stop_reporting(reporter)
+            return
         background = [
             *(
                 asyncio.create_task(self._write_loop(writer), name=f"listener-writer-{n}")
@@ -242,6 +292,27 @@ class Listener:
             await self.flush(final=True)
             await self._stop_reporting(reporter)
             log.info("listener %s stopped: %s", self.pbx, self.stats.summary())
+
+    async def _connect(self, client: AmiClient, stop: asyncio.Event) -> bool:
+        """Connect (retrying while the PBX cannot be reached); False if `stop` came first: a
+        process stopping, or stopped because another PBX's listener failed, does not wait for
+        this PBX to come back."""
+        connecting = asyncio.ensure_future(client.connect(retry=True))
+        stopping = asyncio.ensure_future(stop.wait())
+        try:
+            await asyncio.wait({connecting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+            if not connecting.done():
+                connecting.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await connecting
+        if connecting.cancelled():
+            await client.close()
+            log.info("listener %s stopped before it could connect", self.pbx)
+            return False
+        connecting.result()  # a refused login (or certificate) raises here
+        return True
 
     async def _close_on(self, stop: asyncio.Event, client: AmiClient) -> None:
         await stop.wait()

@@ -2,7 +2,9 @@
 
 Modelled on real Asterisk sessions (shared/ami-transcripts): the same frames, header order,
 Originate results, channel naming, Uniqueid/Linkedid rules and Q.850 causes, with callees whose
-behaviour is chosen by the last two digits of the dialled number.
+behaviour is chosen by the last two digits of the dialled number. It serves TLS when given a
+certificate, answers MD5 challenge logins, and can be given a capacity past which it behaves
+as a CPU-bound Asterisk (`capacity`).
 
     async with PbxSimulator(SimConfig(port=0, speed=50)) as sim:
         ...  # connect to sim.host, sim.port
@@ -10,8 +12,8 @@ behaviour is chosen by the last two digits of the dialled number.
     sim = start_in_thread(port=0, speed=50)   # from synchronous code; sim.stop() at the end
 
 Modules, bottom to top (each imports only from the layers before it; imports for type hints
-alone, under `if TYPE_CHECKING:`, aside): codes, wire, filters, dialplan, queues > behaviour,
-channels, record > config, events > engine > parties > legs > ivr, transfers > calls >
+alone, under `if TYPE_CHECKING:`, aside): codes, wire, filters, dialplan, queues, capacity >
+behaviour, channels, record > config, events > engine > parties > legs > ivr, transfers > calls >
 call_actions, channel_actions, queue_actions, dialplan_actions > actions > session > server >
 this package (tests/test_import_layers.py checks there is no circle).
 """

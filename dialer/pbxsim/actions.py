@@ -160,8 +160,9 @@ def _security_event(
     if not sim.bus.mask & codes.SECURITY:
         return
     now = _event_tv(time.time())
-    local = f"IPV4/TCP/{session.local[0]}/{session.local[1]}"
-    remote = f"IPV4/TCP/{session.remote[0]}/{session.remote[1]}"
+    kind = session.transport_name
+    local = f"IPV4/{kind}/{session.local[0]}/{session.local[1]}"
+    remote = f"IPV4/{kind}/{session.remote[0]}/{session.remote[1]}"
     head = [
         ("EventTV", now),
         ("Severity", severity),

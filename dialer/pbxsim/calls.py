@@ -32,7 +32,18 @@ if TYPE_CHECKING:
 
 
 def originate(engine: Engine, request: OriginateRequest) -> None:
-    """Start an originate: fail it at once when Asterisk would, else run its call."""
+    """Start an originate: fail it at once when Asterisk would, else run its call, at once or,
+    past the PBX's capacity (`capacity.OriginateGate`), late or not at all."""
+    if not _placeable(engine, request):
+        return
+    gate = engine.capacity
+    if gate.limited:
+        gate.submit(request, lambda r: _place_late(engine, r), lambda r: _refuse(engine, r))
+        return
+    _place(engine, request)
+
+
+def _placeable(engine: Engine, request: OriginateRequest) -> bool:
     target = request.target
     if target.tech not in ("Local", "PJSIP") or (
         target.tech == "PJSIP"
@@ -40,12 +51,28 @@ def originate(engine: Engine, request: OriginateRequest) -> None:
         and target.endpoint not in engine.config.endpoints
     ):
         engine.fail_originate(request, codes.REASON_FAILED)
-        return
+        return False
     ids = [i for i in (request.channel_id, request.other_channel_id) if i]
     if len(set(ids)) != len(ids) or any(engine.registry.in_use(i) for i in ids):
         # ast_channel_alloc refuses a duplicate Uniqueid: no channel, Reason 0.
         engine.fail_originate(request, codes.REASON_FAILED)
-        return
+        return False
+    return True
+
+
+def _place_late(engine: Engine, request: OriginateRequest) -> None:
+    # Its ids may have been taken while it waited.
+    if _placeable(engine, request):
+        _place(engine, request)
+
+
+def _refuse(engine: Engine, request: OriginateRequest) -> None:
+    """Past capacity: refused as an overloaded trunk refuses (Reason 0, cause 34)."""
+    Call(engine, request, callee_for(request.target.number)).start_overloaded()
+
+
+def _place(engine: Engine, request: OriginateRequest) -> None:
+    target = request.target
     call = Call(engine, request, callee_for(target.number))
     limit = engine.config.max_channels
     if limit is not None and len(engine.calls) >= limit:
@@ -147,7 +174,7 @@ class Call(Party):
         self.after("dial", self.t.setup, self._unroutable)
 
     def start_overloaded(self) -> None:
-        """Over --max-channels: the trunk refuses the call as congested."""
+        """Over --max-channels, or past the PBX's capacity: refused as congested."""
         self._create_channels()
         if self.partner is not None:
             self.engine.destroy(self.partner, codes.CAUSE_CONGESTION)

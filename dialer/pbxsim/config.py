@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dialer.pbxsim.behaviour import Timings
+from dialer.pbxsim.capacity import DEFAULT_MAX_WAIT, check_limits
 from dialer.pbxsim.dialplan import Dialplan
 
 
@@ -34,6 +35,15 @@ class SimConfig:
     # privileges the user has is answered `Permission denied` (manager.c process_message).
     write: frozenset[str] | None = None
     timings: Timings = field(default_factory=Timings)  # at speed 1
+    # What the PBX sustains (dialer.pbxsim.capacity): Originates placed per second, and
+    # concurrent calls. None: unlimited. Past them calls start late, then Originates are refused
+    # (Reason 0, cause 34); capacity_wait is the longest wait (seconds) before refusing.
+    capacity_cps: float | None = None
+    capacity_channels: int | None = None
+    capacity_wait: float = DEFAULT_MAX_WAIT
+    # manager.conf `tlsenable`: serve TLS with this certificate (PEM, the chain) and key.
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
 
     def __post_init__(self) -> None:
         if not self.speed > 0:
@@ -47,6 +57,15 @@ class SimConfig:
         for name in self.queues:
             if not name or any(ch in name for ch in "\r\n,"):
                 raise ConfigError(f"queue name {name!r} is not usable")
+        try:
+            check_limits(self.capacity_cps, self.capacity_channels, self.capacity_wait)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ConfigError("tls_cert and tls_key go together: give both, or neither")
+        for name, path in (("tls_cert", self.tls_cert), ("tls_key", self.tls_key)):
+            if path is not None and not Path(path).is_file():
+                raise ConfigError(f"{name}: no file at {str(path)!r}")
         if self.write is not None:
             unknown = {p for p in self.write if p != p.strip().lower() or not p.isalpha()}
             if unknown:

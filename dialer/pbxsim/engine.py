@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from dialer.pbxsim import codes
 from dialer.pbxsim.behaviour import DialTarget, Timings
+from dialer.pbxsim.capacity import OriginateGate
 from dialer.pbxsim.channels import Channel, ChannelRegistry
 from dialer.pbxsim.config import SimConfig
 from dialer.pbxsim.events import Events
@@ -86,6 +87,15 @@ class Engine:
         self.dialplan = config.dialplan
         self.registry = ChannelRegistry()
         self.calls: set[Call] = set()  # originated calls not yet ended (--max-channels)
+        # What the PBX sustains (capacity_cps, capacity_channels): Originates past it wait or
+        # are refused (calls.originate).
+        self.capacity = OriginateGate(
+            lambda: self.loop,
+            lambda: len(self.calls),
+            cps=config.capacity_cps,
+            channels=config.capacity_channels,
+            max_wait=config.capacity_wait,
+        )
         self.parties: set[Party] = set()  # everything with a timeline, transfer legs included
         self._loop: asyncio.AbstractEventLoop | None = None
         self._virtual_now: float | None = None
@@ -253,6 +263,9 @@ class Engine:
                 parties.setdefault(channel.owner)
         for party in [*parties, *self.parties]:
             party.shut_down()
+        # Originates still waiting for the PBX's CPU never get a channel.
+        for request in self.capacity.drain():
+            self.fail_originate(request, codes.REASON_FAILED)
 
     def stop(self) -> None:
         """Drop every call without events: the PBX went away."""
@@ -260,6 +273,7 @@ class Engine:
             party.abandon()
         self.parties.clear()
         self.calls.clear()
+        self.capacity.clear()
         self._ticks.clear()
         self.registry.clear()
 

@@ -1,6 +1,10 @@
 """The simulator as a server: in-process (`async with PbxSimulator(config)`), on a thread of
 its own (`start_in_thread(config)`), or from the `dialer pbx-sim` command.
 
+With `SimConfig.tls_cert` and `tls_key` it serves TLS only (manager.conf `tlsenable` on its own
+port), the greeting and everything after it inside TLS. `set_capacity` changes what the PBX
+sustains while it runs (`dialer.pbxsim.capacity`).
+
 Two ways for the PBX to go away: `stop()` drops everything at once without a word (a crash, a
 killed process), `restart(down_for)` is Asterisk's `core restart now`, which tells the calls and
 the AMI sessions before it goes.
@@ -13,6 +17,7 @@ import concurrent.futures
 import contextlib
 import itertools
 import logging
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -21,7 +26,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from dialer.pbxsim.config import SimConfig
+from dialer.pbxsim.capacity import KEEP
+from dialer.pbxsim.config import ConfigError, SimConfig
 from dialer.pbxsim.engine import Engine
 from dialer.pbxsim.events import EventBus, Events
 from dialer.pbxsim.queues import Queues
@@ -50,6 +56,11 @@ class PbxSimulator:
         self.shutting_down = False
         self.host = self.config.host
         self.port = self.config.port
+        self.ssl_context = server_tls_context(self.config)
+
+    @property
+    def tls(self) -> bool:
+        return self.ssl_context is not None
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
@@ -73,6 +84,7 @@ class PbxSimulator:
             self.port,
             reuse_address=True,
             backlog=1024,
+            ssl=self.ssl_context,
         )
         sockname = self._server.sockets[0].getsockname()
         self.host, self.port = sockname[0], sockname[1]
@@ -181,6 +193,26 @@ class PbxSimulator:
     def active_calls(self) -> int:
         return len(self.engine.calls)
 
+    def set_capacity(
+        self, *, cps: Any = KEEP, channels: Any = KEEP, max_wait: Any = KEEP
+    ) -> dict[str, Any]:
+        """Change what the PBX sustains (None: unlimited; KEEP, the default: unchanged); on
+        the simulator's loop (`SimulatorThread.set_capacity` from other threads). Returns the
+        capacity now in force. ValueError for a limit out of range."""
+        self.engine.capacity.set(cps=cps, channels=channels, max_wait=max_wait)
+        return self.capacity()
+
+    def capacity(self) -> dict[str, Any]:
+        """The limits in force and what they did: Originates waiting now, placed late,
+        refused, the longest wait (seconds)."""
+        gate = self.engine.capacity
+        return {
+            "cps": gate.cps,
+            "channels": gate.channels,
+            "max_wait": gate.max_wait,
+            **gate.stats.as_dict(),
+        }
+
     @property
     def errors(self) -> list[str]:
         """Exceptions raised by actions or call steps (logged; the simulator kept going)."""
@@ -258,11 +290,39 @@ class SimulatorThread:
     def records(self) -> list[dict[str, Any]]:
         return self._sim.records()
 
+    def set_capacity(
+        self, *, cps: Any = KEEP, channels: Any = KEEP, max_wait: Any = KEEP
+    ) -> dict[str, Any]:
+        """`PbxSimulator.set_capacity` from any thread; returns once it is in force."""
+        return self.call(
+            lambda sim: sim.set_capacity(cps=cps, channels=channels, max_wait=max_wait)
+        )
+
+    def capacity(self) -> dict[str, Any]:
+        return self.call(lambda sim: sim.capacity())
+
+    @property
+    def tls(self) -> bool:
+        return self._sim.tls
+
     def __enter__(self) -> SimulatorThread:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def server_tls_context(config: SimConfig) -> ssl.SSLContext | None:
+    """The server side of TLS (None without a certificate); ConfigError if the certificate
+    or key cannot be loaded."""
+    if config.tls_cert is None or config.tls_key is None:
+        return None
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        context.load_cert_chain(config.tls_cert, config.tls_key)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"cannot load the TLS certificate and key: {exc}") from None
+    return context
 
 
 def start_in_thread(config: SimConfig | None = None, **options: Any) -> SimulatorThread:

@@ -44,6 +44,7 @@ class AmiSession(asyncio.Protocol):
         self.filters = FilterSet()
         self.challenge = ""
         self.closing = False
+        self.transport_name = "TLS" if sim.tls else "TCP"  # security events' addresses
         self.local = ("127.0.0.1", 0)
         self.remote = ("127.0.0.1", 0)
         self.started = 0.0
