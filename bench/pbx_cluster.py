@@ -338,14 +338,19 @@ def report(
     for a in answers:
         if a.pbx == DEGRADED and a.latency is not None and drop <= float(a.sent) < marks["killed"]:
             seconds.setdefault(int(float(a.sent) - drop), []).append(float(a.latency))
-    series = {s: percentile(v, 0.99) for s, v in sorted(seconds.items())}
-    late = [s for s, p in series.items() if p is not None and p > 1.0]
-    back = (max(late) + 1) if late else 0
+    span = int(marks["killed"] - drop)
+    series = [percentile(seconds.get(n, []), 0.99) for n in range(span)]
+    late = [n for n, p in enumerate(series) if p is None or p > 1.0]
     print(
-        f"\n{DEGRADED} after its drop: p99 latency per second sent "
-        + " ".join(f"{p:.2f}" for p in series.values() if p is not None)
+        f"\n{DEGRADED} after its drop: p99 latency of the calls sent each second ('-': none "
+        "answered) " + " ".join("-" if p is None else f"{p:.2f}" for p in series)
     )
-    print(f"{DEGRADED} answers within 1 s again {back} s after the drop (every later second)")
+    if not late:
+        print(f"{DEGRADED} answered within 1 s every second after the drop")
+    elif late[-1] < span - 1:
+        print(f"{DEGRADED} answers within 1 s again {late[-1] + 1} s after the drop")
+    else:
+        print(f"{DEGRADED} did not answer within 1 s again before the next phase")
     print("allowed rate per PBX (back-pressure), every 2 s:")
     for at, found in rates[::2]:
         shown = " ".join(
