@@ -1,5 +1,5 @@
 # The two set-up commands of the README: `make demo` and `make test`.
-# Each creates the virtualenv, installs the project and checks Postgres and Redis first.
+# Each creates the virtualenv, installs the project and checks Postgres, Redis and RabbitMQ first.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 demo: install services ## Dial a demo campaign end to end against the PBX simulator
 	$(BIN)/dialer demo
 
-test: install services ## Run the test suite on the local Postgres and Redis
+test: install services ## Run the test suite on the local Postgres, Redis and RabbitMQ
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 lint: install

@@ -1,21 +1,24 @@
 """Dialing throughput: a 20,000-contact campaign against the PBX simulator, trunks not limiting.
 
-Creates a throwaway database and a Redis key prefix of its own, starts `dialer pbx-sim` with
-`--record`, loads the contacts, starts Celery workers running the dialer (this script in
-`--worker` mode: the dialer's app with the benchmark's key prefix; the first worker carries the
-dispatch tick; by default three `solo` workers, the most calls per CPU second here), then starts
-the campaigns and waits until every attempt was sent. It prints:
+Creates a throwaway database and a broker namespace of its own (`DIALER_BROKER_PREFIX`: a key
+prefix on Redis, queue and exchange names on RabbitMQ), starts `dialer pbx-sim` with `--record`,
+loads the contacts, starts Celery workers running the dialer (this script in `--worker` mode: the
+dialer's app with the benchmark's prefix; the first worker carries the dispatch tick; by default
+three `solo` workers), or with `--dialer-worker` the `dialer worker` command as README starts it
+(its defaults), then starts the campaigns and waits until every attempt was sent. It prints:
 
 - attempts/s sustained (Originates the simulator received, middle 90% of the run) and overall;
 - dialer CPU per attempt: user + system time of every dialer process (worker parents, pool
   processes, the embedded beat), read from /proc before and after;
 - the most calls any trunk started within a sliding 1-s window, against the trunk's limit.
 
-The machine is shared and has 2 cores: the simulator, Postgres and Redis run on the same cores,
-so figures vary from run to run.
+The machine is shared and has 2 cores: the simulator, Postgres and the broker run on the same
+cores, so figures vary from run to run.
 
 Example:
     .venv/bin/python bench/dial_throughput.py
+    .venv/bin/python bench/dial_throughput.py --broker amqp://guest:guest@127.0.0.1:5672//
+    .venv/bin/python bench/dial_throughput.py --dialer-worker
     .venv/bin/python bench/dial_throughput.py --workers 2 --pool threads -c 6
 """
 
@@ -26,6 +29,7 @@ import contextlib
 import datetime as dt
 import json
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -38,6 +42,7 @@ from typing import Any
 
 import psycopg
 import redis
+from kombu import Connection
 from psycopg import sql
 from sqlalchemy import insert, text
 from sqlalchemy.engine import make_url
@@ -66,6 +71,22 @@ def main() -> None:
     parser.add_argument("--prefetch", type=int, default=1, help="worker prefetch multiplier")
     parser.add_argument("--speed", type=float, default=50.0, help="simulator speed factor")
     parser.add_argument("--timeout", type=float, default=600.0)
+    parser.add_argument(
+        "--broker",
+        default=BROKER_URL,
+        help="broker URL: redis://... or amqp://... (default: $DIALER_BENCH_BROKER_URL or the "
+        "local Redis)",
+    )
+    parser.add_argument(
+        "--dialer-worker",
+        action="store_true",
+        help="run `dialer worker` with its defaults instead of --workers x --pool workers",
+    )
+    parser.add_argument(
+        "--dialer-worker-args",
+        default="",
+        help="with --dialer-worker: its options, e.g. '--processes 3' (default: none)",
+    )
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args, rest = parser.parse_known_args()
     if args.worker:
@@ -115,14 +136,27 @@ def run_benchmark(args: argparse.Namespace) -> None:
         trunk_limits = load(engine, args)
         env = {
             "DIALER_DATABASE_URL": database_url,
-            "DIALER_BROKER_URL": BROKER_URL,
+            "DIALER_BROKER_URL": args.broker,
             "DIALER_AMI_HOST": "127.0.0.1",
             "DIALER_AMI_PORT": str(port),
             "DIALER_LOG_LEVEL": "WARNING",
             "DIALER_BENCH_BROKER_PREFIX": prefix,
         }
         workers = []
-        for n in range(args.workers):
+        if args.dialer_worker:
+            # As README starts it; the prefix through the setting every command reads.
+            log_path = work / "dialer-worker.log"
+            worker = spawn(
+                [sys.executable, "-m", "dialer", "worker", *shlex.split(args.dialer_worker_args)],
+                log_path,
+                {**env, "DIALER_BROKER_PREFIX": prefix, "DIALER_LOG_LEVEL": "INFO"},
+            )
+            processes.append(worker)
+            workers.append(worker)
+            wait_for_text(log_path, "ready.", worker)
+            ready = wait_until_settled(lambda: log_path.read_text(errors="replace").count("ready."))
+            print(f"dialer worker: {ready} Celery worker(s) ready")
+        for n in range(0 if args.dialer_worker else args.workers):
             argv = [sys.executable, __file__, "--worker", "-P", args.pool, "-c",
                     str(args.concurrency), "--prefetch-multiplier", str(args.prefetch), "-l", "INFO", "--without-gossip", "--without-mingle",
                     "--without-heartbeat", "-n", f"bench{n}-{run}@%h", *(["-B"] if n == 0 else [])]  # fmt: skip
@@ -162,10 +196,7 @@ def run_benchmark(args: argparse.Namespace) -> None:
             conn.execute(
                 sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(db_name))
             )
-        client = redis.Redis.from_url(BROKER_URL)
-        for key in client.scan_iter(match=f"*{prefix}*", count=1000):
-            client.delete(key)
-        client.close()
+        delete_broker_namespace(args.broker, prefix)
 
 
 def load(engine: Any, args: argparse.Namespace) -> dict[str, float]:
@@ -253,9 +284,15 @@ def report(
             conn.execute(text("SELECT status, count(*) FROM call_attempts GROUP BY 1")).all()
         )
     print(f"contacts: {args.contacts}   trunks: {args.trunks} x {args.cps:g} cps")
-    print(
-        f"workers: {args.workers} x {args.pool} {args.concurrency}   simulator speed {args.speed:g}"
+    import dialer
+
+    shape = (
+        f"`dialer worker {args.dialer_worker_args or '(defaults)'}`"
+        if args.dialer_worker
+        else f"{args.workers} x {args.pool} {args.concurrency}"
     )
+    print(f"workers: {shape}   simulator speed {args.speed:g}   broker {broker_kind(args.broker)}")
+    print(f"dialer code: {Path(dialer.__file__).parent}")
     print(f"attempts sent: {sent} (DB), Originates received: {len(originates)} (simulator)")
     print(f"attempt statuses: {statuses}")
     print(f"duplicate custom_call_ids received: {len(ids) - len(set(ids))}")
@@ -285,7 +322,7 @@ def report(
             f"trunk {trunk}: max {max_in_window(trunk_times)} calls in any 1-s window "
             f"(limit {limit:g}), {len(trunk_times)} calls"
         )
-    print("note: shared 2-core machine; simulator, Postgres and Redis compete for the same CPUs")
+    print("note: shared 2-core machine; simulator, Postgres and broker compete for the same CPUs")
 
 
 # -- helpers ----------------------------------------------------------------------------------
@@ -314,17 +351,60 @@ def process_cpu(pid: int) -> dict[int, float]:
     return found
 
 
+def broker_kind(url: str) -> str:
+    return "RabbitMQ" if url.startswith(("amqp://", "pyamqp://", "amqps://")) else "Redis"
+
+
+def delete_broker_namespace(url: str, prefix: str) -> None:
+    """Remove what the run left on the broker: keys under the prefix (Redis), or the queues and
+    exchanges named with it (RabbitMQ); nothing else."""
+    if broker_kind(url) == "Redis":
+        client = redis.Redis.from_url(url)
+        for key in client.scan_iter(match=f"*{prefix}*", count=1000):
+            client.delete(key)
+        client.close()
+        return
+    with Connection(url, connect_timeout=5) as conn:
+        for name in ("dialer.dispatch", "dialer.originate"):
+            with contextlib.suppress(Exception), conn.channel() as channel:
+                channel.queue_delete(f"{prefix}{name}")
+        for name in ("dialer.dispatch", "dialer.originate", "celery.pidbox", "celeryev"):
+            for exchange in (f"{prefix}{name}", f"reply.{prefix}{name}"):
+                with contextlib.suppress(Exception), conn.channel() as channel:
+                    channel.exchange_delete(exchange)
+
+
+def wait_until_settled(count: Any, quiet_s: float = 3.0, timeout: float = 60.0) -> int:
+    """`count()` once it has not changed for `quiet_s` seconds."""
+    deadline = time.monotonic() + timeout
+    last, since = count(), time.monotonic()
+    while time.monotonic() < deadline and time.monotonic() - since < quiet_s:
+        time.sleep(0.2)
+        now = count()
+        if now != last:
+            last, since = now, time.monotonic()
+    return last
+
+
 def service_cpu() -> dict[str, float]:
-    """CPU seconds of every Postgres and Redis process (exited backends count with their parent:
-    the postmaster reaps them)."""
-    totals = {"postgres": 0.0, "redis": 0.0}
+    """CPU seconds of every Postgres, Redis and RabbitMQ process (exited backends count with
+    their parent: the postmaster reaps them)."""
+    totals = {"postgres": 0.0, "redis": 0.0, "rabbitmq": 0.0}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
         with contextlib.suppress(OSError, IndexError, ValueError):
             head, tail = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)
             comm = head.split("(", 1)[1]
-            name = "postgres" if comm.startswith("postgres") else "redis" if "redis" in comm else ""
+            name = (
+                "postgres"
+                if comm.startswith("postgres")
+                else "redis"
+                if "redis" in comm
+                else "rabbitmq"
+                if comm.startswith("beam")
+                else ""
+            )
             if name:
                 fields = tail.split()
                 ticks = sum(int(fields[i]) for i in (11, 12, 13, 14))

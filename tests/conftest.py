@@ -116,11 +116,12 @@ def session_factory(engine: Engine) -> sessionmaker[Session]:
 
 
 @pytest.fixture
-def settings(database_url: str) -> Settings:
-    """Settings pointing at this test's database; AMI at the simulator's default address."""
+def settings(database_url: str, broker_url: str) -> Settings:
+    """Settings pointing at this test's database and broker (`tests.support_celery`: Redis, or
+    each broker in turn for tests that run workers); AMI at the simulator's default address."""
     return Settings(
         database_url=database_url,
-        broker_url=os.environ.get("DIALER_TEST_BROKER_URL", "redis://127.0.0.1:6379/0"),
+        broker_url=broker_url,
         log_level="DEBUG",
         ami_servers={"default": AmiServer("default", "127.0.0.1", 5038, "dialer", "dialerpass")},
     )

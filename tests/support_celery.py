@@ -1,8 +1,12 @@
-"""Fixtures for dialing tests: campaign data, Celery apps on a per-test Redis key prefix,
-in-process and subprocess workers.
+"""Fixtures for dialing tests: campaign data, Celery apps in a per-test broker namespace,
+in-process and subprocess workers, on Redis and on RabbitMQ.
 
-Every broker key of a test starts with its own prefix (kombu's `global_keyprefix`) and is
-deleted afterwards; nothing else on the shared Redis is touched.
+The broker: `broker_url` is the local Redis, except for tests that talk to a broker through
+the dialer (they use `make_app`, `worker_processes` or `broker_prefix`): those run once per
+broker, `[redis]` and `[amqp]` (`DIALER_TEST_BROKER_URL`, `DIALER_TEST_AMQP_URL`;
+`DIALER_TEST_BROKERS=redis` runs them on one). Every test's broker entities carry its own
+prefix (`DIALER_BROKER_PREFIX`: kombu's `global_keyprefix` on Redis, queue and exchange names
+on RabbitMQ) and are deleted afterwards; nothing else on the shared brokers is touched.
 
 `subprocess_app` is what worker subprocesses run (`celery -A tests.support_celery:subprocess_app`):
 it reads the test's settings, key prefix and visibility timeout from the environment the
@@ -19,6 +23,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -27,15 +32,13 @@ from typing import Any
 
 import psycopg
 import pytest
-import redis
 from celery.contrib.testing.worker import start_worker
 from celery.signals import after_setup_logger, task_postrun
 from sqlalchemy import insert, text
 from sqlalchemy.orm import Session, sessionmaker
 
+from dialer.dialing import broker
 from dialer.dialing.celery_app import (
-    DISPATCH_QUEUE,
-    ORIGINATE_QUEUE,
     ORIGINATE_TASK,
     DialerCelery,
     WorkerOptions,
@@ -207,29 +210,55 @@ def pg_connect(database_url: str) -> psycopg.Connection[Any]:
     return psycopg.connect(libpq_url(database_url), autocommit=True)
 
 
-# -- broker isolation -------------------------------------------------------------------------
+# -- brokers and their isolation ------------------------------------------------------------
+
+BROKER_URLS = {
+    "redis": os.environ.get("DIALER_TEST_BROKER_URL", "redis://127.0.0.1:6379/0"),
+    "amqp": os.environ.get("DIALER_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672//"),
+}
+# Fixtures through which a test reaches the broker: such a test runs on each broker.
+BROKER_FIXTURES = {"make_app", "worker_processes", "broker_prefix"}
+
+
+def brokers_under_test() -> list[str]:
+    names = [n.strip() for n in os.environ.get("DIALER_TEST_BROKERS", "redis,amqp").split(",")]
+    unknown = set(names) - BROKER_URLS.keys()
+    if unknown:
+        raise pytest.UsageError(f"DIALER_TEST_BROKERS: unknown broker(s) {sorted(unknown)}")
+    return [n for n in names if n]
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if BROKER_FIXTURES & set(metafunc.fixturenames) and "broker_url" in metafunc.fixturenames:
+        metafunc.parametrize("broker_url", brokers_under_test(), indirect=True)
 
 
 @pytest.fixture
-def broker_prefix(settings: Settings) -> Iterator[str]:
-    """A Redis key prefix for this test's broker keys; the keys are deleted afterwards."""
+def broker_url(request: pytest.FixtureRequest) -> str:
+    """The broker of this test: each in turn where parametrised (see the module doc), else
+    Redis."""
+    return BROKER_URLS[getattr(request, "param", "redis")]
+
+
+@pytest.fixture
+def broker_prefix(broker_url: str) -> Iterator[str]:
+    """A prefix for this test's broker entities; they are deleted afterwards."""
     prefix = f"dialer-test:{uuid.uuid4().hex[:12]}:"
-    yield prefix
-    client = redis.Redis.from_url(settings.broker_url)
     try:
-        for key in client.scan_iter(match=f"{prefix}*", count=1000):
-            client.delete(key)
-        # kombu keeps a few bookkeeping keys per binding that include the prefix mid-key.
-        for key in client.scan_iter(match=f"*{prefix}*", count=1000):
-            client.delete(key)
-    finally:
-        client.close()
+        broker.check(broker_url)
+    except Exception as exc:
+        pytest.fail(
+            f"the broker at {broker_url} is not answering ({exc}); start it (.ci/services), or "
+            "run on the others with DIALER_TEST_BROKERS"
+        )
+    yield prefix
+    broker.delete_namespace(broker_url, prefix)
 
 
 def worker_options(prefix: str, **overrides: Any) -> WorkerOptions:
     tick = overrides.pop("tick", TickOptions(requeue_after_s=30.0))
     return WorkerOptions(
-        broker_key_prefix=prefix,
+        broker_key_prefix=overrides.pop("broker_key_prefix", prefix),
         tick_interval_s=overrides.pop("tick_interval_s", 0.5),
         visibility_timeout_s=overrides.pop("visibility_timeout_s", 60.0),
         restore_interval_s=overrides.pop("restore_interval_s", 1.0),
@@ -260,20 +289,26 @@ def make_app(settings: Settings, broker_prefix: str) -> Iterator[Callable[..., D
 def in_process_worker(
     app: DialerCelery, *, concurrency: int = 4, beat: bool = False
 ) -> Iterator[Any]:
-    """A real Celery worker in this process (thread pool), optionally with the beat schedule."""
+    """A real Celery worker in this process (thread pool: prefetch `concurrency`), optionally
+    with the beat schedule."""
     import dialer.dialing.tasks  # noqa: F401  (registers the tasks on every app)
 
     app.loader.import_default_modules()
     beat_service = None
-    with start_worker(
-        app,
-        pool="threads",
-        concurrency=concurrency,
-        perform_ping_check=False,
-        shutdown_timeout=30.0,
-        loglevel="WARNING",
-        queues=[DISPATCH_QUEUE, ORIGINATE_QUEUE],
-    ) as worker:
+    with contextlib.ExitStack() as stack:
+        begin_waking = stack.enter_context(_woken_while_stopping(app))
+        worker = stack.enter_context(
+            start_worker(
+                app,
+                pool="threads",
+                concurrency=concurrency,
+                perform_ping_check=False,
+                shutdown_timeout=30.0,
+                loglevel="WARNING",
+                queues=list(app.broker_names.queues),
+            )
+        )
+        stack.callback(begin_waking)  # the first thing done on the way out
         if beat:
             from celery.beat import EmbeddedService
 
@@ -285,6 +320,28 @@ def in_process_worker(
             if beat_service is not None:
                 beat_service.stop()
                 beat_service.join(5)
+
+
+@contextlib.contextmanager
+def _woken_while_stopping(app: DialerCelery) -> Iterator[Callable[[], None]]:
+    """A worker stopped from another thread sees it when its event loop wakes: on RabbitMQ at
+    its next timer, up to 10 s later. Yields a function that starts broadcasting remote-control
+    pings to `app`'s workers (its own control exchange: this test's only) every 0.1 s, until
+    the context ends; each ping wakes the loop."""
+    stop = threading.Event()
+
+    def run() -> None:
+        while not stop.wait(0.1):
+            with contextlib.suppress(Exception):
+                app.control.broadcast("ping", reply=False)
+
+    thread = threading.Thread(target=run, name="wake-worker", daemon=True)
+    try:
+        yield thread.start
+    finally:
+        stop.set()
+        if thread.is_alive():
+            thread.join(5)
 
 
 # -- worker subprocesses ---------------------------------------------------------------------
@@ -360,18 +417,21 @@ class WorkerProcess:
 def worker_processes(
     settings: Settings, broker_prefix: str, tmp_path: Path
 ) -> Iterator[Callable[..., WorkerProcess]]:
-    """Start `celery worker` subprocesses for this test's database, Redis prefix and PBX."""
+    """Start `celery worker` subprocesses for this test's database, broker prefix and PBX."""
     started: list[WorkerProcess] = []
+    names = broker.broker_names(settings.broker_url, broker_prefix)
 
     def start(
         *,
         ami: Any = None,
         concurrency: int = 1,
         beat: bool = False,
-        queues: Sequence[str] = (DISPATCH_QUEUE, ORIGINATE_QUEUE),
+        queues: Sequence[str] = names.queues,
         env: dict[str, str] | None = None,
         command: Sequence[str] | None = None,
+        ready: int = 1,
     ) -> WorkerProcess:
+        """`ready`: how many Celery workers the command starts (each logs "ready.")."""
         server = ami or settings.ami
         environment = {
             **os.environ,
@@ -406,7 +466,7 @@ def worker_processes(
         worker = WorkerProcess(proc, log_path)
         started.append(worker)
         wait_until(
-            lambda: "ready." in worker.log() or proc.poll() is not None,
+            lambda: worker.log().count("ready.") >= ready or proc.poll() is not None,
             timeout=30,
             message="worker start",
         )

@@ -1,10 +1,12 @@
 """`dialer demo`: one campaign dialled end to end on this machine, with nothing to configure.
 
-It uses the configured Postgres server and Redis, but only what it creates itself:
+It uses the configured Postgres server and broker (Redis or RabbitMQ), but only what it creates
+itself:
 - a database of its own (`dialer_demo` by default), marked with a comment so that a later run
   drops and recreates only a database an earlier demo made; it is kept afterwards so the
   outcomes can be queried with SQL;
-- broker keys under a prefix of its own (`DIALER_BROKER_PREFIX`), deleted at the end.
+- broker keys (or queues and exchanges) under a prefix of its own (`DIALER_BROKER_PREFIX`),
+  deleted at the end.
 
 The PBX simulator, a worker (with the dispatch tick) and a listener run as child processes,
 each in its own process group, with their logs in a directory of their own; they are stopped
@@ -33,7 +35,6 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import psycopg
-import redis
 from psycopg import sql
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
@@ -45,9 +46,10 @@ from dialer.campaigns.service import CampaignChanges
 from dialer.contacts import dnc, importer
 from dialer.db import make_engine, make_sessionmaker, transaction
 from dialer.demo.contacts import DNC_SUFFIX, DemoContact, demo_contacts, pick_region
+from dialer.dialing import broker
 from dialer.outcomes.retry import DEFAULT_DELAYS
 from dialer.reports import queries as reports
-from dialer.settings import Settings
+from dialer.settings import Settings, redact_url
 
 DEMO_DATABASE = "dialer_demo"
 # Only a database carrying this comment is ever dropped by the demo.
@@ -74,7 +76,8 @@ class DemoOptions:
     retry_delay_s: int = 3
     max_attempts: int = 2
     timeout_s: float = 300.0
-    concurrency: int = 4
+    # Worker processes (`dialer worker --processes`); None: its default, one per core.
+    processes: int | None = None
     log_dir: Path | None = None
 
 
@@ -186,7 +189,7 @@ def run_demo(
 
 
 def check_services(settings: Settings) -> None:
-    """DemoError, saying how to start it, when Postgres or Redis does not answer."""
+    """DemoError, saying how to start it, when Postgres or the broker does not answer."""
     server = _server_conninfo(settings.database_url)
     try:
         psycopg.connect(server, connect_timeout=3).close()
@@ -197,12 +200,18 @@ def check_services(settings: Settings) -> None:
             "start\n  or, with Docker: docker compose up -d postgres"
         ) from None
     try:
-        redis.Redis.from_url(settings.broker_url, socket_connect_timeout=3).ping()
-    except redis.RedisError as exc:
+        broker.check(settings.broker_url)
+    except Exception as exc:
+        if broker.is_redis(settings.broker_url):
+            how = (
+                'redis-server --daemonize yes --bind 127.0.0.1 --save "" --appendonly no\n'
+                "  or, with Docker: docker compose up -d redis"
+            )
+        else:
+            how = "rabbitmq-server -detached\n  or, with Docker: docker compose up -d rabbitmq"
         raise DemoError(
-            f"Redis is not answering at {settings.broker_url} ({exc}).\n"
-            'Start it with: redis-server --daemonize yes --bind 127.0.0.1 --save "" '
-            "--appendonly no\n  or, with Docker: docker compose up -d redis"
+            f"The broker is not answering at {redact_url(settings.broker_url)} "
+            f"({_first_line(exc)}).\nStart it with: {how}"
         ) from None
 
 
@@ -244,13 +253,9 @@ def _first_line(exc: BaseException) -> str:
 
 
 def delete_broker_keys(broker_url: str, prefix: str) -> None:
-    with contextlib.suppress(redis.RedisError):
-        client = redis.Redis.from_url(broker_url, socket_connect_timeout=3)
-        # kombu also keeps bookkeeping keys that carry the prefix in the middle.
-        for pattern in (f"{prefix}*", f"*{prefix}*"):
-            keys = list(client.scan_iter(match=pattern, count=1000))
-            if keys:
-                client.delete(*keys)
+    """Remove the demo's broker keys, queues and exchanges (those under its prefix)."""
+    with contextlib.suppress(Exception):
+        broker.delete_namespace(broker_url, prefix)
 
 
 # -- the campaign ---------------------------------------------------------------------------
@@ -372,7 +377,8 @@ def running_stack(
             listener = spawn("listener", ["listen", "--pbx", "default"], env, log_dir)
             children.append(listener)
             wait_for_log(listener, "AMI default: connected", timeout=30.0)
-            worker = spawn("worker", ["worker", "-c", str(options.concurrency)], env, log_dir)
+            processes = [] if options.processes is None else ["--processes", str(options.processes)]
+            worker = spawn("worker", ["worker", *processes], env, log_dir)
             children.append(worker)
             say(f"processes  pbx-sim :{port}, listener, worker (logs in {log_dir})")
             yield children

@@ -1,12 +1,16 @@
-"""The Celery application: Redis broker, at-least-once delivery, the dispatch tick schedule.
+"""The Celery application: Redis or RabbitMQ broker, at-least-once delivery, the dispatch tick.
 
 Celery delivers a task at least once; exactly-once dialing comes from the database (see
 `dialer.dialing.originate`). The settings here make redelivery prompt and cheap rather than rare:
 `acks_late` (a task is acknowledged only after it ran, so a crash redelivers it),
 `task_reject_on_worker_lost` (a killed pool process puts its task back at once), prefetch 1
 (a worker holds no backlog a crash could strand), and no result backend (Postgres has the
-state). `visibility_timeout` bounds how long a task taken by a vanished worker stays
-invisible in Redis.
+state). On Redis, `visibility_timeout` bounds how long a task taken by a vanished worker stays
+invisible; RabbitMQ gives it back when the worker's connection closes (`dialer.dialing.broker`
+has the differences, and what `DIALER_BROKER_PREFIX` names on each).
+
+Celery and kombu are used through their public APIs only: the configuration below, and
+`send_task` over one producer in a `Producer.batch()` to publish a tick's attempts.
 
 `make_celery_app(settings)` builds an app; nothing connects until a worker or a publisher
 uses it. The module-level `app` reads the settings from the environment on first use, for
@@ -27,7 +31,6 @@ from typing import Any
 import psycopg
 from celery import Celery
 from celery.signals import after_setup_logger, worker_process_shutdown, worker_shutdown
-from celery.utils.nodenames import anon_nodename
 from kombu import Queue
 from sqlalchemy import Engine
 from sqlalchemy.engine import make_url
@@ -36,42 +39,52 @@ from sqlalchemy.orm import Session, sessionmaker
 from dialer.ami.blocking import SyncAmiClient
 from dialer.ami.client import AmiError
 from dialer.db import make_engine, make_sessionmaker
-from dialer.dialing import broker
+from dialer.dialing.broker import DISPATCH_QUEUE as DISPATCH_QUEUE
+from dialer.dialing.broker import ORIGINATE_QUEUE as ORIGINATE_QUEUE
+from dialer.dialing.broker import BrokerNames, broker_names, is_redis
 from dialer.dialing.dispatch import TickOptions
 from dialer.settings import Settings, get_settings
 
 DISPATCH_TASK = "dialer.dispatch_tick"
 ORIGINATE_TASK = "dialer.originate_call"
-DISPATCH_QUEUE = "dialer.dispatch"
-ORIGINATE_QUEUE = "dialer.originate"
+# DISPATCH_QUEUE and ORIGINATE_QUEUE (re-exported above) are the queues' names without a prefix;
+# on RabbitMQ a prefix is part of them: `DialerCelery.broker_names` has a deployment's.
 
 
 @dataclass(frozen=True, slots=True)
 class WorkerOptions:
     tick_interval_s: float = 1.0
-    # Longer than any originate task runs (up to originate.SLOT_TURNS rounds of connection
-    # wait, pacing wait and send timeout), so a live worker's task is never handed to a second
-    # one; a dead worker's task comes back after this.
+    # Redis: longer than any originate task runs (up to originate.SLOT_TURNS rounds of
+    # connection wait, pacing wait and send timeout), so a live worker's task is never handed
+    # to a second one; a dead worker's task comes back after this.
     visibility_timeout_s: float = 300.0
-    # How often a running worker looks for such tasks to put back.
+    # Redis: how often a running worker looks for such tasks to put back.
     restore_interval_s: float = 10.0
-    # Namespace for every broker key; overrides the DIALER_BROKER_PREFIX setting.
+    # The deployment's broker namespace (`dialer.dialing.broker`); overrides the
+    # DIALER_BROKER_PREFIX setting.
     broker_key_prefix: str | None = None
     send_timeout_s: float = 10.0
     tick: TickOptions = field(default_factory=TickOptions)
 
 
+def deployment_names(settings: Settings, options: WorkerOptions) -> BrokerNames:
+    """The broker names of the deployment these settings and options describe."""
+    return broker_names(settings.broker_url, options.broker_key_prefix or settings.broker_prefix)
+
+
 def celery_config(settings: Settings, options: WorkerOptions) -> dict[str, Any]:
     """The Celery configuration for these settings (plain data, no connections)."""
-    transport: dict[str, Any] = {
-        "visibility_timeout": options.visibility_timeout_s,
-        "unacked_restore_interval": options.restore_interval_s,
-        "unacked_restore_throttle": 1,
-    }
-    prefix = options.broker_key_prefix or settings.broker_prefix
-    if prefix:
-        transport["global_keyprefix"] = prefix
-    config: dict[str, Any] = {
+    names = deployment_names(settings, options)
+    transport: dict[str, Any] = {}
+    if is_redis(settings.broker_url):
+        transport = {
+            "visibility_timeout": options.visibility_timeout_s,
+            "unacked_restore_interval": options.restore_interval_s,
+            "unacked_restore_throttle": 1,
+        }
+        if names.key_prefix:
+            transport["global_keyprefix"] = names.key_prefix
+    return {
         "broker_url": settings.broker_url,
         "broker_transport_options": transport,
         "broker_connection_retry_on_startup": True,
@@ -80,16 +93,23 @@ def celery_config(settings: Settings, options: WorkerOptions) -> dict[str, Any]:
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
         "worker_prefetch_multiplier": 1,
+        # A task running when the connection is lost finishes (RabbitMQ has already given its
+        # message to another worker, which finds the attempt taken); said explicitly, as
+        # Celery asks at start-up.
+        "worker_cancel_long_running_tasks_on_connection_loss": False,
         "task_serializer": "json",
         "accept_content": ["json"],
         "timezone": "UTC",
         "enable_utc": True,
-        "task_queues": (Queue(DISPATCH_QUEUE), Queue(ORIGINATE_QUEUE)),
-        "task_default_queue": ORIGINATE_QUEUE,
+        "task_queues": (Queue(names.dispatch_queue), Queue(names.originate_queue)),
+        "task_default_queue": names.originate_queue,
         "task_routes": {
-            DISPATCH_TASK: {"queue": DISPATCH_QUEUE},
-            ORIGINATE_TASK: {"queue": ORIGINATE_QUEUE},
+            DISPATCH_TASK: {"queue": names.dispatch_queue},
+            ORIGINATE_TASK: {"queue": names.originate_queue},
         },
+        # Remote control (`celery inspect`) and events stay within the deployment.
+        "control_exchange": names.control_exchange,
+        "event_exchange": names.event_exchange,
         "worker_disable_rate_limits": True,
         "worker_send_task_events": False,
         "task_send_sent_event": False,
@@ -104,9 +124,6 @@ def celery_config(settings: Settings, options: WorkerOptions) -> dict[str, Any]:
             }
         },
     }
-    if settings.broker_url.startswith("redis://"):
-        config["broker_transport"] = broker.TRANSPORT
-    return config
 
 
 class DialerCelery(Celery):
@@ -140,6 +157,11 @@ class DialerCelery(Celery):
     def dialer_settings(self) -> Settings:
         source = self._settings_source
         return source() if callable(source) else source
+
+    @property
+    def broker_names(self) -> BrokerNames:
+        """This app's queue and exchange names on its broker."""
+        return deployment_names(self.dialer_settings, self.worker_options)
 
     @property
     def runtime(self) -> Runtime:
@@ -259,32 +281,20 @@ def make_celery_app(
     return DialerCelery(settings, options or WorkerOptions())
 
 
-# Messages written to Redis per round trip when a tick hands out its attempts.
+# Messages published per broker round trip when a tick hands out its attempts.
 PUBLISH_BATCH = 500
 
 
 def enqueue_originates(app: Celery, attempt_ids: Sequence[int]) -> None:
-    """Publish one originate task per attempt, over one broker connection, many per round trip.
+    """Publish one originate task per attempt, over one producer, many per round trip.
 
-    A publish is one Redis round trip otherwise, and a tick hands out thousands. On the Redis
-    transport the messages are made by `dialer.dialing.broker.task_messages` and pushed `PUBLISH_BATCH`
-    to an LPUSH; on another broker, by Celery, pipelined. Should the broker fail mid-batch, the
-    attempts are committed already: the tick hands out again those left `queued`
+    A publish is one Redis round trip otherwise, and a tick hands out thousands: kombu's
+    `Producer.batch()` pipelines them (`PUBLISH_BATCH` to a round trip) where the transport can
+    (Redis), and publishes them one by one where that costs no round trip anyway (RabbitMQ,
+    whose publishes are not waited for). Should the broker fail mid-batch, the attempts are
+    committed already: the tick hands out again those left `queued`
     (TickOptions.requeue_after_s).
     """
-    if app.conf.broker_transport == broker.TRANSPORT:
-        messages = broker.task_messages(
-            ORIGINATE_TASK,
-            ORIGINATE_QUEUE,
-            ((attempt_id,) for attempt_id in attempt_ids),
-            origin=anon_nodename(),
-            reply_to=app.thread_oid,
-        )
-        with app.pool.acquire(block=True) as connection:
-            broker.push_task_messages(
-                connection.default_channel, ORIGINATE_QUEUE, messages, batch=PUBLISH_BATCH
-            )
-        return
     with app.producer_or_acquire() as producer, producer.batch(max_size=PUBLISH_BATCH):
         for attempt_id in attempt_ids:
             # argsrepr given: Celery would otherwise build it with saferepr for every message.
