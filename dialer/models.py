@@ -378,7 +378,7 @@ class CallAttempt(Base):
         Index(
             "ix_call_attempts_queued_at",
             "queued_at",
-            postgresql_include=["id", "trunk_id", "outcome", "sent_at", "pbx"],
+            postgresql_include=["id", "trunk_id", "outcome", "sent_at"],
         ),
     )
 

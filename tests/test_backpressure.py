@@ -96,10 +96,6 @@ CASES = [
      Decision(5.2, "overload; recovering")),
     ("a maximum lowered under the rate: the maximum", {"max_cps": 40.0, "rate": 100.0},
      Decision(40.0, None)),
-    ("late while sent less than allowed: cut from what it was sent (60 x 0.5)",
-     {"p90_s": 2.0, "sent_rate": 60.0}, Decision(30.0, SLOW, cut=True)),
-    ("sent more than allowed (a burst): cut from the allowance",
-     {"p90_s": 2.0, "sent_rate": 140.0}, Decision(50.0, SLOW, cut=True)),
 ]  # fmt: skip
 
 
@@ -138,7 +134,7 @@ def simulate(capacity: float, asked: float, seconds: int, seed: int = 1) -> list
         m = Measure(
             rate=rate, max_cps=asked, threshold_s=0.5, p90_s=p90, samples=len(latencies),
             refusals=0, idle=False, last_cut_at=last_cut, last_run_at=now - dt.timedelta(1 / 86400),
-            now=now, reason=reason, sent_rate=sending,
+            now=now, reason=reason,
         )  # fmt: skip
         decision = decide(m, policy)
         if decision.cut:
@@ -147,9 +143,7 @@ def simulate(capacity: float, asked: float, seconds: int, seed: int = 1) -> list
     return sent
 
 
-@pytest.mark.parametrize(
-    ("capacity", "asked"), [(50.0, 100.0), (30.0, 200.0), (80.0, 100.0), (150.0, 400.0)]
-)
+@pytest.mark.parametrize(("capacity", "asked"), [(50.0, 100.0), (30.0, 200.0), (80.0, 100.0)])
 def test_a_pbx_asked_beyond_what_it_sustains_settles_there(capacity: float, asked: float) -> None:
     """After the first seconds, the PBX is sent about what it sustains: never long above it
     (its queue stays short), and not far below it on average."""
@@ -271,12 +265,7 @@ def test_overlapping_controllers_apply_once(engine, session_factory, responses) 
     responses("east", [2.0] * 10)
     with engine.begin() as conn:
         measured = conn.execute(
-            pbxcontrol._MEASURE,
-            {
-                "window": 5.0,
-                "every": pbxcontrol.CONTROL_EVERY_S,
-                "queue_lookback": pbxcontrol.QUEUE_LOOKBACK_S,
-            },  # fmt: skip
+            pbxcontrol._MEASURE, {"window": 5.0, "every": pbxcontrol.CONTROL_EVERY_S}
         ).all()
     pbxcontrol.control(session_factory)  # cuts east to 50
     stale = [pbxcontrol._decide(row, DEFAULT_POLICY) for row in measured]

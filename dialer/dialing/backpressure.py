@@ -13,8 +13,7 @@ The rule is additive increase, multiplicative decrease:
 - overloaded (p90 latency above the PBX's threshold over at least `min_samples` responses,
   or `min_refusals` refusals): the rate is cut at once, by a factor between `max_cut` and
   `min_cut` (deeper the further the latency is over the threshold: threshold / p90; a
-  refusal cuts by `max_cut`), applied to the rate it was really sent over the window when
-  that is lower than its allowance (and not a trickle under the floor), down to the floor; at most once per window, so that the next cut
+  refusal cuts by `max_cut`), down to a floor; at most once per window, so that the next cut
   is judged on what the PBX did at the new rate;
 - not overloaded: the rate climbs back by `increase_per_s` of the PBX's maximum each second
   (at least `min_increase` per second), up to the maximum, once a window has passed since the
@@ -63,8 +62,6 @@ class Measure:
     last_run_at: dt.datetime | None
     now: dt.datetime
     reason: str | None = None  # why the rate is lower than max_cps now
-    # Originates it was sent per second over the window; None: not measured.
-    sent_rate: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,12 +87,7 @@ def decide(m: Measure, policy: Policy = DEFAULT_POLICY) -> Decision:
         factor = policy.max_cut
         if m.refusals < policy.min_refusals and m.p90_s:
             factor = min(policy.min_cut, max(policy.max_cut, m.threshold_s / m.p90_s))
-        # Cut from what it was really sent: an allowance far above it (the maximum, while the
-        # trunk kept its share below) would need several cuts to mean anything.
-        # A trickle (under the floor) says little of what the PBX can take: the allowance then.
-        low = floor(m.max_cps, policy)
-        base = min(rate, m.sent_rate) if m.sent_rate and m.sent_rate >= low else rate
-        new = max(floor(m.max_cps, policy), base * factor)
+        new = max(floor(m.max_cps, policy), rate * factor)
         return Decision(_round(new), _overload(m), cut=new < rate)
     if late and not m.idle:
         return Decision(rate, m.reason)  # a few late answers: wait for more

@@ -38,9 +38,6 @@ log = logging.getLogger(__name__)
 CONTROL_LOCK_KEY = 0x6469616C706278
 # The controller runs when its last run is at least this old.
 CONTROL_EVERY_S = 0.9
-# Sends are counted among attempts queued this much before the window (an attempt is sent
-# seconds after it is queued): a range of the queued_at index, which carries pbx and sent_at.
-QUEUE_LOOKBACK_S = 60.0
 # Attempts closed per tick on dead PBXs (the rest at the next ticks).
 CLOSE_BATCH = 1000
 
@@ -60,11 +57,7 @@ _MEASURE = text(
     SELECT p.name, p.max_cps, {rate} AS rate, p.latency_threshold_ms, p.decreased_at,
            p.measured_at, p.rate_reason, now() AS now,
            p.next_slot_at < now() - make_interval(secs => :window) AS idle,
-           m.p90, coalesce(m.samples, 0) AS samples, coalesce(m.refusals, 0) AS refusals,
-           (SELECT count(*) FROM call_attempts a
-             WHERE a.queued_at >= now() - make_interval(secs => :window + :queue_lookback)
-               AND a.pbx = p.name
-               AND a.sent_at >= now() - make_interval(secs => :window)) AS sent
+           m.p90, coalesce(m.samples, 0) AS samples, coalesce(m.refusals, 0) AS refusals
       FROM pbxs p
       LEFT JOIN LATERAL (
           SELECT percentile_cont(0.9) WITHIN GROUP (
@@ -110,12 +103,7 @@ def control(
         ).scalar_one():
             return []
         rows = connection.execute(
-            _MEASURE,
-            {
-                "window": policy.window_s,
-                "every": CONTROL_EVERY_S,
-                "queue_lookback": QUEUE_LOOKBACK_S,
-            },
+            _MEASURE, {"window": policy.window_s, "every": CONTROL_EVERY_S}
         ).all()
         written = [_decide(row, policy) for row in rows]
         if written:
@@ -136,7 +124,6 @@ def _decide(row: Any, policy: backpressure.Policy) -> dict[str, Any]:
         samples=row.samples,
         refusals=row.refusals,
         idle=bool(row.idle),
-        sent_rate=row.sent / policy.window_s,
         last_cut_at=row.decreased_at,
         last_run_at=row.measured_at,
         now=row.now,

@@ -41,26 +41,13 @@ def _load(name: str):  # type: ignore[no-untyped-def]
     return module
 
 
-# Recent sends per PBX (back-pressure's measure of what it was sent): index-only.
-QUEUED_INCLUDE = ["id", "trunk_id", "outcome", "sent_at"]
-
-
-def _queued_index(include: list[str]) -> None:
-    op.drop_index("ix_call_attempts_queued_at", table_name="call_attempts")
-    op.create_index(
-        "ix_call_attempts_queued_at", "call_attempts", ["queued_at"], postgresql_include=include
-    )
-
-
 def upgrade() -> None:
-    _queued_index([*QUEUED_INCLUDE, "pbx"])
     previous = _load("0007_who_ended_the_call.py")
     op.execute(previous._report_view(previous.REPORT_PRESSED, previous.REPORT_EXTRA + EXTRA))
     op.execute(f"COMMENT ON VIEW call_attempts_report IS '{COMMENT}'")
 
 
 def downgrade() -> None:
-    _queued_index(QUEUED_INCLUDE)
     previous = _load("0007_who_ended_the_call.py")
     # Columns cannot be taken off a view: it is made again as revision 0007 left it.
     op.execute("DROP VIEW call_attempts_report")
