@@ -40,7 +40,6 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-import redis
 from psycopg import sql
 from sqlalchemy import insert, text
 from sqlalchemy.engine import make_url
@@ -57,7 +56,9 @@ from dial_throughput import (  # noqa: E402
 )
 
 from dialer import migrate  # noqa: E402
+from dialer.campaigns.pbxs import effective_state_sql  # noqa: E402
 from dialer.db import make_engine, make_sessionmaker  # noqa: E402
+from dialer.dialing.broker import delete_namespace  # noqa: E402
 from dialer.dialing.pacing import max_in_window  # noqa: E402
 from dialer.dialing.pbxcontrol import close_calls_on_dead_pbxs  # noqa: E402
 from dialer.models import Campaign, Contact, Pbx, Trunk, TrunkRoute  # noqa: E402
@@ -78,6 +79,9 @@ def main() -> None:
     parser.add_argument("--phase-seconds", type=float, default=20.0)
     parser.add_argument("--workers", type=int, default=3, help="solo worker processes")
     parser.add_argument("--speed", type=float, default=50.0, help="simulator speed factor")
+    parser.add_argument(
+        "--keep-database", action="store_true", help="leave the run's database for inspection"
+    )
     args = parser.parse_args()
     run(args)
 
@@ -183,14 +187,16 @@ def run(args: argparse.Namespace) -> None:
         for proc in reversed(processes):
             with contextlib.suppress(Exception):
                 stop(proc)
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(db_name))
-            )
-        client = redis.Redis.from_url(BROKER_URL)
-        for key in client.scan_iter(match=f"*{prefix}*", count=1000):
-            client.delete(key)
-        client.close()
+        if args.keep_database:
+            print(f"database kept: {database_url}")
+        else:
+            with psycopg.connect(admin, autocommit=True) as conn:
+                conn.execute(
+                    sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                        sql.Identifier(db_name)
+                    )
+                )
+        delete_namespace(BROKER_URL, prefix.rstrip(":"))
 
 
 def load(engine: Any, args: argparse.Namespace, total: int) -> None:
@@ -235,11 +241,20 @@ def load(engine: Any, args: argparse.Namespace, total: int) -> None:
         )
 
 
+_SAMPLE = text(
+    f"""
+    SELECT name, rate, {effective_state_sql("p")} AS state,
+           extract(epoch FROM now() - heartbeat_at)::float8 AS beat
+      FROM pbxs p WHERE name <> 'default' ORDER BY name
+    """
+)
+
+
 def sample_until(engine: Any, rates: list[Any], until: float) -> None:
     """Each PBX's allowed rate (back-pressure), once a second."""
     with engine.connect() as conn:
         while time.time() < until:
-            found = dict(conn.execute(text("SELECT name, rate FROM pbxs ORDER BY name")).all())
+            found = {row.name: (row.rate, row.state, row.beat) for row in conn.execute(_SAMPLE)}
             conn.commit()
             rates.append((time.time(), found))
             time.sleep(max(0.0, min(1.0, until - time.time())))
@@ -340,7 +355,8 @@ def report(
             seconds.setdefault(int(float(a.sent) - drop), []).append(float(a.latency))
     span = int(marks["killed"] - drop)
     series = [percentile(seconds.get(n, []), 0.99) for n in range(span)]
-    late = [n for n, p in enumerate(series) if p is None or p > 1.0]
+    # A second in which it was sent nothing has no latency: it is not counted late.
+    late = [n for n, p in enumerate(series) if p is not None and p > 1.0]
     print(
         f"\n{DEGRADED} after its drop: p99 latency of the calls sent each second ('-': none "
         "answered) " + " ".join("-" if p is None else f"{p:.2f}" for p in series)
@@ -354,7 +370,9 @@ def report(
     print("allowed rate per PBX (back-pressure), every 2 s:")
     for at, found in rates[::2]:
         shown = " ".join(
-            f"{n}={'-' if r is None else f'{r:.0f}'}" for n, r in sorted(found.items())
+            f"{n}={'-' if r is None else f'{r:.0f}'}"
+            + ("" if state == "up" else f" ({state}, last beat {beat or 0:.0f} s ago)")
+            for n, (r, state, beat) in sorted(found.items())
         )
         print(f"  +{at - marks['start']:5.1f}s {shown}")
     print(f"\nOriginates received: {len(ids)}, custom_call_ids received more than once: "

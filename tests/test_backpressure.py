@@ -63,14 +63,32 @@ CASES = [
     ("late and refused", {"p90_s": 2.0, "refusals": 4},
      Decision(50.0, SLOW + ", 4 refused", cut=True)),
     ("two refusals are not enough", {"refusals": 2}, Decision(100.0, None)),
-    ("at most one cut per window: held while the last is judged",
-     {"p90_s": 2.0, "rate": 50.0, "last_cut_at": ago(3), "reason": SLOW},
+    ("at most one cut per second: held just after the last",
+     {"p90_s": 2.0, "rate": 50.0, "last_cut_at": ago(0.5), "reason": SLOW},
      Decision(50.0, SLOW)),
-    ("a window after the last cut, still late: cut again",
-     {"p90_s": 2.0, "rate": 50.0, "last_cut_at": ago(5), "reason": SLOW},
-     Decision(25.0, SLOW, cut=True)),
+    ("calls sent since the last cut late too: cut again without waiting a window",
+     {"p90_s": 2.0, "rate": 50.0, "last_cut_at": ago(1), "reason": SLOW, "newest_s": 2.0,
+      "before_s": 2.0}, Decision(25.0, SLOW, cut=True)),
     ("never under the floor (5% of max)", {"p90_s": 9.0, "rate": 6.0},
      Decision(5.0, "p90 OriginateResponse latency 9000 ms over 500 ms (20 responses)", cut=True)),
+    ("after a cut, its backlog draining (newest answers sooner than a second before): held",
+     {"p90_s": 2.0, "rate": 50.0, "last_cut_at": ago(3), "reason": SLOW, "newest_s": 1.2,
+      "before_s": 1.6}, Decision(50.0, SLOW)),
+    ("after a cut, not draining: cut again", {"p90_s": 2.0, "rate": 50.0, "last_cut_at": ago(3),
+                                             "reason": SLOW, "newest_s": 2.0, "before_s": 2.0},
+     Decision(25.0, SLOW, cut=True)),
+    ("after a cut, answers of the new rate not all back yet: held",
+     {"p90_s": 2.0, "rate": 50.0, "last_cut_at": ago(3), "reason": SLOW, "newest_s": 2.0},
+     Decision(50.0, SLOW)),
+    ("after a cut, nothing but refusals yet: held (the backlog refuses before it answers)",
+     {"p90_s": None, "samples": 0, "refusals": 5, "rate": 50.0, "last_cut_at": ago(3),
+      "reason": SLOW}, Decision(50.0, SLOW)),
+    ("nothing but refusals a window after the last cut: cut again",
+     {"p90_s": None, "samples": 0, "refusals": 5, "rate": 50.0, "last_cut_at": ago(5),
+      "reason": SLOW}, Decision(25.0, "5 Originates refused for lack of channels", cut=True)),
+    ("the window's p90 lags a drained backlog: the newest answers on time are not late",
+     {"p90_s": 2.0, "rate": 50.0, "last_cut_at": ago(10), "reason": SLOW, "newest_s": 0.01,
+      "before_s": 0.4}, Decision(51.0, f"{SLOW}; recovering")),
     ("too few late answers to judge: held", {"p90_s": 2.0, "samples": 3, "rate": 60.0,
                                              "reason": SLOW},
      Decision(60.0, SLOW)),
@@ -118,6 +136,7 @@ def simulate(capacity: float, asked: float, seconds: int, seed: int = 1) -> list
     policy = Policy()
     rate, reason, last_cut, backlog = asked, None, None, 0.0
     window: list[tuple[int, float]] = []  # (second, latency) of failed responses
+    cut_second = -1  # calls sent before the last cut are not measured
     sent: list[float] = []
     for second in range(seconds):
         now = T0 + dt.timedelta(seconds=second)
@@ -128,7 +147,7 @@ def simulate(capacity: float, asked: float, seconds: int, seed: int = 1) -> list
         # One call in ten fails at once (busy, congestion): the PBX's own delay.
         for _ in range(max(1, round(sending / 10))):
             window.append((second, latency * rng.uniform(0.8, 1.2)))
-        window = [(s, v) for s, v in window if s > second - policy.window_s]
+        window = [(s, v) for s, v in window if s > max(second - policy.window_s, cut_second)]
         latencies = sorted(v for _, v in window)
         p90 = latencies[int(0.9 * (len(latencies) - 1))]
         m = Measure(
@@ -138,7 +157,7 @@ def simulate(capacity: float, asked: float, seconds: int, seed: int = 1) -> list
         )  # fmt: skip
         decision = decide(m, policy)
         if decision.cut:
-            last_cut = now
+            last_cut, cut_second = now, second
         rate, reason = decision.rate, decision.reason
     return sent
 
@@ -272,3 +291,49 @@ def test_overlapping_controllers_apply_once(engine, session_factory, responses) 
     with engine.begin() as conn:
         conn.execute(pbxcontrol._APPLY, {"rows": json.dumps(stale, default=str)})
     assert _pbx(session_factory, "east").rate == 50.0  # not cut twice on one measure
+
+
+def test_only_calls_sent_since_the_last_cut_are_judged(session_factory, responses) -> None:
+    """Answers to calls sent before a cut say nothing of the new rate; late answers to calls
+    sent after it cut again at once, without waiting for a whole window."""
+    add_pbx(session_factory, "east", max_cps=100)
+    with session_factory.begin() as session:
+        session.execute(text(
+            "UPDATE pbxs SET rate = 50, rate_reason = 'overload', measured_at = now() - interval"
+            " '1 second', decreased_at = now() - interval '3 seconds' WHERE name = 'east'"
+        ))  # fmt: skip
+    responses("east", [2.5] * 10)  # sent 3.5 s ago: before the cut
+    [entry] = [w for w in pbxcontrol.control(session_factory) if w["name"] == "east"]
+    assert (entry["cut"], entry["rate"], entry["samples"]) == (False, 50.0, 0)
+    with session_factory.begin() as session:
+        session.execute(text("UPDATE pbxs SET measured_at = now() - interval '1 second'"))
+    responses("east", [1.5] * 10)  # sent 2.5 s ago: after it, and late
+    with session_factory.begin() as session:  # half of them answered in the last second
+        session.execute(text(
+            "UPDATE call_attempts SET originate_response_at = originate_response_at"
+            " + interval '0.5 second', sent_at = sent_at + interval '0.5 second'"
+            " WHERE id IN (SELECT id FROM call_attempts WHERE sent_at > now() - interval '3 s'"
+            " ORDER BY id LIMIT 5)"
+        ))  # fmt: skip
+        session.execute(text("UPDATE pbxs SET measured_at = now() - interval '1 second'"))
+    [entry] = [w for w in pbxcontrol.control(session_factory) if w["name"] == "east"]
+    assert (entry["cut"], entry["rate"], entry["samples"]) == (True, 25.0, 10)
+
+
+def test_after_a_cut_a_draining_backlog_is_left_to_drain(session_factory, responses) -> None:
+    add_pbx(session_factory, "east", max_cps=100)
+    with session_factory.begin() as session:
+        session.execute(text(
+            "UPDATE pbxs SET rate = 50, rate_reason = 'overload', measured_at = now() - interval"
+            " '1 second', decreased_at = now() - interval '6 seconds' WHERE name = 'east'"
+        ))  # fmt: skip
+    responses("east", [2.0] * 10)  # answered 1 s ago, sent 3 s ago
+    responses("east", [1.0] * 10)  # the same, one second sooner
+    with session_factory.begin() as session:
+        session.execute(text(
+            "UPDATE call_attempts SET originate_response_at = originate_response_at"
+            " + interval '0.6 second', sent_at = sent_at + interval '0.6 second'"
+            " WHERE originate_response_at - sent_at < interval '1.5 second'"
+        ))  # fmt: skip
+    [entry] = [w for w in pbxcontrol.control(session_factory) if w["name"] == "east"]
+    assert (entry["cut"], entry["rate"], entry["samples"]) == (False, 50.0, 20)

@@ -244,3 +244,48 @@ def test_a_refusing_pbx_is_slowed_and_the_watch_says_why(
         for name, sim in sims.items()
     }
     assert after["east"] > 1.5 * after["west"], after
+
+
+def test_a_single_pbx_asked_more_than_it_sustains_is_sent_what_it_sustains(
+    settings, session_factory, engine, make_app, pbx_sim_factory
+) -> None:
+    """One PBX that places 15 calls/s (past that its answers come late, then it refuses), a
+    trunk of 40/s, the dialer told nothing: back-pressure brings the rate down to what the
+    PBX sustains within seconds, and keeps it there instead of piling calls into it."""
+    capacity = 15.0
+    sims = {"west": pbx_sim_factory(speed=50, capacity_cps=capacity, capacity_wait=2.0)}
+    trunk = add_trunk(session_factory, "MC", cps=40, max_channels=1000, pbx=["west"])
+    add_pbx(session_factory, "west", max_cps=40)
+    campaign = add_campaign(session_factory, trunk, max_attempts=1)
+    add_contacts(session_factory, campaign, simulator_numbers(900, ending="04"))  # busy
+    settings_ = Settings(
+        database_url=settings.database_url,
+        broker_url=settings.broker_url,
+        log_level="INFO",
+        ami_servers={"default": server("west", sims["west"]), "west": server("west", sims["west"])},
+    )
+    with (
+        listeners(engine, session_factory, sims),
+        in_process_worker(make_app(settings_), concurrency=4, beat=True),
+    ):
+        started = time.time()
+        time.sleep(16.0)
+        with session_factory.begin() as session:  # the rest is not needed
+            session.execute(text("UPDATE campaigns SET status = 'paused'"))
+        time.sleep(0.5)
+    sent = [r["wall"] for r in originates(sims["west"])]
+    first = [t for t in sent if t < started + 3.0]
+    assert len(first) > 3 * 1.5 * capacity, len(first)  # asked more at first: 40/s
+    settled = [t for t in sent if started + 9.0 <= t < started + 16.0]
+    # Not above what it sustains (the probing of additive increase aside), and not starved.
+    assert 0.4 * capacity * 7 <= len(settled) <= 1.1 * capacity * 7, len(settled) / 7
+    late = rows(
+        session_factory,
+        "SELECT extract(epoch FROM originate_response_at - sent_at) AS latency FROM call_attempts"
+        " WHERE sent_at >= to_timestamp(:t) AND originate_response_at IS NOT NULL",
+        t=started + 9.0,
+    )
+    latencies = sorted(float(r.latency) for r in late)
+    assert latencies[int(0.9 * len(latencies))] < 1.0, latencies[-10:]  # no pile-up in it
+    west = state_of(session_factory, "west")
+    assert west.rate is not None and west.rate < 40 and west.rate_reason

@@ -143,6 +143,22 @@ def test_a_pbxs_rate_and_channels_bound_what_it_is_given(session_factory) -> Non
     assert counts[("MC", "b")] == 4
 
 
+def test_a_pbx_slowed_by_back_pressure_keeps_its_share(session_factory) -> None:
+    """Free capacity as a share of each PBX's own limits: a cut to a tenth of the other's rate
+    gets about a tenth of the calls, not none (compared in calls, b's 200 free would always
+    beat a's 20 while the trunk's 100 ran out)."""
+    trunk = add_trunk(session_factory, "MC", cps=50.0, pbx=["a", "b"])
+    up(session_factory, "a", max_cps=100, rate=10.0)
+    up(session_factory, "b", max_cps=100)
+    add_contacts(session_factory, add_campaign(session_factory, trunk), simulator_numbers(200))
+    report_ = tick(session_factory, lookahead_s=2.0, backpressure=None)
+    assert len(report_.queued) == 100  # the trunk's 50/s for 2 s
+    counts = per_pbx(session_factory)
+    # In proportion to their rates (10 : 100) over the trunk's 100 calls: 9 and 91.
+    assert 8 <= counts["a"] <= 10, counts
+    assert counts["a"] + counts["b"] == 100
+
+
 @pytest.mark.parametrize(
     "bad",
     [

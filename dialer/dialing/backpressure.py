@@ -1,8 +1,10 @@
 """Back-pressure: the send rate a PBX is allowed, from how late its answers come (pure, no I/O).
 
-What is measured (by `dialer.dialing.pbxcontrol`, over the last `Policy.window_s` seconds):
+What is measured (by `dialer.dialing.pbxcontrol`, over the last `Policy.window_s` seconds, and
+only for calls sent since the last cut: those sent before it say nothing of the new rate):
 the time from each Originate (`call_attempts.sent_at`) to its OriginateResponse
-(`originate_response_at`), for failed responses other than Reason 3 only. A successful
+(`originate_response_at`), for failed responses other than Reason 3 and other than refusals
+(counted on their own) only. A successful
 response comes when the callee answers and a no-answer one when the ringing times out: that
 is the callee's time, not the PBX's. Busy, congestion, an unreachable endpoint or a refused
 call come at once from a healthy PBX (a few ms on a real Asterisk 22, DESIGN.md), and seconds
@@ -11,10 +13,17 @@ could be had) count as overload on their own.
 
 The rule is additive increase, multiplicative decrease:
 - overloaded (p90 latency above the PBX's threshold over at least `min_samples` responses,
+  unless the newest answers are back under it: the window's p90 lags a backlog just drained;
   or `min_refusals` refusals): the rate is cut at once, by a factor between `max_cut` and
   `min_cut` (deeper the further the latency is over the threshold: threshold / p90; a
-  refusal cuts by `max_cut`), down to a floor; at most once per window, so that the next cut
-  is judged on what the PBX did at the new rate;
+  refusal cuts by `max_cut`), down to a floor; at most once per `cut_gap_s`. The next cut is
+  judged on calls sent at the new rate only, so it can follow as soon as their answers are
+  late too: a PBX that lost most of its capacity is cut down to it within seconds, not one
+  halving per window. Calls sent just after a cut still queue behind the backlog the old rate
+  left, so after a cut the PBX is cut again only once that backlog is seen not to drain: while
+  the newest answers come sooner than those of a second before (`Measure.draining`), or too
+  few answers came since the cut to tell, the rate is held (a PBX that answers nothing but
+  refusals is cut again a window after the last cut);
 - not overloaded: the rate climbs back by `increase_per_s` of the PBX's maximum each second
   (at least `min_increase` per second), up to the maximum, once a window has passed since the
   last cut;
@@ -32,7 +41,8 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True, slots=True)
 class Policy:
-    window_s: float = 5.0  # the sliding window measured, and the least time between cuts
+    window_s: float = 5.0  # the sliding window measured; increases wait this long after a cut
+    cut_gap_s: float = 1.0  # the least time between two cuts
     min_samples: int = 5  # responses needed to judge the latency
     min_refusals: int = 3  # refusals in the window that mean overload by themselves
     max_cut: float = 0.5  # the deepest cut: rate x 0.5
@@ -45,6 +55,11 @@ class Policy:
 
 
 DEFAULT_POLICY = Policy()
+
+
+# The newest answers sooner than this share of the latency a second before: the backlog drains
+# (a full backlog answers at its longest wait, a draining one a little sooner each second).
+DRAINING = 0.97
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +77,23 @@ class Measure:
     last_run_at: dt.datetime | None
     now: dt.datetime
     reason: str | None = None  # why the rate is lower than max_cps now
+    # Median latency of the answers of the last second, and of the second before (calls sent
+    # since the last cut, refusals and ringing left out); None: too few such answers.
+    newest_s: float | None = None
+    before_s: float | None = None
+
+    @property
+    def draining(self) -> bool | None:
+        """Whether the answers come sooner than a second ago (the PBX's backlog is going
+        down); None: too few answers to tell."""
+        if self.newest_s is None or self.before_s is None:
+            return None
+        return self.newest_s < self.before_s * DRAINING
+
+    @property
+    def answering(self) -> bool:
+        """Answers of placed calls (not refusals) came in the last two seconds."""
+        return self.newest_s is not None or self.before_s is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,10 +111,13 @@ def decide(m: Measure, policy: Policy = DEFAULT_POLICY) -> Decision:
     """The PBX's rate after this run (see the module doc)."""
     rate = min(m.rate, m.max_cps)
     since_cut = None if m.last_cut_at is None else (m.now - m.last_cut_at).total_seconds()
-    may_cut = since_cut is None or since_cut >= policy.window_s
-    late = m.p90_s is not None and m.p90_s > m.threshold_s
+    may_cut = since_cut is None or since_cut >= policy.cut_gap_s
+    may_increase = since_cut is None or since_cut >= policy.window_s
+    # The window's p90 lags a backlog that has just drained: the newest answers on time say so.
+    on_time_now = m.newest_s is not None and m.newest_s <= m.threshold_s
+    late = m.p90_s is not None and m.p90_s > m.threshold_s and not on_time_now
     if m.refusals >= policy.min_refusals or (late and m.samples >= policy.min_samples):
-        if not may_cut:
+        if not may_cut or (since_cut is not None and _cut_working(m, since_cut, policy)):
             return Decision(rate, m.reason or _overload(m))
         factor = policy.max_cut
         if m.refusals < policy.min_refusals and m.p90_s:
@@ -93,7 +128,7 @@ def decide(m: Measure, policy: Policy = DEFAULT_POLICY) -> Decision:
         return Decision(rate, m.reason)  # a few late answers: wait for more
     if rate >= m.max_cps:
         return Decision(m.max_cps, None)
-    if not may_cut:
+    if not may_increase:
         return Decision(rate, m.reason)  # the last cut is still being judged
     elapsed = policy.max_step_s
     if m.last_run_at is not None:
@@ -103,6 +138,16 @@ def decide(m: Measure, policy: Policy = DEFAULT_POLICY) -> Decision:
     if new >= m.max_cps:
         return Decision(m.max_cps, None)
     return Decision(_round(new), _recovering(m))
+
+
+def _cut_working(m: Measure, since_cut: float, policy: Policy) -> bool:
+    """After a cut: the backlog it left drains, or too few answers came yet to tell. Calls
+    sent just after a cut are refused at once while that backlog is full, and answered only
+    once their turn comes: refusals alone cut again only a window after the last cut."""
+    draining = m.draining
+    if draining is not None:
+        return draining
+    return m.answering or since_cut < policy.window_s
 
 
 def _overload(m: Measure) -> str:

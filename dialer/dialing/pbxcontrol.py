@@ -1,9 +1,11 @@
 """What the dispatch tick does for the PBXs around its own work, each in a short transaction.
 
 - `control`: back-pressure, about once a second. Per enabled PBX, one indexed query over its
-  failed OriginateResponses of the last window (`ix_call_attempts_pbx_failures`): their p90
-  latency from the send, how many, how many were refusals; then `dialer.dialing.backpressure`
-  decides its rate, written with the latency and the reason (`pbxs.rate`, `latency_ms`,
+  failed OriginateResponses of the last window (`ix_call_attempts_pbx_failures`) to calls sent
+  since its last cut: the p90 latency of those answered when the call was placed (refusals
+  and ringing left out), the median of those of the last second and of the second before
+  (the trend), how many were refusals; then `dialer.dialing.backpressure` decides its rate,
+  written with the latency and the reason (`pbxs.rate`, `latency_ms`,
   `rate_reason`...). An advisory lock and a compare-and-set on `measured_at` make overlapping
   ticks harmless.
 - `close_calls_on_dead_pbxs`: the attempts still open (originating or up) on a PBX `down` or
@@ -52,29 +54,59 @@ def run_guarded(step: Callable[..., Any], sessions: sessionmaker[Session], *args
         return None
 
 
+# Answers that came when the call was placed (refusals come at once, ringing later).
+_TIMED = (
+    "a.originate_reason IS DISTINCT FROM 3"
+    " AND NOT (a.originate_reason = 0 AND a.hangup_cause IS NOT DISTINCT FROM 34)"
+)
+# Fewer answers than this in one second say nothing of the trend.
+TREND_SAMPLES = 3
+
+
+def _median_of(when: str) -> str:
+    """The median latency of the timed answers `when`; NULL if fewer than TREND_SAMPLES."""
+    latency = "extract(epoch FROM a.originate_response_at - a.sent_at)"
+    return (
+        f"CASE WHEN count(*) FILTER (WHERE {_TIMED} AND {when}) >= {TREND_SAMPLES} THEN"
+        f" percentile_cont(0.5) WITHIN GROUP (ORDER BY {latency})"
+        f" FILTER (WHERE {_TIMED} AND {when}) END"
+    )
+
+
 _MEASURE = text(
     """
     SELECT p.name, p.max_cps, {rate} AS rate, p.latency_threshold_ms, p.decreased_at,
            p.measured_at, p.rate_reason, now() AS now,
            p.next_slot_at < now() - make_interval(secs => :window) AS idle,
-           m.p90, coalesce(m.samples, 0) AS samples, coalesce(m.refusals, 0) AS refusals
+           m.p90, coalesce(m.samples, 0) AS samples, coalesce(m.refusals, 0) AS refusals,
+           m.newest, m.before
       FROM pbxs p
       LEFT JOIN LATERAL (
           SELECT percentile_cont(0.9) WITHIN GROUP (
                      ORDER BY extract(epoch FROM a.originate_response_at - a.sent_at))
-                     FILTER (WHERE a.originate_reason IS DISTINCT FROM 3) AS p90,
-                 count(*) FILTER (WHERE a.originate_reason IS DISTINCT FROM 3) AS samples,
+                     FILTER (WHERE {timed}) AS p90,
+                 count(*) FILTER (WHERE {timed}) AS samples,
+                 {newest} AS newest,
+                 {before} AS before,
                  count(*) FILTER (WHERE a.originate_reason = 0 AND a.hangup_cause = 34)
                      AS refusals
             FROM call_attempts a
            WHERE a.pbx = p.name AND a.originate_response = 'Failure'
              AND a.originate_response_at >= now() - make_interval(secs => :window)
-             AND a.sent_at IS NOT NULL
+             AND a.sent_at >= coalesce(p.decreased_at, '-infinity')
       ) m ON true
      WHERE p.enabled
        AND (p.measured_at IS NULL OR p.measured_at <= now() - make_interval(secs => :every))
      ORDER BY p.name
-    """.format(rate=current_rate_sql("p"))
+    """.format(
+        rate=current_rate_sql("p"),
+        timed=_TIMED,
+        newest=_median_of("a.originate_response_at >= now() - interval '1 second'"),
+        before=_median_of(
+            "a.originate_response_at < now() - interval '1 second'"
+            " AND a.originate_response_at >= now() - interval '2 seconds'"
+        ),
+    )
 )
 
 _APPLY = text(
@@ -124,6 +156,8 @@ def _decide(row: Any, policy: backpressure.Policy) -> dict[str, Any]:
         samples=row.samples,
         refusals=row.refusals,
         idle=bool(row.idle),
+        newest_s=None if row.newest is None else float(row.newest),
+        before_s=None if row.before is None else float(row.before),
         last_cut_at=row.decreased_at,
         last_run_at=row.measured_at,
         now=row.now,

@@ -5,10 +5,14 @@ they lead to: state in effect (`dialer.campaigns.pbxs`), limits, the rate back-p
 allows, and their open attempts (calls up, and those still queued). Then each new attempt
 goes to the PBX with the most free capacity among those serving its trunk that can take calls:
 `up` ones, or, for a trunk none of whose PBXs is up, `unknown` ones (no listener reports on
-them). A PBX's free capacity is what `TrunkUsage.spare_capacity` is for a trunk: its free
-channels, and no more calls than it can be sent within the tick's lookahead at its current
-rate, less those already waiting for it; every attempt routed in the tick counts at once.
-Ties go to the PBX given fewer calls in this tick, then by name.
+them). A PBX's capacity is what `TrunkUsage.spare_capacity` is for a trunk: its channels, and
+the calls it can be sent within the tick's lookahead at its current rate; what is in use is
+its open calls, and those already waiting for it. Free capacity is compared as a share of
+each PBX's own limits (the larger of the two shares in use), so that PBXs of different sizes,
+or one slowed by back-pressure, are given calls in proportion to what they take: compared in
+calls, a PBX cut to a quarter of the others' rate would always have fewer free and get none.
+Every attempt routed in the tick counts at once. Ties go to the PBX given fewer calls in this
+tick, then by name.
 
 Each routed attempt also gets the time, from now, at which its PBX's pacing can send it (the
 calls already waiting for that PBX and those routed before it, at its current rate): the tick
@@ -52,8 +56,19 @@ class PbxLoad:
     def spare(self, lookahead_s: float) -> int:
         """How many more new attempts it may be given now."""
         free_channels = self.max_channels - self.open - self.assigned
-        backlog_limit = max(1, math.ceil(self.rate * lookahead_s - 1e-9)) - self.queued
+        backlog_limit = _backlog_limit(self.rate, lookahead_s) - self.queued
         return max(0, min(free_channels, backlog_limit - self.assigned))
+
+    def used(self, lookahead_s: float) -> float:
+        """How full it is, as the larger share of its two limits in use: its channels, and
+        the calls it can be sent within the lookahead at its current rate."""
+        channels = (self.open + self.assigned) / max(1, self.max_channels)
+        backlog = (self.queued + self.assigned) / _backlog_limit(self.rate, lookahead_s)
+        return max(channels, backlog)
+
+
+def _backlog_limit(rate: float, lookahead_s: float) -> int:
+    return max(1, math.ceil(rate * lookahead_s - 1e-9))
 
 
 _ROUTES = text(
@@ -147,13 +162,12 @@ class Chooser:
         """The route for one new attempt (its PBX then counts it), or None if all are full;
         `last_turn` is then when its PBX's pacing can send it, in seconds from now."""
         best: Route | None = None
-        best_key: tuple[int, int, str] | None = None
+        best_key: tuple[float, int, str] | None = None
         for route in routes:
             load = self.loads[route.pbx]
-            spare = load.spare(self.lookahead_s)
-            if spare <= 0:
+            if load.spare(self.lookahead_s) <= 0:
                 continue
-            key = (-spare, load.assigned, route.pbx)
+            key = (load.used(self.lookahead_s), load.assigned, route.pbx)
             if best_key is None or key < best_key:
                 best, best_key = route, key
         if best is not None:
