@@ -94,6 +94,10 @@ FAULTS = (
     "redis_restart",
     "pg_terminate",
 )
+# Stalls (`--stalls`, once each): a peer that hangs instead of dying, for `--stall-seconds`:
+# the simulator, the private Redis, the run's Postgres sessions (SIGSTOP, then SIGCONT). The
+# shared Postgres server itself is not stopped: other databases live on it.
+STALLS = ("sim_stop", "redis_stop", "pg_stop")
 # Last two digits: every simulator behaviour (01-09, 99) and two plain humans.
 TAILS = ("01", "02", "03", "04", "05", "06", "07", "08", "09", "99", "11", "37")
 CALLER_ID = "+12125550100"
@@ -115,6 +119,10 @@ def main() -> None:
         "--fault-gap", default="6,12", help="seconds between faults: a random pick in MIN,MAX"
     )
     parser.add_argument("--timeout", type=float, default=1800.0, help="give up after this")
+    parser.add_argument(
+        "--stalls", action="store_true", help=f"also stall each peer once: {', '.join(STALLS)}"
+    )
+    parser.add_argument("--stall-seconds", type=float, default=30.0, help="how long a stall lasts")
     parser.add_argument("--json", type=Path, help="write the results here as JSON")
     parser.add_argument("--work-dir", type=Path, help="logs and records (default: a temp dir)")
     parser.add_argument("--keep", action="store_true", help="keep the work dir after a pass")
@@ -312,6 +320,10 @@ class ChaosRun:
         self.incarnations = 0
         self.worker_count = 0
         self.faults: list[tuple[float, str, str]] = []
+        # (kind, wall time the fault ended) for the time to resume dialing after it.
+        self.fault_ends: list[tuple[str, float]] = []
+        self.rss_kb: dict[str, list[int]] = {"listener": [], "workers": []}  # samples
+        self.pg_sessions: dict[str, int] = {}
         self.killed: set[int] = set()  # pids this run killed on purpose
         self.unplanned: list[tuple[str, int | None]] = []
         self.dnc_added: list[dict[str, Any]] = []
@@ -597,6 +609,9 @@ class ChaosRun:
         args = self.args
         pending_kinds = list(FAULTS)
         self.rng.shuffle(pending_kinds)
+        if args.stalls:
+            pending_kinds += list(STALLS)
+        self.pg_sessions["before"] = self.run_sessions()
         next_fault = time.monotonic() + self.rng.uniform(*self.fault_gap)
         dnc_rounds = max(3, min(10, args.contacts // 100))
         next_dnc = time.monotonic() + self.rng.uniform(1.0, 3.0)
@@ -624,12 +639,14 @@ class ChaosRun:
                 )
                 next_progress = now + 15
             self.keep_alive()
+            self.sample_rss()
             quiet = not pending_kinds and state["open"] == 0 and not dialing
             if quiet:
                 settled_since = settled_since or now
                 # Settled for a few seconds: no straggler event or redelivery changes it.
                 if now - settled_since > 3:
                     self.say(f"{self.at()} settled: {state}")
+                    self.pg_sessions["after"] = self.run_sessions()
                     return
             else:
                 settled_since = None
@@ -683,7 +700,60 @@ class ChaosRun:
     def fault(self, kind: str) -> None:
         detail = getattr(self, f"fault_{kind}")()
         self.faults.append((time.monotonic() - self.t0, kind, detail))
+        self.fault_ends.append((kind, time.time()))
         self.say(f"{self.at()} fault {kind}: {detail}")
+
+    def stall(self, pids: list[int]) -> float:
+        """SIGSTOP `pids` for `--stall-seconds`, then SIGCONT; returns how long it lasted."""
+        started = time.monotonic()
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGSTOP)
+        try:
+            time.sleep(self.args.stall_seconds)
+        finally:
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGCONT)
+        return time.monotonic() - started
+
+    def fault_sim_stop(self) -> str:
+        took = self.stall([self.children["pbx-sim"].pid])
+        return f"simulator stopped (SIGSTOP) for {took:.1f}s: sockets open, nothing answered"
+
+    def fault_redis_stop(self) -> str:
+        took = self.stall([self.children["redis"].pid])
+        return f"private Redis stopped (SIGSTOP) for {took:.1f}s"
+
+    def fault_pg_stop(self) -> str:
+        with psycopg.connect(admin_conninfo(), autocommit=True) as conn:
+            pids = [
+                row[0]
+                for row in conn.execute(
+                    "SELECT pid FROM pg_stat_activity WHERE datname = %s"
+                    " AND backend_type = 'client backend'",
+                    (self.db_name,),
+                )
+            ]
+        took = self.stall(pids)
+        return f"{len(pids)} Postgres sessions of {self.db_name} stopped (SIGSTOP) for {took:.1f}s"
+
+    def run_sessions(self) -> int:
+        """Sessions open on the run's database (the dialer's, this script's own pool too)."""
+        with psycopg.connect(admin_conninfo(), autocommit=True) as conn:
+            return conn.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = %s"
+                " AND backend_type = 'client backend'",
+                (self.db_name,),
+            ).fetchone()[0]
+
+    def sample_rss(self) -> None:
+        listener = self.children.get("listener")
+        if listener is not None and listener.alive():
+            self.rss_kb["listener"].append(rss_kb(listener.pid))
+        pids = [p for w in self.live_workers() for p in (w.pid, *w.children())]
+        if pids:
+            self.rss_kb["workers"].append(max(rss_kb(p) for p in pids))
 
     def fault_worker_child(self) -> str:
         candidates = [(w, c) for w in self.live_workers() for c in w.children()]
@@ -966,8 +1036,35 @@ class ChaosRun:
             "final_outcomes": inv2,
             "window_and_dnc": inv3,
             "rate": inv4,
+            "recovery": self.recovery(attempts, received),
             "passed": all(i["passed"] for i in (inv1, inv2, inv3, inv4)),
         }
+
+    def recovery(self, attempts: dict[str, Any], received: Counter[str]) -> dict[str, Any]:
+        """Per fault, the seconds from its end to the first call sent after it that reached
+        the simulator; the peak RSS of the listener and of the largest worker process; the
+        run's Postgres sessions before the faults and once settled."""
+        sent = sorted(
+            a.sent_at.timestamp()
+            for call_id, a in attempts.items()
+            if a.sent_at is not None and received.get(call_id)
+        )
+        resumed = []
+        for kind, ended in self.fault_ends:
+            after = next((t for t in sent if t >= ended), None)
+            resumed.append(
+                {"fault": kind, "resume_s": None if after is None else round(after - ended, 2)}
+            )
+        rss = {
+            role: {
+                "first_mb": round(samples[0] / 1024, 1),
+                "peak_mb": round(max(samples) / 1024, 1),
+                "last_mb": round(samples[-1] / 1024, 1),
+            }
+            for role, samples in self.rss_kb.items()
+            if samples
+        }
+        return {"resume": resumed, "rss": rss, "pg_sessions": self.pg_sessions}
 
     def print_results(self, r: dict[str, Any]) -> None:
         def verdict(ok: bool) -> str:
@@ -1028,6 +1125,16 @@ class ChaosRun:
         if exited:
             say(f"   exited by themselves (restarted, not counted as faults): {', '.join(exited)}")
         say(f"   run time: {r['run_time_s']:.1f} s")
+        rec = r["recovery"]
+        say(
+            "6. Time to resume dialing after each fault (first call sent after it, received): "
+            + ", ".join(f"{x['fault']} {_seconds(x['resume_s'])}" for x in rec["resume"])
+        )
+        for role, m in rec["rss"].items():
+            say(
+                f"   {role} RSS: {m['first_mb']} MB at start, peak {m['peak_mb']}, last {m['last_mb']}"
+            )
+        say(f"   Postgres sessions on the run's database: {rec['pg_sessions']}")
         say(f"RESULT: {verdict(r['passed'])}")
 
 
@@ -1046,6 +1153,21 @@ ATTEMPT_CLASSES = (
 
 
 # -- helpers --------------------------------------------------------------------------------
+
+
+def _seconds(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f} s"
+
+
+def rss_kb(pid: int) -> int:
+    """Resident memory of `pid` in kB (0 if it is gone)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return 0
 
 
 def fixed_zone(now: dt.datetime, local_hour: int) -> str:

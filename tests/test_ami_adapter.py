@@ -914,3 +914,35 @@ def test_sync_client_from_a_plain_thread_against_the_simulator(pbx_sim: Any) -> 
     assert [r["action_id"] for r in records if r["action"] == "Originate"] == ["1704067200000_43"]
     login = next(r for r in records if r["action"] == "Login")
     assert dict(map(tuple, login["headers"]))["Events"] == "off"
+
+
+def test_a_full_event_queue_stops_the_reading_and_loses_nothing() -> None:
+    """With `max_queued_events`, the client stops reading the socket while that many events
+    wait (TCP holds the rest: the peer's writes back up), and reads on as they are taken:
+    every event arrives, in order."""
+    total, bound = 50_000, 100
+
+    async def behaviour(conn: int, frame: Frame, writer: asyncio.StreamWriter) -> bool:
+        if frame.get("Action") != "Flood":
+            return False
+        writer.write(wire("Response: Success", f"ActionID: {frame['ActionID']}"))
+        writer.write(b"".join(wire("Event: UserEvent", f"Seq: {i:06d}") for i in range(total)))
+        return True
+
+    async def scenario() -> None:
+        peer = await FaultPeer(behaviour=behaviour).start()
+        client = fast_client(peer.ami(), max_queued_events=bound)
+        await client.connect()
+        events = client.events()
+        assert (await next_event(client, events))["Event"] == CONNECTED_EVENT
+        await client.action({"Action": "Flood"})
+        await asyncio.sleep(0.5)  # nobody takes events: the reader must stop at the bound
+        # Unbounded, all 50,000 would be queued by now; the rest waits in the socket.
+        assert 0 < client.queued_events <= bound
+        received = [(await next_event(client, events))["Seq"] for _ in range(total)]
+        assert received == [f"{i:06d}" for i in range(total)]
+        assert client.connected  # the pause cost no reconnect
+        await client.close()
+        await peer.stop()
+
+    run(scenario(), timeout=60)

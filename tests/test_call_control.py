@@ -67,7 +67,19 @@ def test_call_references(text: str, kind: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "text", ["", "   ", "1700_7\r\nAction: Hangup", "PJSIP/MC\n-1", "no such thing", "a/"]
+    "text",
+    [
+        "",
+        "   ",
+        "1700_7\r\nAction: Hangup",
+        "PJSIP/MC\n-1",
+        "no such thing",
+        "a/",
+        "\u00b2",
+        "\u0663",
+        "1_\u00b2",
+        "9" * 19,
+    ],
 )
 def test_unusable_call_references_are_refused(text: str) -> None:
     with pytest.raises(cc.InputError):

@@ -550,6 +550,13 @@ def test_calls_list_and_show_commands(cli_env: str) -> None:
     missing = runner.invoke(cli, ["calls", "show", "42_42"])
     assert missing.exit_code == 1 and "42_42" in missing.output
 
+    # Odd references: a clear error, never a traceback ("²".isdigit() is true; int() fails).
+    for odd in ["\u00b2", "\u0663", "1_\u00b2", "9" * 19, "a\x00b", "1_2\n", "1-2", ""]:
+        refused = runner.invoke(cli, ["calls", "show", odd])
+        assert refused.exit_code == 1, (odd, refused.output)
+        assert refused.exception is None or isinstance(refused.exception, SystemExit), odd
+        assert "neither an attempt id" in refused.output, (odd, refused.output)
+
 
 def test_calls_export_command_writes_file_only_when_complete(cli_env: str, tmp_path: Path) -> None:
     runner = CliRunner()

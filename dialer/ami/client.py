@@ -187,11 +187,6 @@ def parse_frame(raw: bytes) -> Event | None:
 _BODY_RESPONSES = ("Response: Follows", "Response: Fail")
 
 
-def _split_assignment(text: str) -> tuple[str, str]:
-    name, _, value = text.partition("=")
-    return name, value
-
-
 class _ConnectionLost(Exception):
     """Internal: the connection ended while an action waited for its response."""
 
@@ -240,6 +235,8 @@ class _Session:
                 frame = parse_frame(raw)
                 if frame is not None:
                     self.client._dispatch(self, frame)
+                    if not self.client._room.is_set():
+                        await self.client._room.wait()
         except asyncio.IncompleteReadError:
             pass
         except asyncio.LimitOverrunError:
@@ -314,6 +311,7 @@ class AmiClient:
         ping_timeout: float = 10.0,
         reconnect_initial: float = 0.5,
         reconnect_max: float = 30.0,
+        max_queued_events: int | None = None,
     ) -> None:
         self.server = server
         self.events_enabled = events
@@ -331,6 +329,12 @@ class AmiClient:
         self._closing = False
         self._fatal: AmiError | None = None
         self._events: asyncio.Queue[Any] = asyncio.Queue()
+        # With a bound, the reader stops reading the socket while that many events wait for
+        # `events()`, and reads on once half of them are taken: TCP holds the rest (and a PBX
+        # whose writes time out drops the session; reconnecting reconciles). Never dropped here.
+        self.max_queued_events = max_queued_events
+        self._room = asyncio.Event()
+        self._room.set()
         self._ids = itertools.count(1)
         self._id_prefix = f"dialer-{os.getpid()}-{id(self):x}"
 
@@ -722,6 +726,18 @@ class AmiClient:
     def _emit(self, event: Event) -> None:
         if self.events_enabled:
             self._events.put_nowait(event)
+            bound = self.max_queued_events
+            if bound is not None and self._events.qsize() >= bound:
+                self._room.clear()
+
+    def _taken(self) -> None:
+        """An event was taken from the queue: let the reader go on once half are taken."""
+        if not self._room.is_set() and self._events.qsize() <= (self.max_queued_events or 0) // 2:
+            self._room.set()
+
+    @property
+    def queued_events(self) -> int:
+        return self._events.qsize()
 
     async def events(self) -> AsyncIterator[Event]:
         """Every event in arrival order, with `DialerConnected`/`DialerDisconnected` markers.
@@ -733,6 +749,7 @@ class AmiClient:
             raise AmiError("this client was created with events=False")
         while True:
             item = await self._events.get()
+            self._taken()
             if item is _STOP:
                 self._events.put_nowait(_STOP)  # later calls end too
                 if self._fatal is not None:
@@ -749,6 +766,7 @@ class AmiClient:
             item = await asyncio.wait_for(self._events.get(), max(0.0, timeout))
         except TimeoutError:
             return None
+        self._taken()
         if item is _STOP:
             self._events.put_nowait(_STOP)
             return None
@@ -761,6 +779,7 @@ class AmiClient:
         dropped = 0
         while not self._events.empty():
             item = self._events.get_nowait()
+            self._taken()
             if item is _STOP:
                 self._events.put_nowait(_STOP)
                 break

@@ -121,7 +121,7 @@ def listen(
         reconcile=ReconcileOptions(grace_s=grace, min_age_s=min_age),
         filter_events=filter_events,
     )
-    engine = make_engine(settings.database_url)
+    engine = make_engine(settings.database_url, service=True, role="dialer listener")
     tune_collector()
     listeners = [Listener(engine, server, options=options) for server in servers]
     log.info("listening to %s", ", ".join(f"{s.name} at {s.address}" for s in servers))

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from sqlalchemy import delete, func, select, text, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
@@ -272,19 +272,3 @@ def list_numbers(
         }
         for entry, campaign_name in session.execute(query).all()
     ]
-
-
-def is_listed(session: Session, e164: str, campaign_id: int) -> bool:
-    """Is the number on the global list or this campaign's? (the dial-time check)"""
-    return (
-        session.scalar(
-            select(text("1"))
-            .select_from(DncNumber)
-            .where(
-                DncNumber.phone_e164 == e164,
-                (DncNumber.campaign_id.is_(None)) | (DncNumber.campaign_id == campaign_id),
-            )
-            .limit(1)
-        )
-        is not None
-    )

@@ -193,11 +193,14 @@ class CallRef:
     value: str
 
 
+_ATTEMPT_ID = re.compile(r"[0-9]{1,18}")
+
+
 def parse_call_ref(text: str) -> CallRef:
     value = checked(text, "CALL_ID")
-    if CALL_ID.match(value):
+    if CALL_ID.fullmatch(value):
         return CallRef("call_id", value)
-    if value.isdigit():
+    if _ATTEMPT_ID.fullmatch(value):  # ASCII digits: str.isdigit also takes "²"
         return CallRef("attempt_id", value)
     if _CHANNEL_NAME.match(value):
         return CallRef("channel", value)

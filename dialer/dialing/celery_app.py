@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import select
 import threading
 import weakref
 from collections.abc import Callable, Sequence
@@ -38,7 +39,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from dialer.ami.blocking import SyncAmiClient
 from dialer.ami.client import AmiError
-from dialer.db import make_engine, make_sessionmaker
+from dialer.db import connect_args, make_engine, make_sessionmaker
 from dialer.dialing.broker import DISPATCH_QUEUE as DISPATCH_QUEUE
 from dialer.dialing.broker import ORIGINATE_QUEUE as ORIGINATE_QUEUE
 from dialer.dialing.broker import BrokerNames, broker_names, is_redis
@@ -67,6 +68,13 @@ class WorkerOptions:
     tick: TickOptions = field(default_factory=TickOptions)
 
 
+# `pg_stat_activity.application_name` of a worker's sessions.
+DB_ROLE = "dialer worker"
+BROKER_CONNECT_TIMEOUT_S = 5.0
+REDIS_SOCKET_TIMEOUT_S = 30.0
+REDIS_HEALTH_CHECK_S = 25
+
+
 def deployment_names(settings: Settings, options: WorkerOptions) -> BrokerNames:
     """The broker names of the deployment these settings and options describe."""
     return broker_names(settings.broker_url, options.broker_key_prefix or settings.broker_prefix)
@@ -81,6 +89,13 @@ def celery_config(settings: Settings, options: WorkerOptions) -> dict[str, Any]:
             "visibility_timeout": options.visibility_timeout_s,
             "unacked_restore_interval": options.restore_interval_s,
             "unacked_restore_throttle": 1,
+            # No wait without a deadline: a Redis that hangs (stopped, a partition) fails the
+            # call, and kombu reconnects, instead of leaving a worker waiting on the socket.
+            # Longer than the transport's own 1-s BRPOP polls.
+            "socket_connect_timeout": BROKER_CONNECT_TIMEOUT_S,
+            "socket_timeout": REDIS_SOCKET_TIMEOUT_S,
+            "socket_keepalive": True,
+            "health_check_interval": REDIS_HEALTH_CHECK_S,
         }
         if names.key_prefix:
             transport["global_keyprefix"] = names.key_prefix
@@ -88,6 +103,7 @@ def celery_config(settings: Settings, options: WorkerOptions) -> dict[str, Any]:
         "broker_url": settings.broker_url,
         "broker_transport_options": transport,
         "broker_connection_retry_on_startup": True,
+        "broker_connection_timeout": BROKER_CONNECT_TIMEOUT_S,
         "result_backend": None,
         "task_ignore_result": True,
         "task_acks_late": True,
@@ -191,7 +207,10 @@ class Runtime:
     def engine(self) -> Engine:
         with self._lock:
             if self._engine is None:
-                self._engine = make_engine(self.settings.database_url, pool_size=4, max_overflow=4)
+                self._engine = make_engine(
+                    self.settings.database_url, service=True, role=DB_ROLE, pool_size=4,
+                    max_overflow=4,
+                )  # fmt: skip
             return self._engine
 
     @property
@@ -203,14 +222,32 @@ class Runtime:
             return self._sessions
 
     def connection(self) -> psycopg.Connection[Any]:
-        """This thread's autocommit psycopg connection for the originate hot path."""
+        """This thread's autocommit psycopg connection for the originate hot path: a new one
+        when the last is closed, broken, or was ended by the server while idle (a Postgres
+        restart, `pg_terminate_backend`); the dead one is closed and forgotten."""
         conn: psycopg.Connection[Any] | None = getattr(self._local, "conn", None)
-        if conn is None or conn.closed or conn.broken:
-            conn = psycopg.connect(libpq_url(self.settings.database_url), autocommit=True)
+        if conn is not None and (conn.closed or conn.broken or not still_open(conn)):
+            self.drop_connection(conn)
+            conn = None
+        if conn is None:
+            conn = psycopg.connect(
+                libpq_url(self.settings.database_url),
+                autocommit=True,
+                **connect_args(service=True, role=DB_ROLE),
+            )
             self._local.conn = conn
             with self._lock:
                 self._connections.append(conn)
         return conn
+
+    def drop_connection(self, conn: psycopg.Connection[Any]) -> None:
+        """Close `conn` and forget it (a connection found dead)."""
+        with contextlib.suppress(Exception):
+            conn.close()
+        with self._lock:
+            self._connections = [c for c in self._connections if c is not conn]
+        if getattr(self._local, "conn", None) is conn:
+            self._local.conn = None
 
     def ami_for(self, pbx: str) -> SyncAmiClient:
         """This thread's client for `pbx`, connected and logged in on first use.
@@ -244,6 +281,19 @@ class Runtime:
 
 
 _RUNTIMES: weakref.WeakSet[Runtime] = weakref.WeakSet()
+
+
+def still_open(conn: psycopg.Connection[Any]) -> bool:
+    """Whether an idle connection is still usable, without a round trip: the server sends
+    nothing on an idle connection unless it is ending it (or, rarely, a notice), so a readable
+    socket is checked with a query."""
+    try:
+        readable, _, _ = select.select([conn.fileno()], [], [], 0)
+        if readable:
+            conn.execute("SELECT 1")
+    except (psycopg.Error, OSError, ValueError):
+        return False
+    return True
 
 
 def libpq_url(database_url: str) -> str:

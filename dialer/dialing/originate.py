@@ -30,6 +30,10 @@ wrong dial string); `OriginateFateUnknown` -> the attempt stays `originating`
 with `send_error` set, for reconciliation against the PBX: never sent again; `OriginateRejected`
 (Asterisk refused, no call exists) -> the PBX is reported `refusing`, the attempt ended with
 outcome `failed` and the contact re-scheduled like any failed attempt. An attempt stopped by the last checks is `not_sent`.
+A database connection that died under the task (a Postgres restart or failover): before the
+send, the attempt is given back through a fresh connection (`reconnect`), due at once, and
+the task ends `not_sent`; under the claim, `ClaimInterrupted` lets the task claim again on a
+fresh connection (the claim is conditional, so at most one of the two can take it).
 
 This is the dialer's hot path, so it talks to Postgres through a plain psycopg connection in
 autocommit mode (no ORM), three round trips per call: the claim; the slots (the trunk's and the
@@ -248,6 +252,12 @@ _REJECTED = """
 """
 
 
+class ClaimInterrupted(Exception):
+    """The connection died under the claim. The attempt is still queued, or was claimed by
+    that very statement; claiming it again on another connection is safe (the claim is
+    conditional: at most one succeeds)."""
+
+
 def originate_attempt(
     conn: psycopg.Connection[Any],
     attempt_id: int,
@@ -256,12 +266,20 @@ def originate_attempt(
     send_timeout: float = 10.0,
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.time,
+    reconnect: Callable[[], psycopg.Connection[Any]] | None = None,
 ) -> Result:
     """Send call attempt `attempt_id` at most once (see the module doc); returns what happened.
 
     `conn` must be in autocommit mode; `ami_for(pbx)` gives the client for the trunk's PBX.
+    `reconnect()`, if given, gives a fresh connection to give the attempt back on when `conn`
+    died before anything was sent (else the attempt waits for reconciliation).
     """
-    (claimed,) = _run(conn, _call("dialer_claim", attempt_id))
+    try:
+        (claimed,) = _run(conn, _call("dialer_claim", attempt_id))
+    except psycopg.OperationalError as exc:
+        if conn.closed or conn.broken:
+            raise ClaimInterrupted(str(exc)) from exc
+        raise
     claimed = claimed[0] if claimed else None
     if claimed is None:
         return _not_claimed(conn, attempt_id)
@@ -303,7 +321,10 @@ def originate_attempt(
             )  # fmt: skip
             return Result.NOT_SENT
         except Exception as exc:  # the database failed us; nothing was sent
-            _give_back(conn, attempt_id, "originating", f"not sent: {exc}", UNREACHABLE_RETRY_S)
+            if _give_back_after_db_error(conn, reconnect, attempt_id, exc):
+                log.warning("attempt %s: not sent, given back: database connection lost (%s)",
+                            call_id, exc)  # fmt: skip
+                return Result.NOT_SENT
             raise
         if isinstance(sent, Result):
             return _stopped_before_send(conn, attempt_id, sent)
@@ -318,6 +339,32 @@ def originate_attempt(
         f"not sent: no send within its pacing slot ({missed})", UNREACHABLE_RETRY_S,
     )  # fmt: skip
     return Result.NOT_SENT
+
+
+def _give_back_after_db_error(
+    conn: psycopg.Connection[Any],
+    reconnect: Callable[[], psycopg.Connection[Any]] | None,
+    attempt_id: int,
+    exc: BaseException,
+) -> bool:
+    """Nothing was sent: the attempt goes back, due at once when the connection died (the
+    database is back, or soon will be), on a fresh connection if `conn` is dead. True when
+    the connection had died and the attempt went back through a fresh one: a Postgres
+    restart, handled, not an error of the task."""
+    dead = conn.closed or conn.broken
+    if dead and reconnect is not None:
+        try:
+            conn = reconnect()
+        except psycopg.Error as exc_db:
+            log.warning("attempt %s: not given back: %s", attempt_id, exc_db)
+            return False
+    delay = 0.0 if dead else UNREACHABLE_RETRY_S
+    try:
+        _give_back(conn, attempt_id, "originating", f"not sent: {exc}", delay)
+    except psycopg.Error as exc_db:  # left to reconciliation
+        log.warning("attempt %s: not given back: %s", attempt_id, exc_db)
+        return False
+    return dead and reconnect is not None
 
 
 def _pbx_unavailable(

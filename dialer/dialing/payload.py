@@ -94,10 +94,6 @@ class TrunkRoute:
     name: str = DEFAULT_TRUNK
     channel_template: str = DEFAULT_CHANNEL_TEMPLATE
 
-    @classmethod
-    def from_trunk(cls, trunk: _TrunkLike) -> TrunkRoute:
-        return cls(name=trunk.name, channel_template=trunk.channel_template)
-
     def channel_for(self, number: str) -> str:
         """The dial string for `number`; only `{number}` and `{trunk}` are substituted."""
         if "{number}" not in self.channel_template:
@@ -127,11 +123,6 @@ class _CampaignLike(Protocol):
     amd_enabled: bool
     caller_id_name: str | None
     region: str
-
-
-class _TrunkLike(Protocol):
-    name: str
-    channel_template: str
 
 
 def custom_call_id(epoch_ms: int, attempt_id: int) -> str:

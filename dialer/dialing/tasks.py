@@ -18,7 +18,7 @@ from dialer.dialing.celery_app import (
     enqueue_originates,
 )
 from dialer.dialing.dispatch import run_tick
-from dialer.dialing.originate import originate_attempt
+from dialer.dialing.originate import ClaimInterrupted, originate_attempt
 
 log = logging.getLogger(__name__)
 
@@ -54,10 +54,22 @@ def originate_call(self: Task, attempt_id: int) -> str:
     """Send the Originate of one call attempt, at most once."""
     app = _app(self)
     runtime = app.runtime
-    result = originate_attempt(
-        runtime.connection(),
-        int(attempt_id),
-        runtime.ami_for,
-        send_timeout=app.worker_options.send_timeout_s,
-    )
-    return result.value
+    for turn in range(2):
+        conn = runtime.connection()
+        try:
+            result = originate_attempt(
+                conn,
+                int(attempt_id),
+                runtime.ami_for,
+                send_timeout=app.worker_options.send_timeout_s,
+                reconnect=runtime.connection,
+            )
+        except ClaimInterrupted:
+            # The connection died under the claim (a Postgres restart): claim again on a
+            # fresh one rather than leave the attempt for the tick's requeue, a minute on.
+            runtime.drop_connection(conn)
+            if turn:
+                raise
+            continue
+        return result.value
+    raise AssertionError("unreachable")

@@ -15,6 +15,12 @@ its own connection and its share of the calls (by custom_call_id), writing one b
 a call's events are applied in order, and one writer's batch is prepared while another's is in
 the database. A batch that cannot be written is kept and tried again.
 
+Memory is bounded by construction: the writers hold at most `max_buffered` events together
+(with a batch being written); at that bound the listener stops taking events from its AMI
+client until a write makes room, and the client, holding at most `max_queued_events`, stops
+reading the socket (TCP holds the rest; a PBX whose writes then time out drops the session,
+and the reconnect reconciles). Nothing is dropped on the way: `stats.paused` counts the pauses.
+
 A failed OriginateResponse does not close its call at once: when a channel was created its
 Hangup follows and carries the better cause (a PJSIP 486 Busy gives Reason 0 but cause 17), so
 the listener waits `originate_settle` seconds for it first.
@@ -92,9 +98,11 @@ class ListenerOptions:
     # After the channel snapshot, let events already on their way arrive before judging.
     snapshot_settle: float = 1.0
     filter_events: bool = True
-    # Events kept while the database is unreachable; beyond this the oldest are dropped
-    # (reconciliation closes those calls later).
-    max_backlog: int = 1_000_000
+    # Events buffered for writing, all writers together (a few hundred bytes each): at this
+    # bound the listener stops taking events until a write makes room (see the module doc).
+    max_buffered: int = 100_000
+    # Events the AMI client holds for the listener; at this bound it stops reading the socket.
+    max_queued_events: int = 10_000
     retry_delay_max: float = 10.0
     # The listener's beat in the PBX's row: how every host knows it is alive (connected or not).
     heartbeat_interval: float = pbxs.HEARTBEAT_INTERVAL_S
@@ -112,7 +120,7 @@ class ListenerStats:
     dnc_added: int = 0
     reconciled: int = 0  # attempts closed by reconciliation
     write_errors: int = 0
-    dropped: int = 0
+    paused: int = 0  # times taking events was paused: the writers held max_buffered
     recordings: int = 0  # MixMonitor started for recording campaigns
     latencies: deque[float] = field(default_factory=lambda: deque(maxlen=1_000_000))
 
@@ -135,7 +143,7 @@ class ListenerStats:
             "reconciled": self.reconciled,
             "dnc_added": self.dnc_added,
             "write_errors": self.write_errors,
-            "dropped": self.dropped,
+            "paused": self.paused,
             "recordings": self.recordings,
             "p99_latency_ms": None if p99 is None else round(p99 * 1000, 1),
         }
@@ -248,13 +256,16 @@ class Listener:
         self.options = options or ListenerOptions()
         self.stats = ListenerStats()
         self.correlator = Correlator()
-        self._client_factory = client_factory or (lambda s: AmiClient(s, events=True))
+        self._client_factory = client_factory or (
+            lambda s: AmiClient(s, events=True, max_queued_events=self.options.max_queued_events)
+        )
         self._writers = [_Writer(CallStore(engine)) for _ in range(max(1, self.options.writers))]
         self._tasks: set[asyncio.Task[Any]] = set()
         self._reconciling = asyncio.Lock()
         self._client: AmiClient | None = None
         # PBX states to report, in order (None: stop reporting).
         self._states: asyncio.Queue[tuple[str, str] | None] | None = None
+        self._room = asyncio.Event()  # set by each write that went through
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -284,6 +295,8 @@ class Listener:
         try:
             async for event in client.events():
                 self.handle(event, client)
+                if self.buffered >= self.options.max_buffered:
+                    await self._wait_for_room()
         finally:
             for task in [*background, *self._tasks]:
                 task.cancel()
@@ -364,6 +377,26 @@ class Listener:
             writer.settling[call_id] = _Held(loop.time() + self.options.originate_settle)
         if len(writer.buffer) >= self.options.max_batch:
             writer.wake.set()
+
+    @property
+    def buffered(self) -> int:
+        """Events held for writing, all writers together."""
+        return sum(len(w.buffer) for w in self._writers)
+
+    async def _wait_for_room(self) -> None:
+        """Take no more events until the writers hold fewer than `max_buffered`."""
+        self.stats.paused += 1
+        log.warning(
+            "listener %s: %d events wait for the database; reading paused until it takes them",
+            self.pbx, self.buffered,
+        )  # fmt: skip
+        while self.buffered >= self.options.max_buffered:
+            self._room.clear()
+            for writer in self._writers:
+                writer.wake.set()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._room.wait(), self.options.flush_interval)
+        log.info("listener %s: reading again", self.pbx)
 
     def _pbx_down(self, why: str) -> None:
         """The PBX shut down or was lost: the closes held now are the PBX's doing."""
@@ -490,6 +523,7 @@ class Listener:
                 return
             writer.failures = 0
             self._account(batch, result)
+            self._room.set()
             for call_id, channel in result.record:
                 self._spawn(self._start_recording(call_id, channel))
 
@@ -531,11 +565,6 @@ class Listener:
         writer.buffer[:0] = batch
         for close in due:
             writer.settling.setdefault(close.call_id, _Held(now, close.reason, close.ended_at))
-        excess = len(writer.buffer) - self.options.max_backlog // len(self._writers)
-        if excess > 0:
-            del writer.buffer[:excess]
-            self.stats.dropped += excess
-            log.error("listener %s: backlog full, %d oldest events dropped", self.pbx, excess)
 
     def _account(self, batch: list[Observation], result: BatchResult) -> None:
         stats = self.stats

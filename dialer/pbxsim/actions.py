@@ -70,11 +70,6 @@ def _permitted(session: AmiSession, name: str) -> bool:
     return not needed or bool(needed & write)
 
 
-def handlers() -> dict[str, Handler]:
-    """Action name (lower case) -> handler."""
-    return _HANDLERS
-
-
 def command_list() -> list[tuple[str, str, str]]:
     """(action, synopsis, privilege) of every action the simulator answers."""
     rows = []

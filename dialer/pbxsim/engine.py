@@ -219,14 +219,6 @@ class Engine:
             events.soft_hangup_request(partner, codes.CAUSE_NORMAL_CLEARING)
             self.destroy(partner, cause)
 
-    def remote_hangup(self, near: Channel, far: Channel | None) -> None:
-        """The far end hung up: the callee half of a Local pair, or the PJSIP peer (BYE)."""
-        if far is not None and far.alive:
-            self.hangup_from(far, near, codes.CAUSE_NORMAL_CLEARING)
-            return
-        self.events.hangup_request(near, codes.CAUSE_NORMAL_CLEARING)
-        self.destroy(near, codes.CAUSE_NORMAL_CLEARING)
-
     # -- originate ------------------------------------------------------------------------------
 
     def fail_originate(self, request: OriginateRequest, reason: int) -> None:

@@ -105,9 +105,28 @@ class CampaignNotFound(LookupError):
 
 
 class CallNotFound(LookupError):
-    def __init__(self, ref: str) -> None:
-        super().__init__(f"no call attempt with id or call id {ref!r}")
+    def __init__(self, ref: str, message: str | None = None) -> None:
+        super().__init__(message or f"no call attempt with id or call id {ref!r}")
         self.ref = ref
+
+
+# ASCII digits only (str.isdigit also takes "²" and other scripts' digits), within a bigint.
+_ATTEMPT_ID = re.compile(r"[0-9]{1,18}")
+_CALL_ID = re.compile(r"[0-9]{1,20}_[0-9]{1,20}")
+
+
+def call_lookup(ref: str) -> tuple[str, int | str]:
+    """The report column and value naming the call `ref` (an attempt id or a custom_call_id);
+    CallNotFound with the reason if it can be neither."""
+    if _ATTEMPT_ID.fullmatch(ref):
+        return "attempt_id", int(ref)
+    if _CALL_ID.fullmatch(ref):
+        return "call_id", ref
+    raise CallNotFound(
+        ref,
+        f"{ref!r} is neither an attempt id (up to 18 digits, 0-9) nor a call id "
+        "(<epoch_ms>_<attempt id>, e.g. 1767225600000_42)",
+    )
 
 
 def _rows(conn: Connection, query: str, **params: Any) -> list[dict[str, Any]]:
@@ -181,8 +200,7 @@ def list_calls(
 
 def get_call(conn: Connection, ref: str) -> dict[str, Any]:
     """One attempt by attempt id or custom_call_id, with its payload and its `events` timeline."""
-    column = "attempt_id" if ref.isdigit() else "call_id"
-    value: int | str = int(ref) if ref.isdigit() else ref
+    column, value = call_lookup(ref)
     rows = _rows(conn, f"SELECT * FROM call_attempts_report WHERE {column} = :value", value=value)
     if not rows:
         raise CallNotFound(ref)

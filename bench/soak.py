@@ -1,0 +1,255 @@
+"""Soak: a campaign dialled at the simulator's pace for a long time, memory sampled throughout.
+
+`dialer worker` (as README starts it) and `dialer listen` against one simulator; one trunk of
+`--cps` calls/s and contacts enough for the whole run, on numbers covering the simulator's
+callee behaviours (humans who press or not, machines, busy, no answer, voicemail...), so calls
+are up for seconds and every kind of event and outcome goes through. Every `--sample-every`
+seconds the resident memory (RSS) of the listener and of each worker process is read, and the
+run's Postgres sessions counted.
+
+Prints, per process: RSS at the end of the warm-up, peak, last, and the growth after warm-up
+per hour (least-squares slope over the samples after `--warmup` seconds); the Postgres
+sessions at the start and at the end; calls sent and ended.
+
+Example:
+    .venv/bin/python bench/soak.py                       # an hour at 20 calls/s
+    .venv/bin/python bench/soak.py --minutes 10 --cps 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import os
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from sqlalchemy import insert, text
+from sqlalchemy.engine import make_url
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from dial_throughput import free_port, spawn, stop, wait_for_port, wait_for_text  # noqa: E402
+
+from dialer import migrate  # noqa: E402
+from dialer.db import make_engine  # noqa: E402
+from dialer.dialing.broker import delete_namespace  # noqa: E402
+from dialer.models import Campaign, Contact, Trunk, TrunkRoute  # noqa: E402
+
+SERVER_URL = os.environ.get(
+    "DIALER_BENCH_SERVER_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+)
+BROKER_URL = os.environ.get("DIALER_BENCH_BROKER_URL", "redis://127.0.0.1:6379/0")
+# Callee behaviours of the simulator, by the number's last two digits (README, "pbx-sim").
+TAILS = ("01", "02", "03", "04", "05", "06", "07", "08", "09", "11", "37")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--minutes", type=float, default=60.0)
+    parser.add_argument("--cps", type=float, default=20.0, help="the trunk's calls/s")
+    parser.add_argument("--speed", type=float, default=5.0, help="simulator speed factor")
+    parser.add_argument("--warmup", type=float, default=300.0, help="seconds before the slope")
+    parser.add_argument("--sample-every", type=float, default=10.0)
+    args = parser.parse_args()
+    run(args)
+
+
+def run(args: argparse.Namespace) -> None:
+    run_id = uuid.uuid4().hex[:8]
+    db_name = f"dialer_soak_{run_id}"
+    prefix = f"dialer-soak-{run_id}"
+    work = Path(tempfile.mkdtemp(prefix="dialer-soak-"))
+    admin = make_url(SERVER_URL).set(drivername="postgresql").render_as_string(hide_password=False)
+    database_url = make_url(SERVER_URL).set(database=db_name).render_as_string(hide_password=False)
+    processes: list[Any] = []
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(db_name)))
+    try:
+        migrate.upgrade(database_url)
+        engine = make_engine(database_url)
+        seconds = args.minutes * 60
+        load(engine, args.cps, int(args.cps * (seconds + 60)))
+        port = free_port()
+        sim = spawn(
+            [sys.executable, "-m", "dialer", "pbx-sim", "--host", "127.0.0.1", "--port",
+             str(port), "--speed", str(args.speed)],
+            work / "pbx-sim.log", {"DIALER_LOG_LEVEL": "WARNING"},
+        )  # fmt: skip
+        processes.append(sim)
+        wait_for_port(port, sim)
+        env = {
+            "DIALER_DATABASE_URL": database_url,
+            "DIALER_BROKER_URL": BROKER_URL,
+            "DIALER_BROKER_PREFIX": prefix,
+            "DIALER_AMI_HOST": "127.0.0.1",
+            "DIALER_AMI_PORT": str(port),
+            "DIALER_LOG_LEVEL": "WARNING",
+        }
+        listener = spawn([sys.executable, "-m", "dialer", "listen"], work / "listener.log", env)
+        processes.append(listener)
+        worker_log = work / "worker.log"
+        worker_env = {**env, "DIALER_LOG_LEVEL": "INFO"}
+        worker = spawn([sys.executable, "-m", "dialer", "worker"], worker_log, worker_env)
+        processes.append(worker)
+        wait_for_text(worker_log, "ready.", worker)
+        with engine.begin() as conn:
+            conn.execute(text("UPDATE campaigns SET status = 'running'"))
+        started = time.monotonic()
+        samples: dict[str, list[tuple[float, float]]] = {}
+        sessions: list[int] = []
+        while time.monotonic() - started < seconds:
+            at = time.monotonic() - started
+            roles = {"listener": [listener.pid], "worker supervisor": [worker.pid]}
+            for n, pid in enumerate(descendants(worker.pid)):
+                roles[f"worker process {n}"] = [pid]
+            for role, pids in roles.items():
+                mb = sum(rss_kb(p) for p in pids) / 1024
+                if mb:
+                    samples.setdefault(role, []).append((at, mb))
+            sessions.append(run_sessions(admin, db_name))
+            for proc in processes:
+                if proc.poll() is not None:
+                    raise SystemExit(f"{proc.args!r} exited with {proc.returncode}")
+            time.sleep(args.sample_every)
+        with engine.connect() as conn:
+            counts = conn.execute(
+                text(
+                    "SELECT count(sent_at) AS sent, count(*) FILTER (WHERE status = 'ended')"
+                    " AS ended, count(*) FILTER (WHERE status IN ('queued', 'originating', 'up'))"
+                    " AS open FROM call_attempts"
+                )
+            ).one()
+        engine.dispose()
+        report(args, samples, sessions, counts)
+    finally:
+        for proc in reversed(processes):
+            with contextlib.suppress(Exception):
+                stop(proc)
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(db_name))
+            )
+        delete_namespace(BROKER_URL, prefix)
+
+
+def load(engine: Any, cps: float, total: int) -> None:
+    now = dt.datetime.now(dt.UTC)
+    offset = 14 - now.hour  # a fixed-offset zone where it is about 14:00: always in hours
+    zone = "Etc/UTC" if offset == 0 else f"Etc/GMT{-offset:+d}"
+    with engine.begin() as conn:
+        trunk_id = conn.execute(
+            insert(Trunk).values(name="T", cps=cps, max_channels=10_000).returning(Trunk.id)
+        ).scalar_one()
+        conn.execute(insert(TrunkRoute).values(trunk_id=trunk_id, pbx="default"))
+        campaign_id = conn.execute(
+            insert(Campaign)
+            .values(
+                name="soak",
+                trunk_id=trunk_id,
+                status="draft",
+                caller_id_number="+19876543210",
+                ivr_file="welcome_message",
+                calling_days=[1, 2, 3, 4, 5, 6, 7],
+                max_attempts=1,
+            )  # fmt: skip
+            .returning(Campaign.id)
+        ).scalar_one()
+        for start in range(0, total, 20_000):
+            conn.execute(
+                insert(Contact),
+                [
+                    {
+                        "campaign_id": campaign_id,
+                        "phone_e164": phone_number(i),
+                        "phone_raw": "-",
+                        "timezones": [zone],
+                    }
+                    for i in range(start, min(total, start + 20_000))
+                ],
+            )
+
+
+def phone_number(i: int) -> str:
+    """Unique for i < 880,000; its last two digits pick the callee's behaviour."""
+    n = i // len(TAILS)
+    return f"+1212{200 + n // 100 % 800:03d}{n % 100:02d}{TAILS[i % len(TAILS)]}"
+
+
+def descendants(pid: int) -> list[int]:
+    found: list[int] = []
+    with contextlib.suppress(OSError):
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with contextlib.suppress(OSError):
+                children = Path(f"/proc/{pid}/task/{task}/children").read_text().split()
+                for child in map(int, children):
+                    found += [child, *descendants(child)]
+    return found
+
+
+def rss_kb(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
+def run_sessions(admin: str, db_name: str) -> int:
+    with psycopg.connect(admin, autocommit=True) as conn:
+        return conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = %s"
+            " AND backend_type = 'client backend'",
+            (db_name,),
+        ).fetchone()[0]
+
+
+def slope_per_hour(points: list[tuple[float, float]]) -> float | None:
+    """Least-squares slope of (seconds, MB), in MB per hour."""
+    if len(points) < 3:
+        return None
+    n = len(points)
+    mx = sum(x for x, _ in points) / n
+    my = sum(y for _, y in points) / n
+    var = sum((x - mx) ** 2 for x, _ in points)
+    if var == 0:
+        return None
+    return sum((x - mx) * (y - my) for x, y in points) / var * 3600
+
+
+def report(
+    args: argparse.Namespace,
+    samples: dict[str, list[tuple[float, float]]],
+    sessions: list[int],
+    counts: Any,
+) -> None:
+    print(
+        f"soak: {args.minutes:g} min at {args.cps:g} calls/s, simulator speed {args.speed:g}; "
+        f"{counts.sent} calls sent, {counts.ended} ended, {counts.open} open at the end"
+    )
+    for role, points in samples.items():
+        after = [(t, mb) for t, mb in points if t >= args.warmup]
+        warm = after[0][1] if after else points[-1][1]
+        slope = slope_per_hour(after)
+        growth = "-" if slope is None else f"{slope:+.1f} MB/hour"
+        print(
+            f"  {role}: {points[0][1]:.1f} MB at start, {warm:.1f} after warm-up, peak "
+            f"{max(mb for _, mb in points):.1f}, last {points[-1][1]:.1f}; after warm-up {growth}"
+        )
+    if sessions:
+        print(
+            f"  Postgres sessions of the run's database: {sessions[0]} at start, "
+            f"{max(sessions)} at most, {sessions[-1]} at the end"
+        )
+
+
+if __name__ == "__main__":
+    main()
