@@ -501,9 +501,17 @@ def test_listener_asks_only_for_the_events_it_uses(
 ) -> None:
     listener = Listener(engine, pbx_sim.server, options=fast_options)
 
+    def asked() -> bool:
+        records = pbx_sim.records()
+        filters = sum(1 for r in records if r["action"] == "Filter")
+        return filters >= 5 and any(r["action"] == "CoreShowChannels" for r in records)
+
     async def scenario() -> list[dict[str, Any]]:
         stop, task = await _run_listener(listener)
-        await asyncio.sleep(0.5)
+        for _ in range(200):  # until it has asked (10 s at most), not a fixed sleep
+            if await asyncio.to_thread(asked):
+                break
+            await asyncio.sleep(0.05)
         stop.set()
         await asyncio.wait_for(task, 10)
         return pbx_sim.records()

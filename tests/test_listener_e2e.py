@@ -334,7 +334,10 @@ def test_simulator_restarted_with_calls_up(engine: Engine, pbx_sim: Any) -> None
         task = asyncio.create_task(listener.run(stop))
         await connected(listener)
         await send(pbx_sim.server, engine, attempts, PJSIP)
-        await asyncio.sleep(1.0)
+        for _ in range(200):  # every call up (10 s at most), not a fixed sleep
+            if await asyncio.to_thread(pbx_sim.active_calls) == len(attempts):
+                break
+            await asyncio.sleep(0.05)
         assert await asyncio.to_thread(pbx_sim.active_calls) == len(attempts)
         await asyncio.to_thread(pbx_sim.restart)  # every call vanishes without an event
         await wait_all_ended(engine, 40)
