@@ -158,7 +158,13 @@ def test_over_cps_calls_come_later_the_further_over_then_are_refused(pbx_sim: Pb
     refused = [c for c in burst if c.refused]
     # One placed at once, then one every 1/20 s for 1 s; the rest would wait longer.
     assert 17 <= len(placed) <= 28, [round(c.latency, 2) for c in burst]
-    assert refused and burst.index(refused[0]) == len(placed), "refusals start past the bound"
+    assert refused, [round(c.latency, 2) for c in burst]
+    first = burst.index(refused[0])
+    assert first >= 17, "refusals start past the bound"
+    # The queue is first come, first placed: once it is full, what arrives is refused, unless
+    # a slot freed meanwhile (the burst takes a few ms to arrive, more on a loaded machine).
+    placed_after = [c for c in burst[first:] if not c.refused]
+    assert len(placed_after) <= 2, [(c.refused, round(c.latency, 2)) for c in burst]
     latencies = [c.latency for c in placed]
     assert latencies[0] < 0.3
     assert latencies[-1] > 0.7, latencies  # the tail waited close to the bound
