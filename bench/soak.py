@@ -35,7 +35,14 @@ from sqlalchemy import insert, text
 from sqlalchemy.engine import make_url
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from dial_throughput import free_port, spawn, stop, wait_for_port, wait_for_text  # noqa: E402
+from dial_throughput import (  # noqa: E402
+    descendants,
+    free_port,
+    spawn,
+    stop,
+    wait_for_port,
+    wait_for_text,
+)
 
 from dialer import migrate  # noqa: E402
 from dialer.db import make_engine  # noqa: E402
@@ -107,7 +114,7 @@ def run(args: argparse.Namespace) -> None:
         while time.monotonic() - started < seconds:
             at = time.monotonic() - started
             roles = {"listener": [listener.pid], "worker supervisor": [worker.pid]}
-            for n, pid in enumerate(descendants(worker.pid)):
+            for n, pid in enumerate(descendants(worker.pid)[1:]):
                 roles[f"worker process {n}"] = [pid]
             for role, pids in roles.items():
                 mb = sum(rss_kb(p) for p in pids) / 1024
@@ -180,17 +187,6 @@ def phone_number(i: int) -> str:
     """Unique for i < 880,000; its last two digits pick the callee's behaviour."""
     n = i // len(TAILS)
     return f"+1212{200 + n // 100 % 800:03d}{n % 100:02d}{TAILS[i % len(TAILS)]}"
-
-
-def descendants(pid: int) -> list[int]:
-    found: list[int] = []
-    with contextlib.suppress(OSError):
-        for task in os.listdir(f"/proc/{pid}/task"):
-            with contextlib.suppress(OSError):
-                children = Path(f"/proc/{pid}/task/{task}/children").read_text().split()
-                for child in map(int, children):
-                    found += [child, *descendants(child)]
-    return found
 
 
 def rss_kb(pid: int) -> int:
