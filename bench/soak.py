@@ -14,6 +14,7 @@ sessions at the start and at the end; calls sent and ended.
 Example:
     .venv/bin/python bench/soak.py                       # an hour at 20 calls/s
     .venv/bin/python bench/soak.py --minutes 10 --cps 10
+    .venv/bin/python bench/soak.py --minutes 30 --trace-listener   # where the listener's grows
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from dial_throughput import (  # noqa: E402
     wait_for_port,
     wait_for_text,
 )
+from trace_memory import growth  # noqa: E402
 
 from dialer import migrate  # noqa: E402
 from dialer.db import make_engine  # noqa: E402
@@ -64,6 +66,12 @@ def main() -> None:
     parser.add_argument("--speed", type=float, default=5.0, help="simulator speed factor")
     parser.add_argument("--warmup", type=float, default=300.0, help="seconds before the slope")
     parser.add_argument("--sample-every", type=float, default=10.0)
+    parser.add_argument(
+        "--trace-listener",
+        action="store_true",
+        help="run the listener under tracemalloc (bench/trace_memory.py) and print the"
+        " allocations that grew after warm-up",
+    )
     args = parser.parse_args()
     run(args)
 
@@ -99,7 +107,14 @@ def run(args: argparse.Namespace) -> None:
             "DIALER_AMI_PORT": str(port),
             "DIALER_LOG_LEVEL": "WARNING",
         }
-        listener = spawn([sys.executable, "-m", "dialer", "listen"], work / "listener.log", env)
+        snapshots = work / "listener-snapshots"
+        listen = [sys.executable, "-m", "dialer", "listen"]
+        if args.trace_listener:
+            listen = [
+                sys.executable, str(Path(__file__).with_name("trace_memory.py")), "run",
+                "--every", str(args.warmup / 2), "--out", str(snapshots), "--", "listen",
+            ]  # fmt: skip
+        listener = spawn(listen, work / "listener.log", env)
         processes.append(listener)
         worker_log = work / "worker.log"
         worker_env = {**env, "DIALER_LOG_LEVEL": "INFO"}
@@ -135,6 +150,11 @@ def run(args: argparse.Namespace) -> None:
             ).one()
         engine.dispose()
         report(args, samples, sessions, counts)
+        taken = sorted(snapshots.glob("*.snap"))
+        if args.trace_listener and len(taken) >= 3:
+            # The first snapshot after warm-up (every warmup/2 s: the second) against the last.
+            print("listener allocations grown after warm-up (tracemalloc):")
+            print("\n".join(growth(taken[1], taken[-1])))
     finally:
         for proc in reversed(processes):
             with contextlib.suppress(Exception):

@@ -15,7 +15,11 @@ from `connect_args` (one place):
   is ended by the server, and the process's retry takes over. The dialer's own statements run
   in milliseconds and its longest lock wait is a send transaction's (at most the tick's
   lookahead plus a slot); admin commands, reports and migrations are not limited, as an
-  index build or a year's report may rightly take minutes.
+  index build or a year's report may rightly take minutes;
+- for the long-running processes, a client-side deadline on every round trip
+  (`ROUND_TRIP_DEADLINE_S`, `dialer.dbwatch`): a command left unanswered that long by a path
+  that acknowledges but never answers (a hung pooler or proxy) has its connection cut, so
+  the process recovers instead of waiting for ever.
 """
 
 from __future__ import annotations
@@ -24,8 +28,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Engine, create_engine
+from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
+
+from dialer import dbwatch
 
 CONNECT_TIMEOUT_S = 5
 KEEPALIVES = {
@@ -38,6 +44,8 @@ TCP_USER_TIMEOUT_MS = 10_000
 STATEMENT_TIMEOUT_MS = 30_000
 LOCK_TIMEOUT_MS = 10_000
 IDLE_IN_TRANSACTION_TIMEOUT_MS = 60_000
+# Past the statement timeout, which a healthy server enforces and reports, by this margin.
+ROUND_TRIP_DEADLINE_S = STATEMENT_TIMEOUT_MS / 1000 + 5.0
 
 
 def connect_args(*, service: bool = False, role: str = "dialer") -> dict[str, Any]:
@@ -58,14 +66,29 @@ def connect_args(*, service: bool = False, role: str = "dialer") -> dict[str, An
 
 
 def make_engine(
-    database_url: str, *, service: bool = False, role: str = "dialer", **kwargs: Any
+    database_url: str,
+    *,
+    service: bool = False,
+    role: str = "dialer",
+    round_trip_deadline_s: float = ROUND_TRIP_DEADLINE_S,
+    **kwargs: Any,
 ) -> Engine:
+    """An engine whose connections carry `connect_args`; a service engine's are also watched
+    for round trips left unanswered past `round_trip_deadline_s` (`dialer.dbwatch`)."""
     kwargs.setdefault("pool_pre_ping", True)
     kwargs["connect_args"] = {
         **connect_args(service=service, role=role),
         **kwargs.get("connect_args", {}),
     }
-    return create_engine(database_url, **kwargs)
+    engine = create_engine(database_url, **kwargs)
+    if service:
+        watchdog = dbwatch.watchdog(round_trip_deadline_s)
+
+        @event.listens_for(engine, "connect")
+        def _watch(dbapi_connection: Any, _record: Any) -> None:
+            watchdog.watch(dbapi_connection)
+
+    return engine
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:

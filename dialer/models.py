@@ -395,6 +395,15 @@ class CallAttempt(Base):
     queued_at: Mapped[dt.datetime] = mapped_column(server_default=func.now())
     sent_at: Mapped[dt.datetime | None]
     send_error: Mapped[str | None]
+    # Drawn by the originate task's run that claimed the attempt: that run alone may claim it
+    # again when its claim's answer was lost with the connection.
+    claim_token: Mapped[int | None] = mapped_column(
+        BigInteger,
+        comment=(
+            "The originate task run that claimed the attempt (a random number it drew): only"
+            " that run may claim it again"
+        ),
+    )
     answered_at: Mapped[dt.datetime | None]
     ended_at: Mapped[dt.datetime | None]
     uniqueid: Mapped[str | None]

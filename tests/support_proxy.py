@@ -1,6 +1,7 @@
 """A TCP proxy for tests that can black-hole its traffic: bytes are read and thrown away in
 both directions while the connections stay open, as a network partition looks to both ends
-(no FIN, no RST). It runs its own event loop in a thread, on 127.0.0.1."""
+(no FIN, no RST), and a side's close reaches the other only once the path is back. It runs
+its own event loop in a thread, on 127.0.0.1."""
 
 from __future__ import annotations
 
@@ -57,9 +58,18 @@ class BlackHoleProxy:
             writer.close()
             return
         self._writers |= {writer, up_writer}
-        await asyncio.gather(
-            self._pipe(reader, up_writer), self._pipe(up_reader, writer), return_exceptions=True
-        )
+        pipes = [
+            asyncio.ensure_future(self._pipe(reader, up_writer)),
+            asyncio.ensure_future(self._pipe(up_reader, writer)),
+        ]
+        await asyncio.wait(pipes, return_when=asyncio.FIRST_COMPLETED)
+        # One end closed: the other learns it once the path is back, as a FIN crosses a
+        # partition only when it heals.
+        while self.holes.is_set():
+            await asyncio.sleep(0.05)
+        for pipe in pipes:
+            pipe.cancel()
+        await asyncio.gather(*pipes, return_exceptions=True)
         for each in (writer, up_writer):
             self._writers.discard(each)
             each.close()

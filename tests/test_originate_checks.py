@@ -277,3 +277,27 @@ def test_hot_path_literals(value: Any, literal: str) -> None:
 def test_hot_path_literals_refuse_anything_else(value: Any) -> None:
     with pytest.raises((TypeError, ValueError)):
         originate_module._literal(value)
+
+
+def test_a_claim_whose_answer_was_lost_is_taken_back_by_its_own_run_alone(
+    session_factory, pg_connection, pbx_sim, client
+) -> None:
+    """The claim committed but its answer went with the connection (a restart, a partition):
+    the same run of the task, claiming again with its token on a fresh connection, sends the
+    call; any other run (a redelivery, the tick's requeue) finds it taken."""
+    _, _, _, attempt_id = one_queued_attempt(session_factory, cps=100)
+    token = originate_module.new_claim_token()
+    # The claim as the lost round trip left it: committed, nobody told.
+    originate_module._run(pg_connection, originate_module._call("dialer_claim", attempt_id, token))
+
+    other = originate_attempt(pg_connection, attempt_id, lambda p: client, claim_token=token + 1)
+    assert other is Result.ALREADY_TAKEN
+    assert originates(pbx_sim) == []
+
+    own = originate_attempt(pg_connection, attempt_id, lambda p: client, claim_token=token)
+    assert own is Result.SENT
+    again = originate_attempt(pg_connection, attempt_id, lambda p: client, claim_token=token)
+    assert again is Result.ALREADY_TAKEN  # sent: not even its own run claims it again
+    wait_until(lambda: len(originates(pbx_sim)) >= 1, 5, message="the Originate")
+    time.sleep(0.2)
+    assert len(originates(pbx_sim)) == 1

@@ -1,18 +1,37 @@
-"""A PBX that stops answering without closing the connection (a network partition, played by
-a black-holing TCP proxy): the listener notices within its Ping deadline, reports the PBX down,
-and when the path returns it reconnects, reports it up and reconciles."""
+"""Peers that stop answering without closing the connection (a network partition, a hung
+proxy, played by a black-holing TCP proxy). A PBX: the listener notices within its Ping
+deadline, reports the PBX down, and when the path returns it reconnects, reports it up and
+reconciles. Postgres: the round trips left waiting are cut at their deadline, and workers and
+listener dial on when the path returns."""
 
 from __future__ import annotations
 
 import asyncio
+import collections
+import logging
 import time
 from typing import Any
 
+from celery.signals import task_failure
+from sqlalchemy.engine import make_url
+
+from dialer import dbwatch
 from dialer.ami.client import AmiClient
+from dialer.db import make_engine
 from dialer.outcomes.listener import Listener, ListenerOptions
-from dialer.settings import AmiServer
-from tests.support_celery import rows
+from dialer.settings import AmiServer, Settings
+from tests.support_celery import (
+    add_campaign,
+    add_contacts,
+    add_trunk,
+    in_process_worker,
+    rows,
+    scalar,
+    simulator_numbers,
+    wait_until,
+)
 from tests.support_proxy import BlackHoleProxy
+from tests.test_dialing_e2e import running_listener
 
 PING_INTERVAL, PING_TIMEOUT = 1.0, 1.0
 
@@ -69,3 +88,78 @@ def test_a_black_holed_pbx_is_noticed_and_the_listener_recovers(
     assert proxy.accepted >= 3  # reconnect attempts were made during the partition
     records = pbx_sim.records()
     assert sum(1 for r in records if r["action"] == "CoreShowChannels") >= 2  # reconciled again
+
+
+DEADLINE_S = 2.0  # the round-trip deadline under test (dialer.db.ROUND_TRIP_DEADLINE_S: 35 s)
+HOLE_S = 8.0
+
+
+def test_a_black_holed_postgres_is_cut_and_the_campaign_dials_on(
+    settings, session_factory, make_app, pbx_sim, caplog
+) -> None:
+    """Postgres stops answering without closing, for every connection of the worker and the
+    listener (a hung proxy or pooler): the commands left waiting are cut at the round-trip
+    deadline instead of hanging, dialing resumes within 5 s of the path's return, and the
+    campaign completes with every call sent once and ended; no task fails."""
+    caplog.set_level(logging.WARNING)
+    target = make_url(settings.database_url)
+    proxy = BlackHoleProxy(target.host or "127.0.0.1", target.port or 5432).start()
+    via_proxy = target.set(host=proxy.host, port=proxy.port).render_as_string(hide_password=False)
+    server = AmiServer("default", pbx_sim.host, pbx_sim.port, pbx_sim.username, pbx_sim.secret)
+    app_settings = Settings(
+        database_url=via_proxy,
+        broker_url=settings.broker_url,
+        log_level="INFO",
+        ami_servers={"default": server},
+    )
+    trunk = add_trunk(session_factory, "MC", cps=10.0, max_channels=100)
+    campaign = add_campaign(session_factory, trunk, max_attempts=1)
+    add_contacts(session_factory, campaign, simulator_numbers(150, ending="04"))  # busy
+    listener_engine = make_engine(
+        via_proxy, service=True, role="dialer listener", round_trip_deadline_s=DEADLINE_S
+    )
+    app = make_app(app_settings, round_trip_deadline_s=DEADLINE_S)
+    watchdog = dbwatch.watchdog(DEADLINE_S)
+    cuts_before = watchdog.cuts
+    failures: list[str] = []
+
+    def failed(sender: Any = None, exception: BaseException | None = None, **_: Any) -> None:
+        failures.append(f"{getattr(sender, 'name', sender)}: {exception!r}")
+
+    task_failure.connect(failed, weak=False)
+    try:
+        with running_listener(listener_engine, server), in_process_worker(app, beat=True):
+            wait_until(lambda: len(originates(pbx_sim)) >= 30, 30, message="the first calls")
+            proxy.black_hole()
+            time.sleep(HOLE_S)
+            cut_during_hole = watchdog.cuts - cuts_before
+            proxy.black_hole(False)
+            healed = time.time()
+            wait_until(
+                lambda: scalar(session_factory, "SELECT status FROM campaigns") == "completed",
+                90,
+                message="the campaign to complete",
+            )
+            held = len(app.runtime._connections)
+    finally:
+        task_failure.disconnect(failed)
+        proxy.stop()
+        listener_engine.dispose()
+    assert cut_during_hole >= 1, "no hung round trip was cut"
+    sent = sorted(r["wall"] for r in originates(pbx_sim))
+    resumed = [t for t in sent if t > healed]
+    assert resumed and resumed[0] - healed <= 5.0, "nothing sent within 5 s of the return"
+    counts = collections.Counter(r["action_id"] for r in originates(pbx_sim))
+    assert set(counts.values()) == {1}, "a call was sent twice"
+    attempts = rows(session_factory, "SELECT status, outcome FROM call_attempts")
+    assert {a.status for a in attempts} <= {"ended", "not_sent"}
+    assert all(a.outcome for a in attempts if a.status == "ended")
+    assert scalar(session_factory, "SELECT count(*) FROM contacts WHERE status = 'dialing'") == 0
+    assert held <= 4, held
+    assert failures == []
+    unexpected = [r for r in caplog.records if "raised unexpected" in r.getMessage()]
+    assert unexpected == [], [r.getMessage() for r in unexpected]
+
+
+def originates(sim) -> list[dict]:
+    return [r for r in sim.records() if r["action"] == "Originate"]

@@ -24,6 +24,7 @@ import logging
 import os
 import select
 import threading
+import time
 import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -37,9 +38,10 @@ from sqlalchemy import Engine
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
+from dialer import dbwatch
 from dialer.ami.blocking import SyncAmiClient
 from dialer.ami.client import AmiError
-from dialer.db import connect_args, make_engine, make_sessionmaker
+from dialer.db import ROUND_TRIP_DEADLINE_S, connect_args, make_engine, make_sessionmaker
 from dialer.dialing.broker import DISPATCH_QUEUE as DISPATCH_QUEUE
 from dialer.dialing.broker import ORIGINATE_QUEUE as ORIGINATE_QUEUE
 from dialer.dialing.broker import BrokerNames, broker_names, is_redis
@@ -65,6 +67,12 @@ class WorkerOptions:
     # DIALER_BROKER_PREFIX setting.
     broker_key_prefix: str | None = None
     send_timeout_s: float = 10.0
+    # A Postgres command unanswered this long has its connection cut (`dialer.dbwatch`).
+    round_trip_deadline_s: float = ROUND_TRIP_DEADLINE_S
+    # An originate task that loses the database before or under its claim, or before it could
+    # give an unsent attempt back, waits this long for it to come back (well inside the
+    # visibility timeout): then the attempt is left to the tick's requeue or reconciliation.
+    database_wait_s: float = 120.0
     tick: TickOptions = field(default_factory=TickOptions)
 
 
@@ -209,7 +217,7 @@ class Runtime:
             if self._engine is None:
                 self._engine = make_engine(
                     self.settings.database_url, service=True, role=DB_ROLE, pool_size=4,
-                    max_overflow=4,
+                    max_overflow=4, round_trip_deadline_s=self.options.round_trip_deadline_s,
                 )  # fmt: skip
             return self._engine
 
@@ -235,10 +243,23 @@ class Runtime:
                 autocommit=True,
                 **connect_args(service=True, role=DB_ROLE),
             )
+            dbwatch.watch(conn, self.options.round_trip_deadline_s)
             self._local.conn = conn
             with self._lock:
                 self._connections.append(conn)
         return conn
+
+    def reconnect(self, waiting: DatabaseWait) -> psycopg.Connection[Any]:
+        """A working connection for this thread, waiting for the database as `waiting` allows;
+        raises the last error once it is out of time."""
+        while True:
+            conn = getattr(self._local, "conn", None)
+            if conn is not None and (conn.closed or conn.broken):
+                self.drop_connection(conn)
+            try:
+                return self.connection()
+            except psycopg.OperationalError as exc:
+                waiting.wait_or_raise(exc)
 
     def drop_connection(self, conn: psycopg.Connection[Any]) -> None:
         """Close `conn` and forget it (a connection found dead)."""
@@ -281,6 +302,32 @@ class Runtime:
 
 
 _RUNTIMES: weakref.WeakSet[Runtime] = weakref.WeakSet()
+
+
+class DatabaseWait:
+    """Waits between tries to reach the database, backing off, for `limit_s` in all."""
+
+    FIRST_S = 0.1
+    LONGEST_S = 2.0
+
+    def __init__(
+        self,
+        limit_s: float,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self._clock, self._sleep = clock, sleep
+        self._until = clock() + limit_s
+        self._delay = self.FIRST_S
+
+    def wait_or_raise(self, error: BaseException) -> None:
+        """Sleep before the next try, or raise `error` when the time is up."""
+        left = self._until - self._clock()
+        if left <= 0:
+            raise error
+        self._sleep(min(self._delay, left))
+        self._delay = min(2 * self._delay, self.LONGEST_S)
 
 
 def still_open(conn: psycopg.Connection[Any]) -> bool:

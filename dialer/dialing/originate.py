@@ -53,6 +53,7 @@ import datetime as dt
 import enum
 import logging
 import math
+import secrets
 import select
 import time
 import weakref
@@ -148,11 +149,17 @@ _PBX_STATE = f"""
        FROM pbxs p WHERE p.name = a.pbx) AS pbx_state
 """
 
+# The second branch is this task run's own claim, committed though its answer was lost with
+# the connection: nothing was sent for it (the run is still in its claim), and the last checks
+# before the send look at the campaign and the lists again.
 _CLAIM = f"""
-    UPDATE call_attempts a SET status = 'originating'
-     WHERE a.id = $1 AND a.status = 'queued'
-       AND EXISTS (SELECT 1 FROM campaigns c WHERE c.id = a.campaign_id AND c.status = 'running')
-       AND NOT {_DNC_FOR_ATTEMPT}
+    UPDATE call_attempts a SET status = 'originating', claim_token = $2
+     WHERE a.id = $1
+       AND ((a.status = 'queued'
+             AND EXISTS (SELECT 1 FROM campaigns c
+                          WHERE c.id = a.campaign_id AND c.status = 'running')
+             AND NOT {_DNC_FOR_ATTEMPT})
+            OR (a.status = 'originating' AND a.claim_token = $2 AND a.sent_at IS NULL))
     RETURNING a.payload, a.trunk_id, a.pbx, a.custom_call_id, {_PBX_STATE}
 """
 
@@ -217,7 +224,7 @@ _SENT = """
 
 # The hot path's statements: name -> (argument types, text).
 _PREPARED = {
-    "dialer_claim": ("bigint", _CLAIM),
+    "dialer_claim": ("bigint, bigint", _CLAIM),
     "dialer_lock_trunk": ("bigint", LOCK_TRUNK_PREPARED),
     "dialer_take_slots": ("bigint, float8, float8, bigint", TAKE_SLOTS_PREPARED),
     "dialer_take_slot": ("bigint, float8, float8", TAKE_SLOT_PREPARED),
@@ -254,8 +261,13 @@ _REJECTED = """
 
 class ClaimInterrupted(Exception):
     """The connection died under the claim. The attempt is still queued, or was claimed by
-    that very statement; claiming it again on another connection is safe (the claim is
-    conditional: at most one succeeds)."""
+    that very statement; claiming it again on another connection with the same `claim_token`
+    is safe: the claim is conditional, and takes back only that token's own claim."""
+
+
+def new_claim_token() -> int:
+    """A token for one run of the originate task (a positive bigint)."""
+    return secrets.randbits(62) + 1
 
 
 def originate_attempt(
@@ -267,15 +279,19 @@ def originate_attempt(
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.time,
     reconnect: Callable[[], psycopg.Connection[Any]] | None = None,
+    claim_token: int | None = None,
 ) -> Result:
     """Send call attempt `attempt_id` at most once (see the module doc); returns what happened.
 
     `conn` must be in autocommit mode; `ami_for(pbx)` gives the client for the trunk's PBX.
     `reconnect()`, if given, gives a fresh connection to give the attempt back on when `conn`
-    died before anything was sent (else the attempt waits for reconciliation).
+    died before anything was sent (else the attempt waits for reconciliation); it raises
+    `psycopg.Error` when none can be had in time. `claim_token` (`new_claim_token`) names this
+    run of the task: after `ClaimInterrupted`, call again with the same token.
     """
+    token = claim_token if claim_token is not None else new_claim_token()
     try:
-        (claimed,) = _run(conn, _call("dialer_claim", attempt_id))
+        (claimed,) = _run(conn, _call("dialer_claim", attempt_id, token))
     except psycopg.OperationalError as exc:
         if conn.closed or conn.broken:
             raise ClaimInterrupted(str(exc)) from exc
@@ -333,7 +349,7 @@ def originate_attempt(
             log.info("attempt %s: slot %d dropped: %s", call_id, turn + 1, missed)
             lead = min(MAX_SLOT_LEAD_S, max(lead, 2 * sent.late))
             continue
-        return _record_send(conn, attempt_id, call_id, pbx, sent)
+        return _record_send(conn, attempt_id, call_id, pbx, sent, reconnect)
     _give_back(
         conn, attempt_id, "originating",
         f"not sent: no send within its pacing slot ({missed})", UNREACHABLE_RETRY_S,
@@ -352,19 +368,23 @@ def _give_back_after_db_error(
     the connection had died and the attempt went back through a fresh one: a Postgres
     restart, handled, not an error of the task."""
     dead = conn.closed or conn.broken
-    if dead and reconnect is not None:
-        try:
-            conn = reconnect()
-        except psycopg.Error as exc_db:
-            log.warning("attempt %s: not given back: %s", attempt_id, exc_db)
-            return False
     delay = 0.0 if dead else UNREACHABLE_RETRY_S
-    try:
-        _give_back(conn, attempt_id, "originating", f"not sent: {exc}", delay)
-    except psycopg.Error as exc_db:  # left to reconciliation
-        log.warning("attempt %s: not given back: %s", attempt_id, exc_db)
-        return False
-    return dead and reconnect is not None
+    while True:
+        if dead and reconnect is not None:
+            try:
+                conn = reconnect()  # waits for the database, up to its own deadline
+            except psycopg.Error as exc_db:  # left to reconciliation
+                log.warning("attempt %s: not given back: %s", attempt_id, exc_db)
+                return False
+        try:
+            _give_back(conn, attempt_id, "originating", f"not sent: {exc}", delay)
+        except psycopg.Error as exc_db:
+            if reconnect is None or not (conn.closed or conn.broken):
+                log.warning("attempt %s: not given back: %s", attempt_id, exc_db)
+                return False
+            dead = True  # the fresh connection died too: the database is not back yet
+            continue
+        return dead and reconnect is not None
 
 
 def _pbx_unavailable(
@@ -561,6 +581,33 @@ def _check_still_connected(conn: psycopg.Connection[Any]) -> None:
         conn.execute("SELECT 1")
 
 
+def _record_sent_at(
+    conn: psycopg.Connection[Any],
+    attempt_id: int,
+    call_id: str,
+    sent: _Send,
+    reconnect: Callable[[], psycopg.Connection[Any]] | None,
+) -> None:
+    """The sent time, after the send transaction could not commit it: on a fresh connection
+    when that one died (waiting for the database as `reconnect` does). The call is out
+    whatever happens here: without its sent time the attempt is still closed by its events,
+    or by reconciliation."""
+    assert sent.sent_at is not None
+    while True:
+        try:
+            _run(conn, _call("dialer_sent", attempt_id, sent.sent_at))
+            return
+        except psycopg.Error as exc:
+            if reconnect is None or not (conn.closed or conn.broken):
+                log.warning("attempt %s: sent, but its sent time not recorded: %s", call_id, exc)
+                return
+        try:
+            conn = reconnect()
+        except psycopg.Error as exc:
+            log.warning("attempt %s: sent, but its sent time not recorded: %s", call_id, exc)
+            return
+
+
 def _end_transaction(
     conn: psycopg.Connection[Any], attempt_id: int, sent: _Send | None = None
 ) -> None:
@@ -605,13 +652,17 @@ def _stopped_before_send(conn: psycopg.Connection[Any], attempt_id: int, result:
 
 
 def _record_send(
-    conn: psycopg.Connection[Any], attempt_id: int, call_id: str, pbx: str, sent: _Send
+    conn: psycopg.Connection[Any],
+    attempt_id: int,
+    call_id: str,
+    pbx: str,
+    sent: _Send,
+    reconnect: Callable[[], psycopg.Connection[Any]] | None = None,
 ) -> Result:
     exc = sent.error
     if exc is None:
         if not sent.recorded:
-            assert sent.sent_at is not None
-            _run(conn, _call("dialer_sent", attempt_id, sent.sent_at))
+            _record_sent_at(conn, attempt_id, call_id, sent, reconnect)
         return Result.SENT
     if isinstance(exc, AmiAuthenticationError):
         log.warning("attempt %s: not sent: %s", call_id, exc)

@@ -9,16 +9,19 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import psycopg
+import sqlalchemy.exc
 from celery import Task, shared_task
 
 from dialer.dialing.celery_app import (
     DISPATCH_TASK,
     ORIGINATE_TASK,
+    DatabaseWait,
     DialerCelery,
     enqueue_originates,
 )
 from dialer.dialing.dispatch import run_tick
-from dialer.dialing.originate import ClaimInterrupted, originate_attempt
+from dialer.dialing.originate import ClaimInterrupted, new_claim_token, originate_attempt
 
 log = logging.getLogger(__name__)
 
@@ -35,11 +38,17 @@ def dispatch_tick(self: Task) -> dict[str, Any]:
     """Claim due contacts, commit their call attempts, then enqueue one originate each."""
     app = _app(self)
     runtime = app.runtime
-    report = run_tick(
-        runtime.sessions,
-        lambda ids: enqueue_originates(app, ids),
-        options=app.worker_options.tick,
-    )
+    try:
+        report = run_tick(
+            runtime.sessions,
+            lambda ids: enqueue_originates(app, ids),
+            options=app.worker_options.tick,
+        )
+    except sqlalchemy.exc.OperationalError as exc:
+        # The database went away under the tick (a restart, a partition): its transaction
+        # is rolled back, and the next tick, a second on, tries again on a fresh connection.
+        log.warning("tick skipped: database unavailable (%s)", str(exc.orig).strip()[:200])
+        return {"skipped": True, "queued": 0, "requeued": 0, "dnc": 0, "rescheduled": 0}
     return {
         "skipped": report.skipped,
         "queued": len(report.queued),
@@ -51,25 +60,35 @@ def dispatch_tick(self: Task) -> dict[str, Any]:
 
 @shared_task(name=ORIGINATE_TASK, bind=True, ignore_result=True)
 def originate_call(self: Task, attempt_id: int) -> str:
-    """Send the Originate of one call attempt, at most once."""
+    """Send the Originate of one call attempt, at most once.
+
+    A database that cannot be reached before or under the claim (a Postgres restart, a
+    partition) is waited for, up to `WorkerOptions.database_wait_s`: the call goes out as soon
+    as it is back, not a minute later at the tick's requeue. The claim is taken again with
+    this run's token, which takes back only this run's own claim.
+    """
     app = _app(self)
     runtime = app.runtime
-    for turn in range(2):
-        conn = runtime.connection()
+    options = app.worker_options
+    token = new_claim_token()
+    waiting = DatabaseWait(options.database_wait_s)
+    while True:
+        try:
+            conn = runtime.connection()
+        except psycopg.OperationalError as exc:
+            waiting.wait_or_raise(exc)
+            continue
         try:
             result = originate_attempt(
                 conn,
                 int(attempt_id),
                 runtime.ami_for,
-                send_timeout=app.worker_options.send_timeout_s,
-                reconnect=runtime.connection,
+                send_timeout=options.send_timeout_s,
+                reconnect=lambda: runtime.reconnect(waiting),
+                claim_token=token,
             )
-        except ClaimInterrupted:
-            # The connection died under the claim (a Postgres restart): claim again on a
-            # fresh one rather than leave the attempt for the tick's requeue, a minute on.
+        except ClaimInterrupted as exc:
             runtime.drop_connection(conn)
-            if turn:
-                raise
+            waiting.wait_or_raise(exc)
             continue
         return result.value
-    raise AssertionError("unreachable")
