@@ -67,6 +67,7 @@ if str(ROOT) not in sys.path:  # run as a script: import the checkout's dialer
     sys.path.insert(0, str(ROOT))
 
 import psycopg  # noqa: E402
+from dial_throughput import rss_kb  # noqa: E402
 from psycopg import sql  # noqa: E402
 from sqlalchemy import Engine, insert, text  # noqa: E402
 from sqlalchemy.engine import make_url  # noqa: E402
@@ -1200,17 +1201,6 @@ ATTEMPT_CLASSES = (
 
 def _seconds(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f} s"
-
-
-def rss_kb(pid: int) -> int:
-    """Resident memory of `pid` in kB (0 if it is gone)."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    except (OSError, ValueError):
-        pass
-    return 0
 
 
 def fixed_zone(now: dt.datetime, local_hour: int) -> str:

@@ -412,6 +412,17 @@ def service_cpu() -> dict[str, float]:
     return totals
 
 
+def rss_kb(pid: int) -> int:
+    """Resident memory of `pid` in kB (0 if it is gone)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
 def descendants(pid: int) -> list[int]:
     found, stack = [], [pid]
     while stack:

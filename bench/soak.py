@@ -39,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from dial_throughput import (  # noqa: E402
     descendants,
     free_port,
+    rss_kb,
     spawn,
     stop,
     wait_for_port,
@@ -207,16 +208,6 @@ def phone_number(i: int) -> str:
     """Unique for i < 880,000; its last two digits pick the callee's behaviour."""
     n = i // len(TAILS)
     return f"+1212{200 + n // 100 % 800:03d}{n % 100:02d}{TAILS[i % len(TAILS)]}"
-
-
-def rss_kb(pid: int) -> int:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    except (OSError, ValueError):
-        pass
-    return 0
 
 
 def run_sessions(admin: str, db_name: str) -> int:

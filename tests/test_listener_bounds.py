@@ -13,7 +13,7 @@ from dialer.outcomes.listener import Listener, ListenerOptions
 from tests.test_ami_adapter import FaultPeer, Frame, wire
 
 CALLS, PER_CALL = 400, 5
-MAX_BUFFERED, MAX_QUEUED = 200, 100
+MAX_BUFFERED, MAX_QUEUED, MAX_BATCH = 200, 100, 50
 
 
 def test_a_stalled_database_pauses_reading_and_loses_nothing(engine) -> None:
@@ -46,7 +46,7 @@ def test_a_stalled_database_pauses_reading_and_loses_nothing(engine) -> None:
         peer = await FaultPeer(behaviour=behaviour).start()
         options = ListenerOptions(
             max_buffered=MAX_BUFFERED, max_queued_events=MAX_QUEUED, filter_events=False,
-            snapshot_settle=0.0, max_batch=50,
+            snapshot_settle=0.0, max_batch=MAX_BATCH,
         )  # fmt: skip
         listener = Listener(engine, peer.ami(), options=options)
         stop = asyncio.Event()
@@ -79,14 +79,10 @@ def test_a_stalled_database_pauses_reading_and_loses_nothing(engine) -> None:
     stats = seen["stats"]
     assert stats.paused >= 1
     # Bounded: the writers' buffers (plus one batch) and the client's queue, not the flood.
-    assert seen["max_buffered"] <= MAX_BUFFERED + options_batch(), seen
+    assert seen["max_buffered"] <= MAX_BUFFERED + MAX_BATCH, seen
     assert seen["max_queued"] <= MAX_QUEUED, seen
     assert seen["read_while_stalled"] < total / 2, seen
     # Nothing lost: every event of the flood was taken and written (for calls the database
     # does not know: counted as unknown, as the listener does for any such event).
     assert stats.used == total and stats.stored + stats.unknown == total, stats.summary()
     assert stats.write_errors == 0
-
-
-def options_batch() -> int:
-    return 50
