@@ -136,6 +136,54 @@ def test_correlator_aliases_are_bounded() -> None:
     assert correlator.key({"Event": "OriginateResponse", "ActionID": "a2"}) == "2_1"
 
 
+def leg_of(linkedid: str) -> dict[str, Any]:
+    """An event of a call's leg that carries no custom_call_id: found by its Linkedid alone."""
+    return {"Event": "Hangup", "Linkedid": linkedid, "ChanVariable": {"custom_call_id": ""}}
+
+
+def test_an_open_calls_aliases_outlive_any_number_of_closed_calls() -> None:
+    correlator = Correlator(max_aliases=100, max_closed=10)
+    correlator.alias("open.1", "1_1")
+    for n in range(2, 1000):
+        correlator.alias(f"closed.{n}", f"{n}_1")
+        correlator.closed(f"{n}_1")
+    assert correlator.key(leg_of("open.1")) == "1_1"
+    assert len(correlator) == 1 + 10  # the open call's alias and the last ten closed
+
+
+@pytest.mark.parametrize(
+    "closed_after, found",
+    [
+        (0, "0_1"),  # closed last: its late events still find it
+        (9, "0_1"),  # nine calls closed since: still among the last ten
+        (10, None),  # ten closed since: forgotten, as any call closed long ago
+    ],
+)
+def test_a_closed_calls_aliases_are_kept_for_the_calls_closed_last(
+    closed_after: int, found: str | None
+) -> None:
+    correlator = Correlator(max_closed=10)
+    correlator.alias("leg.0", "0_1")
+    correlator.closed("0_1")
+    for n in range(1, closed_after + 1):
+        correlator.alias(f"leg.{n}", f"{n}_1")
+        correlator.closed(f"{n}_1")
+    assert correlator.key(leg_of("leg.0")) == found
+
+
+def test_a_late_event_of_a_closed_call_does_not_make_it_open_again() -> None:
+    correlator = Correlator(max_aliases=100, max_closed=10)
+    correlator.alias("leg.0", "0_1")
+    correlator.closed("0_1")
+    late = {"Event": "Hangup", "Linkedid": "leg.0", "ChanVariable": {"custom_call_id": "0_1"}}
+    assert correlator.key(late) == "0_1"
+    for n in range(1, 11):  # ten calls closed since: the late event did not pin it
+        correlator.alias(f"leg.{n}", f"{n}_1")
+        correlator.closed(f"{n}_1")
+    assert correlator.key(leg_of("leg.0")) is None
+    assert len(correlator) == 10
+
+
 # -- facts --------------------------------------------------------------------------------------
 
 

@@ -496,6 +496,36 @@ def test_listener_records_simulated_calls(
     assert len(outcome_rows(engine)) == len(attempts)
 
 
+def test_the_listener_remembers_the_calls_in_progress_not_the_calls_made(
+    engine: Engine, campaign: int, pbx_sim: Any, fast_options: ListenerOptions
+) -> None:
+    """Closed calls leave the correlator's aliases and the writers' call caches but for the
+    few closed last: what the listener holds does not grow with the calls it has seen."""
+    phones = [f"+155500{n:03d}04" for n in range(12)]  # busy: quick calls
+    attempts = add_attempts(engine, campaign, phones)
+    options = dataclasses.replace(fast_options, closed_calls_kept=2)
+    listener = Listener(engine, pbx_sim.server, options=options)
+
+    async def scenario() -> None:
+        stop, task = await _run_listener(listener)
+        async with AmiClient(pbx_sim.server, events=False) as client:
+            for attempt in attempts:
+                await client.originate(payload_for(attempt))
+        for _ in range(400):
+            if listener.stats.closed >= len(attempts):
+                break
+            await asyncio.sleep(0.05)
+        stop.set()
+        await asyncio.wait_for(task, 10)
+
+    asyncio.run(scenario())
+    assert {attempt_row(engine, a).outcome for a in attempts} == {"busy"}
+    assert listener.stats.closed == len(attempts)
+    # Every call is closed: two kept by the correlator, two per writer in the caches.
+    assert len(listener.correlator) <= 2
+    assert all(w.store.cached <= 2 for w in listener._writers)
+
+
 def test_listener_asks_only_for_the_events_it_uses(
     engine: Engine, pbx_sim: Any, fast_options: ListenerOptions
 ) -> None:

@@ -18,6 +18,7 @@ channel the `;1` half). Hangups of the `;2` half and of transfer legs say nothin
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import json
@@ -159,23 +160,64 @@ def _call_variable(event: Mapping[str, Any], prefix: str) -> str:
 
 
 class Correlator:
-    """The custom_call_id of each event; remembers Linkedid aliases (bounded, oldest dropped)."""
+    """The custom_call_id of each event, and the Linkedid aliases that lead to it.
 
-    def __init__(self, max_aliases: int = 100_000) -> None:
-        self._aliases: OrderedDict[str, str] = OrderedDict()
+    An open call's aliases are kept while it is open (at most `max_aliases`, oldest dropped,
+    against calls nobody closes); once the call is closed (`closed`), among the aliases of the
+    `max_closed` calls closed last, so that its late events still find it. Memory therefore
+    follows the calls in progress, not the calls made.
+    """
+
+    def __init__(self, max_aliases: int = 100_000, max_closed: int = 20_000) -> None:
+        self._aliases: OrderedDict[str, str] = OrderedDict()  # of open calls
+        self._by_call: dict[str, list[str]] = {}  # open call -> its aliases
+        self._closed: OrderedDict[str, str] = OrderedDict()  # of calls closed last
         self._max = max_aliases
+        self._max_closed = max_closed
+
+    def __len__(self) -> int:
+        return len(self._aliases) + len(self._closed)
 
     def alias(self, other: str, call_id: str) -> None:
         """Events carrying `other` (a Linkedid or an ActionID) belong to `call_id`."""
-        self._aliases[other] = call_id
+        if self._closed.get(other) == call_id:
+            self._closed.move_to_end(other)
+            return
+        if self._aliases.get(other) != call_id:
+            self._drop(other)
+            self._aliases[other] = call_id
+            self._by_call.setdefault(call_id, []).append(other)
         self._aliases.move_to_end(other)
         while len(self._aliases) > self._max:
-            self._aliases.popitem(last=False)
+            self._drop(next(iter(self._aliases)))
+
+    def closed(self, call_id: str) -> None:
+        """`call_id` is closed: its aliases join those of the calls closed last."""
+        for other in self._by_call.pop(call_id, ()):
+            if self._aliases.pop(other, None) == call_id:
+                self._closed[other] = call_id
+                self._closed.move_to_end(other)
+        while len(self._closed) > self._max_closed:
+            self._closed.popitem(last=False)
+
+    def _lookup(self, other: str) -> str | None:
+        return self._aliases.get(other) or self._closed.get(other)
+
+    def _drop(self, other: str) -> None:
+        call_id = self._aliases.pop(other, None)
+        if call_id is None:
+            return
+        others = self._by_call.get(call_id)
+        if others is not None:
+            with contextlib.suppress(ValueError):
+                others.remove(other)
+            if not others:
+                del self._by_call[call_id]
 
     def key(self, event: Mapping[str, Any]) -> str | None:
         if event.get("Event") == "OriginateResponse":
             action_id = event.get("ActionID")
-            return self._aliases.get(action_id, action_id) if action_id else None
+            return (self._lookup(action_id) or action_id) if action_id else None
         prefix = _channel_prefix(event)
         linkedid = event.get(prefix + "Linkedid", "")
         if CALL_ID.match(linkedid):
@@ -185,7 +227,7 @@ class Correlator:
             if linkedid and linkedid != variable:
                 self.alias(linkedid, variable)
             return variable
-        return self._aliases.get(linkedid) if linkedid else None
+        return self._lookup(linkedid) if linkedid else None
 
 
 # -- facts --------------------------------------------------------------------------------------

@@ -185,10 +185,23 @@ class CallStore:
     while the database works. Both run the same steps (`_apply`).
     """
 
-    def __init__(self, engine: Engine, *, cache_size: int = 200_000) -> None:
+    def __init__(
+        self, engine: Engine, *, cache_size: int = 200_000, ended_cache_size: int = 20_000
+    ) -> None:
         self.engine = engine
-        self._calls: OrderedDict[str, CallInfo | None] = OrderedDict()
+        # What a batch needs to know of a call, without a lookup: of the open calls (at most
+        # `cache_size`, oldest dropped, against calls nobody closes), and of the
+        # `ended_cache_size` calls closed or found unknown last (their late events). Memory
+        # follows the calls in progress, not the calls made.
+        self._calls: OrderedDict[str, CallInfo] = OrderedDict()
+        self._ended: OrderedDict[str, CallInfo | None] = OrderedDict()
         self._cache_size = cache_size
+        self._ended_size = ended_cache_size
+
+    @property
+    def cached(self) -> int:
+        """Calls known without a lookup (open, and closed last)."""
+        return len(self._calls) + len(self._ended)
 
     def apply(
         self,
@@ -226,6 +239,20 @@ class CallStore:
         """Drop cached state (e.g. attempts closed by someone else)."""
         for call_id in call_ids:
             self._calls.pop(call_id, None)
+            self._ended.pop(call_id, None)
+
+    def _remember(self, call_id: str, info: CallInfo | None) -> None:
+        if info is None or info.closed:
+            self._calls.pop(call_id, None)
+            self._ended[call_id] = info
+            self._ended.move_to_end(call_id)
+            while len(self._ended) > self._ended_size:
+                self._ended.popitem(last=False)
+        else:
+            self._calls[call_id] = info
+            self._calls.move_to_end(call_id)
+            while len(self._calls) > self._cache_size:
+                self._calls.popitem(last=False)
 
     # -- steps ------------------------------------------------------------------------------
 
@@ -302,6 +329,7 @@ class CallStore:
             info = self._calls.get(closed.call_id)
             if info is not None:
                 info.closed = True
+                self._remember(closed.call_id, info)
         closing_now = {c.attempt_id for c in result.closed}
         for info, o in answers:
             channel = o.facts.values.get("channel")
@@ -342,6 +370,9 @@ class CallStore:
             if call_id in self._calls:
                 found[call_id] = self._calls[call_id]
                 self._calls.move_to_end(call_id)
+            elif call_id in self._ended:
+                found[call_id] = self._ended[call_id]
+                self._ended.move_to_end(call_id)
             else:
                 missing.append(call_id)
         if missing:
@@ -355,9 +386,7 @@ class CallStore:
                     attempt_id, phone, opt_out_key, status not in OPEN, record=bool(record)
                 )
             for cid in missing:
-                self._calls[cid] = found[cid]
-            while len(self._calls) > self._cache_size:
-                self._calls.popitem(last=False)
+                self._remember(cid, found[cid])
         return found
 
 

@@ -20,6 +20,9 @@ Memory is bounded by construction: the writers hold at most `max_buffered` event
 client until a write makes room, and the client, holding at most `max_queued_events`, stops
 reading the socket (TCP holds the rest; a PBX whose writes then time out drops the session,
 and the reconnect reconciles). Nothing is dropped on the way: `stats.paused` counts the pauses.
+What it remembers of calls follows the calls in progress, not the calls made: the correlator's
+aliases and each writer's call cache keep open calls, plus the `closed_calls_kept` (20,000)
+closed last, for their late events; a call closed longer ago is looked up again if an event of it ever comes.
 
 A failed OriginateResponse does not close its call at once: when a channel was created its
 Hangup follows and carries the better cause (a PJSIP 486 Busy gives Reason 0 but cause 17), so
@@ -104,6 +107,9 @@ class ListenerOptions:
     # Events the AMI client holds for the listener; at this bound it stops reading the socket.
     max_queued_events: int = 10_000
     retry_delay_max: float = 10.0
+    # Closed calls whose aliases and cache entries are kept for their late events (per writer
+    # for the cache); open calls are always kept.
+    closed_calls_kept: int = 20_000
     # The listener's beat in the PBX's row: how every host knows it is alive (connected or not).
     heartbeat_interval: float = pbxs.HEARTBEAT_INTERVAL_S
 
@@ -256,11 +262,14 @@ class Listener:
         self.pbx = server.name
         self.options = options or ListenerOptions()
         self.stats = ListenerStats()
-        self.correlator = Correlator()
+        self.correlator = Correlator(max_closed=self.options.closed_calls_kept)
         self._client_factory = client_factory or (
             lambda s: AmiClient(s, events=True, max_queued_events=self.options.max_queued_events)
         )
-        self._writers = [_Writer(CallStore(engine)) for _ in range(max(1, self.options.writers))]
+        self._writers = [
+            _Writer(CallStore(engine, ended_cache_size=self.options.closed_calls_kept))
+            for _ in range(max(1, self.options.writers))
+        ]
         self._tasks: set[asyncio.Task[Any]] = set()
         self._reconciling = asyncio.Lock()
         self._client: AmiClient | None = None
@@ -577,6 +586,7 @@ class Listener:
         done = time.time()
         stats.latencies.extend(done - o.origin for o in batch)
         for closed in result.closed:
+            self.correlator.closed(closed.call_id)
             log.debug("call %s: %s (%s)", closed.call_id, closed.outcome, closed.reason)
 
     # -- (re)connect and reconciliation ---------------------------------------------------------
@@ -649,6 +659,8 @@ class Listener:
             gone = [c.call_id for c in closed]
             for writer in self._writers:
                 writer.store.forget(gone)
+            for call_id in gone:
+                self.correlator.closed(call_id)
             if closed:
                 log.info(
                     "AMI %s: reconciliation closed %d attempts the PBX no longer has",
