@@ -108,7 +108,15 @@ def test_ctrl_c_stops_every_process_the_demo_started(demo_database: str, tmp_pat
     assert _processes_using(demo_database), "the simulator, worker and listener should run"
     time.sleep(1.0)  # calls in progress at speed 1
     process.send_signal(signal.SIGINT)
-    rest, _ = process.communicate(timeout=60)
+    try:
+        rest, _ = process.communicate(timeout=60)
+    except subprocess.TimeoutExpired as exc:  # say where it hangs: its output, its children's logs
+        process.kill()
+        logs = "\n".join(
+            f"--- {log.name}:\n" + "\n".join(log.read_text(errors="replace").splitlines()[-15:])
+            for log in sorted((tmp_path / "logs").glob("*"))
+        )
+        pytest.fail(f"the demo did not stop within 60 s of Ctrl-C: {exc.output!r}\n{logs}")
     assert process.returncode == 130, "".join(seen) + rest
     assert "interrupted" in rest
     assert not _processes_using(demo_database)

@@ -632,10 +632,16 @@ def test_dialer_worker_restarts_a_worker_process_that_dies(
     (ticker,) = beat_carriers()
     wait_until(lambda: sent_count(session_factory) >= 20, 30, message="the first calls")
     os.kill(ticker, signal.SIGKILL)
+    # A process just started shows its parent's command line until it has exec'd: the tick's
+    # flag is looked for once both are running.
     wait_until(
-        lambda: len(worker.children()) == 2 and ticker not in worker.children(),
+        lambda: (
+            len(worker.children()) == 2
+            and ticker not in worker.children()
+            and len(beat_carriers()) >= 1
+        ),
         20,
-        message="the worker process started again",
+        message="the worker process started again, with the tick",
     )
     assert len(beat_carriers()) == 1, "exactly one process carries the tick"
     assert "starting it again" in worker.log()
