@@ -20,6 +20,9 @@ if TYPE_CHECKING:
 
 Handler = Callable[["AmiSession", Message], "asyncio.Future[None] | None"]
 
+# What CoreSettings reports: the Asterisk the simulator models (DESIGN.md: Asterisk 22).
+ASTERISK_VERSION = "22.0.0-sim"
+AMI_VERSION = "10.0.0"
 # Actions a session may send before logging in.
 PRE_LOGIN = {"login", "logoff", "challenge"}
 
@@ -224,6 +227,28 @@ def _ping(session: AmiSession, message: Message) -> None:
     session.send(frame(pairs))
 
 
+def _core_settings(session: AmiSession, message: Message) -> None:
+    """manager.c action_coresettings, with the simulator's version."""
+    pairs = [("Response", "Success")]
+    if message.get("ActionID"):
+        pairs.append(("ActionID", message.get("ActionID")))
+    pairs += [
+        ("AMIversion", AMI_VERSION),
+        ("AsteriskVersion", ASTERISK_VERSION),
+        ("SystemName", ""),
+        ("CoreMaxCalls", "0"),
+        ("CoreMaxLoadAvg", "0.000000"),
+        ("CoreRunUser", ""),
+        ("CoreRunGroup", ""),
+        ("CoreMaxFilehandles", "0"),
+        ("CoreRealTimeEnabled", "No"),
+        ("CoreCDRenabled", "Yes"),
+        ("CoreHTTPenabled", "No"),
+        ("SoundsSearchCustomDir", "No"),
+    ]
+    session.send(frame(pairs))
+
+
 def _events(session: AmiSession, message: Message) -> None:
     mask = codes.event_mask(message.get("EventMask"))
     if mask is None:
@@ -264,6 +289,11 @@ SESSION_ACTIONS: dict[str, tuple[Handler, str, str]] = {
     "Logoff": (_logoff, "Logoff Manager.", "<none>"),
     "Challenge": (_challenge, "Generate Challenge for MD5 Auth.", "<none>"),
     "Ping": (_ping, "Keepalive command.", "<none>"),
+    "CoreSettings": (
+        _core_settings,
+        "Show PBX core settings (version etc).",
+        "system,reporting,all",
+    ),
     "Events": (_events, "Control Event Flow.", "<none>"),
     "Filter": (_filter, "Dynamically add filters for the current manager session.", "system,all"),
     "ListCommands": (_list_commands, "List available manager commands.", "<none>"),
