@@ -93,6 +93,8 @@ class Settings:
     database_url: str = DEFAULT_DATABASE_URL
     broker_url: str = DEFAULT_BROKER_URL
     log_level: str = "INFO"
+    # "text" (for people) or "json" (one object per line, for log shippers): dialer.logs.
+    log_format: str = "text"
     # Namespace for every Celery key on the broker: several deployments can share one Redis.
     broker_prefix: str | None = None
     # name -> server; `default` (DIALER_AMI_*) is always there when read from the environment.
@@ -123,6 +125,9 @@ class Settings:
         log_level = env.get("DIALER_LOG_LEVEL", "INFO").upper()
         if log_level not in logging.getLevelNamesMapping():
             raise SettingsError(f"DIALER_LOG_LEVEL: unknown level {log_level!r}")
+        log_format = env.get("DIALER_LOG_FORMAT", "text").lower()
+        if log_format not in ("text", "json"):
+            raise SettingsError(f"DIALER_LOG_FORMAT: {log_format!r} is not text or json")
         broker_prefix = env.get("DIALER_BROKER_PREFIX") or None
         if broker_prefix is not None and not _BROKER_PREFIX.fullmatch(broker_prefix):
             raise SettingsError(
@@ -134,6 +139,7 @@ class Settings:
             broker_url=env.get("DIALER_BROKER_URL", DEFAULT_BROKER_URL),
             broker_prefix=broker_prefix,
             log_level=log_level,
+            log_format=log_format,
             ami_servers=ami_servers_from_env(env),
         )
 

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import logging
-import sys
 
 import click
 
-from dialer import __version__
+from dialer import __version__, logs
 from dialer.cli import call as call_cli
 from dialer.cli import campaign as campaign_cli
 from dialer.cli import contacts as contacts_cli
@@ -40,11 +39,7 @@ def cli() -> None:
         settings = get_settings()
     except SettingsError as exc:
         raise click.UsageError(str(exc)) from None
-    logging.basicConfig(
-        level=settings.log_level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    logs.configure(settings.log_level, settings.log_format)
     # Migration chatter is noise for operators unless they asked for debug output.
     if settings.log_level != "DEBUG":
         logging.getLogger("alembic").setLevel(logging.WARNING)

@@ -32,13 +32,18 @@ from typing import Any
 
 import psycopg
 from celery import Celery
-from celery.signals import after_setup_logger, worker_process_shutdown, worker_shutdown
+from celery.signals import (
+    after_setup_logger,
+    after_setup_task_logger,
+    worker_process_shutdown,
+    worker_shutdown,
+)
 from kombu import Queue
 from sqlalchemy import Engine
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
-from dialer import dbwatch
+from dialer import dbwatch, logs
 from dialer.ami.blocking import SyncAmiClient
 from dialer.ami.client import AmiError
 from dialer.db import ROUND_TRIP_DEADLINE_S, connect_args, make_engine, make_sessionmaker
@@ -46,7 +51,7 @@ from dialer.dialing.broker import DISPATCH_QUEUE as DISPATCH_QUEUE
 from dialer.dialing.broker import ORIGINATE_QUEUE as ORIGINATE_QUEUE
 from dialer.dialing.broker import BrokerNames, broker_names, is_redis
 from dialer.dialing.dispatch import TickOptions
-from dialer.settings import Settings, get_settings
+from dialer.settings import Settings, SettingsError, get_settings
 
 DISPATCH_TASK = "dialer.dispatch_tick"
 ORIGINATE_TASK = "dialer.originate_call"
@@ -349,8 +354,11 @@ def libpq_url(database_url: str) -> str:
 
 
 @after_setup_logger.connect
-def _quiet_per_task_logs(loglevel: int | str = logging.INFO, **_: Any) -> None:
-    """No "received"/"succeeded" INFO lines per task unless debugging.
+def _quiet_per_task_logs(
+    logger: logging.Logger | None = None, loglevel: int | str = logging.INFO, **_: Any
+) -> None:
+    """No "received"/"succeeded" INFO lines per task, nor beat's "Sending due task" line per
+    tick, unless debugging; and the dialer's log format (`DIALER_LOG_FORMAT`).
 
     At hundreds of calls a second they are noise, and every attempt's fate is in Postgres;
     failures are still logged. Set before the worker builds its task strategies, which read
@@ -360,6 +368,22 @@ def _quiet_per_task_logs(loglevel: int | str = logging.INFO, **_: Any) -> None:
     if isinstance(level, int) and level > logging.DEBUG:
         for name in ("celery.worker.strategy", "celery.app.trace"):
             logging.getLogger(name).setLevel(logging.WARNING)
+    logs.quiet_beat()
+    if logger is not None:
+        logs.use_format(logger, _log_format())
+
+
+@after_setup_task_logger.connect
+def _task_log_format(logger: logging.Logger | None = None, **_: Any) -> None:
+    if logger is not None:
+        logs.use_format(logger, _log_format())
+
+
+def _log_format() -> str:
+    try:
+        return get_settings().log_format
+    except SettingsError:
+        return "text"
 
 
 @worker_process_shutdown.connect

@@ -82,6 +82,9 @@ INVALID_NUMBER_OUTCOME = "invalid_number"
 # A trunk whose calls wait for a PBX is logged at most this often.
 UNROUTED_LOG_EVERY_S = 10.0
 _unrouted_logged: dict[str, float] = {}
+# A running campaign whose calls cannot be built is logged at most this often.
+REFUSED_LOG_EVERY_S = 60.0
+_refused_logged: dict[str, float] = {}
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +127,47 @@ class TickReport:
     @property
     def to_enqueue(self) -> list[int]:
         return self.queued + self.requeued
+
+
+class TickSummary:
+    """What the ticks did, for the log: a campaign started, ended or completed is said at once; the rest (calls queued, handed out again, do-not-call, rescheduled, without a
+    window) is summed up in one line at most every `every_s` seconds, and only when there is
+    something to say. A campaign dialling would otherwise log every second."""
+
+    COUNTS = ("queued", "requeued", "dnc", "rescheduled", "no_window")
+
+    def __init__(self, every_s: float = 10.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.every_s = every_s
+        self._clock = clock
+        self._since = clock()
+        self._counts = dict.fromkeys(self.COUNTS, 0)
+
+    def add(self, report: TickReport) -> list[str]:
+        """The lines to log for this tick (none, most of the time)."""
+        lines = [
+            f"campaign {name} {what}"
+            for what, names in (
+                ("started", report.campaigns_started),
+                ("ended (its schedule ran out)", report.campaigns_ended),
+                ("completed (nothing left to dial)", report.campaigns_completed),
+            )
+            for name in names
+        ]
+        for name in self.COUNTS:
+            value = getattr(report, name)
+            self._counts[name] += len(value) if isinstance(value, list) else value
+        now = self._clock()
+        if now - self._since >= self.every_s:
+            if any(self._counts.values()):
+                done = ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in self._counts.items())
+                lines.append(f"ticks over the last {now - self._since:.0f} s: {done}")
+            self._since = now
+            self._counts = dict.fromkeys(self.COUNTS, 0)
+        return lines
+
+
+# This process's ticks, summed up for the log.
+_TICK_LOG = TickSummary()
 
 
 @dataclass(frozen=True, slots=True)
@@ -310,11 +354,14 @@ def plan_tick(
         campaign = _Campaign.from_row(row, routes.get(row.trunk_id, []))
         if campaign.problem:
             # Nothing could be sent: leave the contacts alone until the setting is fixed.
-            log.error(
-                "campaign %s: not dialling, its calls cannot be built: %s",
-                row.name,
-                campaign.problem,
-            )
+            now_s = time.monotonic()
+            if now_s - _refused_logged.get(row.name, -math.inf) >= REFUSED_LOG_EVERY_S:
+                _refused_logged[row.name] = now_s
+                log.error(
+                    "campaign %s: not dialling, its calls cannot be built: %s",
+                    row.name,
+                    campaign.problem,
+                )
             report.campaigns_refused.append(row.name)
             continue
         by_trunk[campaign.trunk_id].append(campaign)
@@ -368,14 +415,8 @@ def plan_tick(
     report.campaigns_completed = [
         c.name for c in idle if campaigns_module.complete_if_exhausted(session, c.id)
     ]
-    if report.queued or report.dnc or report.rescheduled or report.campaigns_completed:
-        log.info(
-            "tick: %d queued, %d requeued, %d dnc, %d rescheduled, %d without window, "
-            "campaigns started %s ended %s completed %s",
-            len(report.queued), len(report.requeued), report.dnc, report.rescheduled,
-            report.no_window, report.campaigns_started, report.campaigns_ended,
-            report.campaigns_completed,
-        )  # fmt: skip
+    for line in _TICK_LOG.add(report):
+        log.info("%s", line)
     return report
 
 

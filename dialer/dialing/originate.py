@@ -66,6 +66,7 @@ import psycopg
 from psycopg.rows import namedtuple_row
 from psycopg.types.json import Jsonb, set_json_loads
 
+from dialer import logs
 from dialer.ami.client import (
     AmiAuthenticationError,
     AmiConnectionError,
@@ -311,7 +312,7 @@ def originate_attempt(
         _no_settings(conn, attempt_id, pbx, exc)
         return Result.NOT_SENT
     except ValueError as exc:  # PayloadError: a setting the payload cannot be built from
-        log.error("attempt %s: payload refused: %s", call_id, exc)
+        log.error("attempt %s: payload refused: %s", call_id, exc, extra=logs.call_fields(call_id))
         _give_back(conn, attempt_id, "originating", f"payload refused: {exc}", BAD_SETTINGS_RETRY_S)
         return Result.NOT_SENT
     except Exception as exc:
@@ -329,7 +330,7 @@ def originate_attempt(
                 send_timeout=send_timeout, sleep=sleep, clock=clock,
             )  # fmt: skip
         except (AmiConnectionError, AmiAuthenticationError) as exc:
-            log.warning("attempt %s: not sent: %s", call_id, exc)
+            log.warning("attempt %s: not sent: %s", call_id, exc, extra=logs.call_fields(call_id))
             _report_pbx(conn, pbx, exc)
             _give_back(
                 conn, attempt_id, "originating", f"not sent: PBX {pbx}: {exc}",
@@ -337,16 +338,22 @@ def originate_attempt(
             )  # fmt: skip
             return Result.NOT_SENT
         except Exception as exc:  # the database failed us; nothing was sent
-            if _give_back_after_db_error(conn, reconnect, attempt_id, exc):
+            if _give_back_after_db_error(conn, reconnect, attempt_id, call_id, exc):
                 log.warning("attempt %s: not sent, given back: database connection lost (%s)",
-                            call_id, exc)  # fmt: skip
+                            call_id, exc, extra=logs.call_fields(call_id))  # fmt: skip
                 return Result.NOT_SENT
             raise
         if isinstance(sent, Result):
             return _stopped_before_send(conn, attempt_id, sent)
         if sent.missed:
             missed = sent.missed
-            log.info("attempt %s: slot %d dropped: %s", call_id, turn + 1, missed)
+            log.info(
+                "attempt %s: slot %d dropped: %s",
+                call_id,
+                turn + 1,
+                missed,
+                extra=logs.call_fields(call_id),
+            )
             lead = min(MAX_SLOT_LEAD_S, max(lead, 2 * sent.late))
             continue
         return _record_send(conn, attempt_id, call_id, pbx, sent, reconnect)
@@ -361,6 +368,7 @@ def _give_back_after_db_error(
     conn: psycopg.Connection[Any],
     reconnect: Callable[[], psycopg.Connection[Any]] | None,
     attempt_id: int,
+    call_id: str,
     exc: BaseException,
 ) -> bool:
     """Nothing was sent: the attempt goes back, due at once when the connection died (the
@@ -374,13 +382,23 @@ def _give_back_after_db_error(
             try:
                 conn = reconnect()  # waits for the database, up to its own deadline
             except psycopg.Error as exc_db:  # left to reconciliation
-                log.warning("attempt %s: not given back: %s", attempt_id, exc_db)
+                log.warning(
+                    "attempt %s: not given back: %s",
+                    call_id,
+                    exc_db,
+                    extra=logs.call_fields(call_id),
+                )
                 return False
         try:
             _give_back(conn, attempt_id, "originating", f"not sent: {exc}", delay)
         except psycopg.Error as exc_db:
             if reconnect is None or not (conn.closed or conn.broken):
-                log.warning("attempt %s: not given back: %s", attempt_id, exc_db)
+                log.warning(
+                    "attempt %s: not given back: %s",
+                    call_id,
+                    exc_db,
+                    extra=logs.call_fields(call_id),
+                )
                 return False
             dead = True  # the fresh connection died too: the database is not back yet
             continue
@@ -392,7 +410,13 @@ def _pbx_unavailable(
 ) -> Result:
     """The attempt's PBX cannot take calls now: nothing is sent, and the contact is due again
     at once, for the next tick to route it through one that can."""
-    log.info("attempt %s: PBX %s is %s; routed again", call_id, pbx, state)
+    log.info(
+        "attempt %s: PBX %s is %s; routed again",
+        call_id,
+        pbx,
+        state,
+        extra=logs.call_fields(call_id),
+    )
     _give_back(
         conn, attempt_id, "originating", f"not sent: PBX {pbx} is {state}; routed again",
         PBX_UNAVAILABLE_RETRY_S,
@@ -599,12 +623,22 @@ def _record_sent_at(
             return
         except psycopg.Error as exc:
             if reconnect is None or not (conn.closed or conn.broken):
-                log.warning("attempt %s: sent, but its sent time not recorded: %s", call_id, exc)
+                log.warning(
+                    "attempt %s: sent, but its sent time not recorded: %s",
+                    call_id,
+                    exc,
+                    extra=logs.call_fields(call_id),
+                )
                 return
         try:
             conn = reconnect()
         except psycopg.Error as exc:
-            log.warning("attempt %s: sent, but its sent time not recorded: %s", call_id, exc)
+            log.warning(
+                "attempt %s: sent, but its sent time not recorded: %s",
+                call_id,
+                exc,
+                extra=logs.call_fields(call_id),
+            )
             return
 
 
@@ -665,7 +699,7 @@ def _record_send(
             _record_sent_at(conn, attempt_id, call_id, sent, reconnect)
         return Result.SENT
     if isinstance(exc, AmiAuthenticationError):
-        log.warning("attempt %s: not sent: %s", call_id, exc)
+        log.warning("attempt %s: not sent: %s", call_id, exc, extra=logs.call_fields(call_id))
         _report_pbx(conn, pbx, exc)
         _give_back(
             conn, attempt_id, "originating", f"not sent: PBX {pbx}: {exc}",
@@ -673,13 +707,13 @@ def _record_send(
         )  # fmt: skip
         return Result.NOT_SENT
     if isinstance(exc, ValueError):  # amiwire.UnsafeHeaderValue: refused before a byte was written
-        log.error("attempt %s: payload refused: %s", call_id, exc)
+        log.error("attempt %s: payload refused: %s", call_id, exc, extra=logs.call_fields(call_id))
         _give_back(conn, attempt_id, "originating", f"payload refused: {exc}", BAD_SETTINGS_RETRY_S)
         return Result.NOT_SENT
     if isinstance(exc, OriginateRejected) and exc.pbx_shutting_down:
         # No call exists and the callee is not the reason: not sent, due again at once, for
         # the next tick to route it through a PBX that takes calls.
-        log.warning("attempt %s: not sent: %s", call_id, exc)
+        log.warning("attempt %s: not sent: %s", call_id, exc, extra=logs.call_fields(call_id))
         _report_pbx(conn, pbx, exc)
         _give_back(
             conn, attempt_id, "originating", f"not sent: PBX {pbx}: {exc}",
@@ -687,7 +721,7 @@ def _record_send(
         )  # fmt: skip
         return Result.NOT_SENT
     if isinstance(exc, OriginateRejected):
-        log.warning("attempt %s: %s", call_id, exc)
+        log.warning("attempt %s: %s", call_id, exc, extra=logs.call_fields(call_id))
         _report_pbx(conn, pbx, exc)
         conn.execute(
             _REJECTED,
@@ -703,9 +737,16 @@ def _record_send(
     # OriginateFateUnknown, any other adapter error, or an interruption mid-send: the PBX may
     # have the call. Reconciliation decides; sending again could double it.
     if isinstance(exc, AmiError):
-        log.warning("attempt %s: send fate unknown: %s", call_id, exc)
+        log.warning(
+            "attempt %s: send fate unknown: %s", call_id, exc, extra=logs.call_fields(call_id)
+        )
     else:
-        log.error("attempt %s: unexpected error while sending", call_id, exc_info=exc)
+        log.error(
+            "attempt %s: unexpected error while sending",
+            call_id,
+            exc_info=exc,
+            extra=logs.call_fields(call_id),
+        )
     conn.execute(
         _FATE_UNKNOWN,
         {"id": attempt_id, "error": f"fate unknown: {exc}"[:1000], "sent_at": sent.sent_at},
@@ -719,7 +760,12 @@ def _not_claimed(conn: psycopg.Connection[Any], attempt_id: int) -> Result:
     """The claim matched nothing: already taken, or no longer allowed to be sent."""
     state = conn.execute(_STATE, {"id": attempt_id}).fetchone()
     if state is None or state[0] != "queued":
-        log.debug("attempt %s: not queued (%s); nothing to do", attempt_id, state and state[0])
+        log.debug(
+            "attempt %s: not queued (%s); nothing to do",
+            attempt_id,
+            state and state[0],
+            extra=logs.call_fields(None, attempt_id=attempt_id),
+        )
         return Result.ALREADY_TAKEN
     _, campaign_status, on_dnc = state
     if on_dnc:

@@ -69,6 +69,7 @@ from typing import Any
 
 from sqlalchemy import Engine
 
+from dialer import logs
 from dialer.ami.client import CONNECTED_EVENT, DISCONNECTED_EVENT, AmiClient, AmiError
 from dialer.ami.events import (
     EVENT_FILTERS,
@@ -587,7 +588,10 @@ class Listener:
         stats.latencies.extend(done - o.origin for o in batch)
         for closed in result.closed:
             self.correlator.closed(closed.call_id)
-            log.debug("call %s: %s (%s)", closed.call_id, closed.outcome, closed.reason)
+            log.debug(
+                "call %s: %s (%s)", closed.call_id, closed.outcome, closed.reason,
+                extra=logs.call_fields(closed.call_id, pbx=self.pbx),
+            )  # fmt: skip
 
     # -- (re)connect and reconciliation ---------------------------------------------------------
 
