@@ -95,6 +95,10 @@ class Settings:
     log_level: str = "INFO"
     # "text" (for people) or "json" (one object per line, for log shippers): dialer.logs.
     log_format: str = "text"
+    # Where `dialer worker` and `dialer listen` serve Prometheus metrics (dialer.metrics);
+    # None: not served.
+    worker_metrics_port: int | None = None
+    listener_metrics_port: int | None = None
     # Namespace for every Celery key on the broker: several deployments can share one Redis.
     broker_prefix: str | None = None
     # name -> server; `default` (DIALER_AMI_*) is always there when read from the environment.
@@ -128,6 +132,10 @@ class Settings:
         log_format = env.get("DIALER_LOG_FORMAT", "text").lower()
         if log_format not in ("text", "json"):
             raise SettingsError(f"DIALER_LOG_FORMAT: {log_format!r} is not text or json")
+        metrics_ports = {
+            name: _port_or_none(env, name)
+            for name in ("DIALER_WORKER_METRICS_PORT", "DIALER_LISTENER_METRICS_PORT")
+        }
         broker_prefix = env.get("DIALER_BROKER_PREFIX") or None
         if broker_prefix is not None and not _BROKER_PREFIX.fullmatch(broker_prefix):
             raise SettingsError(
@@ -140,6 +148,8 @@ class Settings:
             broker_prefix=broker_prefix,
             log_level=log_level,
             log_format=log_format,
+            worker_metrics_port=metrics_ports["DIALER_WORKER_METRICS_PORT"],
+            listener_metrics_port=metrics_ports["DIALER_LISTENER_METRICS_PORT"],
             ami_servers=ami_servers_from_env(env),
         )
 
@@ -279,6 +289,15 @@ def _port(variable: str, text: str | None, default: int) -> int:
     if not 0 < port < 65536:
         raise SettingsError(f"{variable}: out of range: {port}")
     return port
+
+
+def _port_or_none(env: Mapping[str, str], name: str) -> int | None:
+    value = env.get(name, "").strip()
+    if not value:
+        return None
+    if not value.isdigit() or not 1 <= int(value) <= 65535:
+        raise SettingsError(f"{name}: {value!r} is not a TCP port (1-65535)")
+    return int(value)
 
 
 @cache

@@ -84,6 +84,13 @@ log = logging.getLogger(__name__)
     show_default=True,
     help="Ask Asterisk (Filter action) for the used events only.",
 )
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(1, 65535),
+    default=None,
+    help="Serve Prometheus metrics on this port, at /metrics  [default: "
+    "DIALER_LISTENER_METRICS_PORT, else none]",
+)
 def listen(
     pbxs: tuple[str, ...],
     flush_ms: int,
@@ -93,6 +100,7 @@ def listen(
     grace: float,
     min_age: float,
     filter_events: bool,
+    metrics_port: int | None,
 ) -> None:
     """Follow PBXs' events: record each call's facts and outcome, schedule retries.
 
@@ -106,6 +114,7 @@ def listen(
     Example:
         dialer listen
         dialer listen --pbx east --pbx west --flush-ms 20
+        dialer listen --metrics-port 9101
     """
     settings = get_settings()
     try:
@@ -121,6 +130,12 @@ def listen(
         reconcile=ReconcileOptions(grace_s=grace, min_age_s=min_age),
         filter_events=filter_events,
     )
+    port = metrics_port or settings.listener_metrics_port
+    if port:
+        from dialer import metrics
+
+        metrics.serve(port)
+        log.info("metrics on :%d/metrics", port)
     engine = make_engine(settings.database_url, service=True, role="dialer listener")
     tune_collector()
     listeners = [Listener(engine, server, options=options) for server in servers]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import tempfile
 
 import click
 
@@ -53,8 +54,20 @@ log = logging.getLogger(__name__)
     "a second one is harmless (overlapping ticks skip) but wasted.",
 )
 @click.option("-n", "--hostname", default=None, help="Worker node name (Celery's -n).")
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(1, 65535),
+    default=None,
+    help="Serve Prometheus metrics on this port, at /metrics, the sum of every worker "
+    "process's  [default: DIALER_WORKER_METRICS_PORT, else none]",
+)
 def worker(
-    processes: int | None, pool: str, concurrency: int | None, beat: bool, hostname: str | None
+    processes: int | None,
+    pool: str,
+    concurrency: int | None,
+    beat: bool,
+    hostname: str | None,
+    metrics_port: int | None,
 ) -> None:
     """Run this host's dialing workers: originate tasks plus, by default, the dispatch tick.
 
@@ -76,6 +89,7 @@ def worker(
         dialer worker --processes 8
         dialer worker --processes 1 --pool threads -c 8
         dialer worker --no-beat --pool prefork -c 4
+        dialer worker --metrics-port 9100
     """
     count = processes or default_processes()
     if pool == "auto":
@@ -84,7 +98,12 @@ def worker(
         pool, size = worker_pool(get_settings().broker_url), 1
     else:
         size = 1 if pool == "solo" else concurrency or DEFAULT_POOL_SIZE
+    port = metrics_port or get_settings().worker_metrics_port
     if count == 1:
+        if port:
+            from dialer import metrics
+
+            metrics.serve(port)
         run_celery_worker(pool, size, beat, hostname)
         return
 
@@ -105,7 +124,20 @@ def worker(
         "" if pool == "solo" else f", {size} at once",
         ", the first with the dispatch tick" if beat else "",
     )
-    sys.exit(Supervisor(commands).run())
+    if not port:
+        sys.exit(Supervisor(commands).run())
+    # Each process counts in files of its own here; the supervisor serves their sum.
+    with tempfile.TemporaryDirectory(prefix="dialer-metrics-") as shared:
+        from dialer import metrics
+
+        metrics.serve(port, multiprocess_dir=shared)
+        log.info("metrics of every worker process on :%d/metrics", port)
+        supervisor = Supervisor(
+            commands,
+            env={**os.environ, "PROMETHEUS_MULTIPROC_DIR": shared},
+            on_exit=lambda pid: metrics.process_exited(pid, shared),
+        )
+        sys.exit(supervisor.run())
 
 
 def default_processes() -> int:

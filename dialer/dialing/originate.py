@@ -66,7 +66,7 @@ import psycopg
 from psycopg.rows import namedtuple_row
 from psycopg.types.json import Jsonb, set_json_loads
 
-from dialer import logs
+from dialer import logs, metrics
 from dialer.ami.client import (
     AmiAuthenticationError,
     AmiConnectionError,
@@ -290,6 +290,27 @@ def originate_attempt(
     `psycopg.Error` when none can be had in time. `claim_token` (`new_claim_token`) names this
     run of the task: after `ClaimInterrupted`, call again with the same token.
     """
+    route: dict[str, str] = {}
+    result = _originate(
+        conn, attempt_id, ami_for, send_timeout=send_timeout, sleep=sleep, clock=clock,
+        reconnect=reconnect, claim_token=claim_token, route=route,
+    )  # fmt: skip
+    metrics.ORIGINATES.labels(route.get("pbx", "-"), result.value).inc()
+    return result
+
+
+def _originate(
+    conn: psycopg.Connection[Any],
+    attempt_id: int,
+    ami_for: Callable[[str], Originator],
+    *,
+    send_timeout: float,
+    sleep: Callable[[float], None],
+    clock: Callable[[], float],
+    reconnect: Callable[[], psycopg.Connection[Any]] | None,
+    claim_token: int | None,
+    route: dict[str, str],
+) -> Result:
     token = claim_token if claim_token is not None else new_claim_token()
     try:
         (claimed,) = _run(conn, _call("dialer_claim", attempt_id, token))
@@ -301,6 +322,7 @@ def originate_attempt(
     if claimed is None:
         return _not_claimed(conn, attempt_id)
     payload, trunk_id, pbx, call_id, pbx_state = claimed
+    route["pbx"] = pbx
     if pbx_state not in pbxs.USABLE_STATES:
         return _pbx_unavailable(conn, attempt_id, call_id, pbx, pbx_state)
 
@@ -326,7 +348,7 @@ def originate_attempt(
             # Connected first: a slot taken while reconnecting would be sent late, or wasted.
             client.wait_connected(send_timeout)
             sent = _send_in_slot(
-                conn, attempt_id, trunk_id, lead, client, payload,
+                conn, attempt_id, trunk_id, lead, client, payload, pbx=pbx,
                 send_timeout=send_timeout, sleep=sleep, clock=clock,
             )  # fmt: skip
         except (AmiConnectionError, AmiAuthenticationError) as exc:
@@ -477,6 +499,7 @@ def _send_in_slot(
     client: Originator,
     payload: Mapping[str, Any],
     *,
+    pbx: str,
     send_timeout: float,
     sleep: Callable[[float], None],
     clock: Callable[[], float],
@@ -488,6 +511,7 @@ def _send_in_slot(
     before anything was sent (a database error).
     """
     sent: _Send | None = None
+    asked = clock()
     try:
         slot, check = take_slot_and_check(
             conn, attempt_id, trunk_id, lead, sleep=sleep, clock=clock
@@ -502,7 +526,9 @@ def _send_in_slot(
         if late > SLOT_TOLERANCE_S:
             return _Send(missed=f"woke up {late * 1000:.0f} ms after the slot", late=late)
         _check_still_connected(conn)
+        metrics.PACING_WAIT.observe(max(0.0, slot - asked))
         sent_at = dt.datetime.now(dt.UTC)
+        writing = time.monotonic()
         try:
             # Checked again by the adapter just before the write, after the hand-over to its
             # thread and any wait for a dropped connection.
@@ -511,6 +537,7 @@ def _send_in_slot(
             return _Send(missed=str(exc), late=max(0.0, clock() - slot))
         except BaseException as exc:
             return _Send(sent_at=sent_at, error=exc)
+        metrics.SEND_LATENCY.labels(pbx).observe(time.monotonic() - writing)
         sent = _Send(sent_at=sent_at)
         return sent
     finally:

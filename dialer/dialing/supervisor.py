@@ -64,6 +64,8 @@ class Supervisor:
     commands: Sequence[Sequence[str]]
     env: dict[str, str] | None = None
     clock: Callable[[], float] = time.monotonic
+    # Told the pid of each child that exited (to forget what it left, e.g. its metrics).
+    on_exit: Callable[[int], None] | None = None
     children: list[Child] = field(init=False)
     stopping: bool = field(default=False, init=False)
     _signals: list[int] = field(default_factory=list, init=False)
@@ -128,6 +130,7 @@ class Supervisor:
             if child.process is None or child.running:
                 continue
             _kill_leftovers(child)
+            self._exited(child.process.pid)
             code = child.process.returncode
             quick = now - child.started_at < MIN_UPTIME_S
             child.quick_exits = child.quick_exits + 1 if quick else 0
@@ -140,6 +143,13 @@ class Supervisor:
                 delay,
             )
             child.restart_at = now + delay
+
+    def _exited(self, pid: int) -> None:
+        if self.on_exit is not None:
+            try:
+                self.on_exit(pid)
+            except Exception:
+                log.exception("could not clear what worker process %d left", pid)
 
     def _start(self, child: Child) -> None:
         child.process = subprocess.Popen(

@@ -69,7 +69,7 @@ from typing import Any
 
 from sqlalchemy import Engine
 
-from dialer import logs
+from dialer import logs, metrics
 from dialer.ami.client import CONNECTED_EVENT, DISCONNECTED_EVENT, AmiClient, AmiError
 from dialer.ami.events import (
     EVENT_FILTERS,
@@ -264,6 +264,7 @@ class Listener:
         self.options = options or ListenerOptions()
         self.stats = ListenerStats()
         self.correlator = Correlator(max_closed=self.options.closed_calls_kept)
+        self._counted: dict[str, int] = {}  # stats already added to the metrics
         self._client_factory = client_factory or (
             lambda s: AmiClient(s, events=True, max_queued_events=self.options.max_queued_events)
         )
@@ -356,6 +357,7 @@ class Listener:
                     self._spawn(self._on_connected(client))
             elif name == DISCONNECTED_EVENT:
                 log.warning("AMI %s: connection lost; events may be missed", self.pbx)
+                metrics.AMI_CONNECTED.labels(self.pbx).set(0)
                 self._report("down", f"listener lost its AMI connection: {event.get('Reason')}")
                 self._pbx_down("connection lost")
             elif name == SHUTDOWN_EVENT:
@@ -586,17 +588,43 @@ class Listener:
         stats.closed += len(result.closed)
         done = time.time()
         stats.latencies.extend(done - o.origin for o in batch)
+        to_row = metrics.EVENT_TO_ROW.labels(self.pbx)
+        for o in batch:
+            to_row.observe(done - o.origin)
+        self._count_events()
+        ended = metrics.ENDED
         for closed in result.closed:
+            ended.labels(self.pbx, closed.outcome.value).inc()
             self.correlator.closed(closed.call_id)
             log.debug(
                 "call %s: %s (%s)", closed.call_id, closed.outcome, closed.reason,
                 extra=logs.call_fields(closed.call_id, pbx=self.pbx),
             )  # fmt: skip
 
+    def _count_events(self) -> None:
+        """The event counters' news since the last batch, into the metrics (counting each
+        event as it comes would cost the hot path a lock per event)."""
+        stats, counted = self.stats, self._counted
+        now = {
+            "received": stats.events, "stored": stats.stored, "unknown": stats.unknown,
+            "uncorrelated": stats.uncorrelated,
+        }  # fmt: skip
+        for name, value in now.items():
+            delta = value - counted.get(name, 0)
+            if delta <= 0:
+                continue
+            if name == "received":
+                metrics.EVENTS_RECEIVED.labels(self.pbx).inc(delta)
+            else:
+                metrics.EVENTS.labels(self.pbx, name).inc(delta)
+            counted[name] = value
+
     # -- (re)connect and reconciliation ---------------------------------------------------------
 
     async def _on_connected(self, client: AmiClient) -> None:
         log.info("AMI %s: connected", self.pbx)
+        metrics.AMI_CONNECTED.labels(self.pbx).set(1)
+        metrics.AMI_RECONNECTS.labels(self.pbx).inc()
         if self.options.filter_events:
             await self._install_filters(client)
         await self.reconcile(client, on_connect=True)
@@ -660,6 +688,8 @@ class Listener:
                 for writer in self._writers:  # no batch is written meanwhile
                     await held.enter_async_context(writer.lock)
                 closed = await asyncio.to_thread(self._close_gone, present, snapshot, on_connect)
+            for c in closed:
+                metrics.ENDED.labels(self.pbx, c.outcome.value).inc()
             gone = [c.call_id for c in closed]
             for writer in self._writers:
                 writer.store.forget(gone)
