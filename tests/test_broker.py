@@ -84,6 +84,8 @@ def test_a_tick_publishes_one_task_per_attempt_in_order(
     app = make_app()
     queue = app.broker_names.originate_queue
     enqueue_originates(app, range(1, 1201))  # three of Redis's pipelined batches
+    # RabbitMQ takes publishes without answering: the queue holds them all a moment later.
+    wait_until(lambda: queue_depth(app, queue) >= 1200, 10, message="1200 messages queued")
     assert queue_depth(app, queue) == 1200
 
     received: list[tuple[str, list[Any]]] = []

@@ -96,6 +96,9 @@ def test_ctrl_c_stops_every_process_the_demo_started(demo_database: str, tmp_pat
         [sys.executable, "-m", "dialer", "demo", "--speed", "1", "--database", demo_database,
          "--log-dir", str(tmp_path / "logs")],
         env=_demo_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        # As in a terminal: Ctrl-C interrupts. A shell's background job (a CI runner, nohup)
+        # starts with SIGINT ignored, and Python then keeps ignoring it.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )  # fmt: skip
     assert process.stdout is not None
     seen = []
