@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import signal
@@ -115,6 +116,9 @@ def test_ctrl_c_stops_every_process_the_demo_started(demo_database: str, tmp_pat
         rest, _ = process.communicate(timeout=60)
     except subprocess.TimeoutExpired as exc:  # say where it hangs: its output, its children's logs
         process.kill()
+        for pid in _processes_using(demo_database):  # and leave nothing running
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
         logs = "\n".join(
             f"--- {log.name}:\n" + "\n".join(log.read_text(errors="replace").splitlines()[-15:])
             for log in sorted((tmp_path / "logs").glob("*"))
