@@ -11,9 +11,17 @@ they start), and the supervisor serves their sum (`serve(..., multiprocess_dir=.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import (
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    start_http_server,
+)
 from prometheus_client import multiprocess as prometheus_multiprocess
 
 # -- worker ----------------------------------------------------------------------------------
@@ -68,16 +76,22 @@ AMI_RECONNECTS = Counter(
 )
 
 
-def serve(port: int, addr: str = "0.0.0.0", multiprocess_dir: str | None = None) -> Any:
+def serve(
+    port: int,
+    addr: str = "0.0.0.0",
+    multiprocess_dir: str | None = None,
+    collectors: Sequence[Any] = (),
+) -> Any:
     """Serve `/metrics` on `port` from a thread of this process: this process's metrics, or
-    with `multiprocess_dir` the sum of those its children wrote there. Returns the server."""
-    registry: Any = None
+    with `multiprocess_dir` the sum of those its children wrote there; plus `collectors`
+    (read at each scrape). Returns the server."""
+    registry: Any = REGISTRY
     if multiprocess_dir is not None:
         registry = CollectorRegistry()
         prometheus_multiprocess.MultiProcessCollector(registry, path=multiprocess_dir)
-        server, _ = start_http_server(port, addr, registry=registry)
-    else:
-        server, _ = start_http_server(port, addr)
+    for collector in collectors:
+        registry.register(collector)
+    server, _ = start_http_server(port, addr, registry=registry)
     return server
 
 

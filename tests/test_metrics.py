@@ -64,6 +64,8 @@ def test_scraped_counters_agree_with_postgres(
     trunk = add_trunk(session_factory, "MC", cps=20, max_channels=100)
     campaign = add_campaign(session_factory, trunk, max_attempts=1)
     add_contacts(session_factory, campaign, simulator_numbers(60))
+    paused = add_campaign(session_factory, trunk, "later", status="paused")
+    add_contacts(session_factory, paused, simulator_numbers(5, start=100))
     worker_port, listener_port = free_port(), free_port()
     listener = worker_processes(
         ami=pbx_sim.server,
@@ -81,7 +83,10 @@ def test_scraped_counters_agree_with_postgres(
     )  # fmt: skip
     try:
         wait_until(
-            lambda: scalar(session_factory, "SELECT status FROM campaigns") == "completed",
+            lambda: (
+                scalar(session_factory, "SELECT status FROM campaigns WHERE id = :id", id=campaign)
+                == "completed"
+            ),
             90,
             message="the campaign to complete",
         )
@@ -128,13 +133,34 @@ def test_scraped_counters_agree_with_postgres(
     assert total(listener_samples, "dialer_event_to_row_seconds_count") >= stored
     assert total(listener_samples, "dialer_ami_connected", pbx="default") == 1
     assert total(listener_samples, "dialer_ami_connects_total", pbx="default") >= 1
+    # The deployment's gauges, read from Postgres and the broker at the scrape.
+    assert total(worker_samples, "dialer_deployment_scrape_ok") == 2  # database and broker
+    assert total(worker_samples, "dialer_attempts_queued_in_broker") == 0
+    assert total(worker_samples, "dialer_attempts_originating_stale") == 0
+    assert total(worker_samples, "dialer_calls_up") == 0
+    # The completed campaign is no longer live; the paused one has all its contacts left.
+    assert dict(
+        (labels["campaign"], value) for labels, value in worker_samples["dialer_contacts_remaining"]
+    ) == {"later": 5}
+    assert "dialer_campaign_attempts_finished_total" not in worker_samples
     # Bounded labels: no call id or number anywhere.
     for samples in (worker_samples, listener_samples):
         for name, found in samples.items():
             if not name.startswith("dialer_"):
                 continue  # prometheus_client's own: the process, the garbage collector
             for labels, _ in found:
-                assert set(labels) <= {"pbx", "result", "fate", "outcome", "le"}, (name, labels)
+                allowed = {
+                    "pbx",
+                    "result",
+                    "fate",
+                    "outcome",
+                    "le",
+                    "trunk",
+                    "campaign",
+                    "queue",
+                    "part",
+                }
+                assert set(labels) <= allowed, (name, labels)
 
 
 @pytest.mark.parametrize(

@@ -12,6 +12,7 @@ from prometheus_client import REGISTRY, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 import dialer.metrics  # noqa: F401  (defines the metrics in the registry)
+from dialer.reports import live_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 MONITORING = ROOT / "dialer" / "monitoring"
@@ -27,6 +28,8 @@ def exported_names() -> set[str]:
         # (`x_created`: when a metric was made, a family of its own in this format.)
         if family.name.startswith("dialer_") and not family.name.endswith("_created"):
             names.update(family.name + suffix for suffix in SUFFIXES[family.type])
+    for name, kind in live_metrics.FAMILIES.items():  # the deployment's, read at each scrape
+        names.update(name + suffix for suffix in SUFFIXES[kind])
     return names
 
 

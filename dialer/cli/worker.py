@@ -6,6 +6,7 @@ import logging
 import os
 import sys
 import tempfile
+from typing import Any
 
 import click
 
@@ -103,7 +104,7 @@ def worker(
         if port:
             from dialer import metrics
 
-            metrics.serve(port)
+            metrics.serve(port, collectors=[deployment_collector()])
         run_celery_worker(pool, size, beat, hostname)
         return
 
@@ -130,7 +131,7 @@ def worker(
     with tempfile.TemporaryDirectory(prefix="dialer-metrics-") as shared:
         from dialer import metrics
 
-        metrics.serve(port, multiprocess_dir=shared)
+        metrics.serve(port, multiprocess_dir=shared, collectors=[deployment_collector()])
         log.info("metrics of every worker process on :%d/metrics", port)
         supervisor = Supervisor(
             commands,
@@ -138,6 +139,19 @@ def worker(
             on_exit=lambda pid: metrics.process_exited(pid, shared),
         )
         sys.exit(supervisor.run())
+
+
+def deployment_collector() -> Any:
+    """The deployment's gauges (broker queue, stuck attempts, calls up, campaigns), read from
+    Postgres and the broker at each scrape."""
+    from dialer.db import make_engine
+    from dialer.dialing.celery_app import make_celery_app
+    from dialer.reports.live_metrics import DeploymentCollector
+
+    settings = get_settings()
+    return DeploymentCollector(
+        make_engine(settings.database_url, pool_size=1), make_celery_app(settings)
+    )
 
 
 def default_processes() -> int:
