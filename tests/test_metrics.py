@@ -180,3 +180,41 @@ def test_the_metrics_port_settings(value: str, port: int | str | None) -> None:
                 Settings.from_env({name: value})
         else:
             assert getattr(Settings.from_env({name: value}), field) == port
+
+
+@pytest.mark.slow
+def test_one_worker_process_with_a_forking_pool_is_counted_too(
+    session_factory: Any, pbx_sim: Any, worker_processes: Any
+) -> None:
+    """`dialer worker --processes 1 --pool prefork` with DIALER_WORKER_METRICS_PORT: its
+    tasks run in forked pool processes, and their Originates are still in /metrics."""
+    trunk = add_trunk(session_factory, "MC", cps=20, max_channels=100)
+    campaign = add_campaign(session_factory, trunk, max_attempts=1)
+    add_contacts(session_factory, campaign, simulator_numbers(10, ending="04"))
+    port = free_port()
+    worker = worker_processes(
+        ami=pbx_sim.server,
+        command=[
+            sys.executable, "-m", "dialer", "worker", "--processes", "1", "--pool", "prefork",
+            "-c", "2",
+        ],
+        env={"DIALER_WORKER_METRICS_PORT": str(port)},
+    )  # fmt: skip
+    try:
+        wait_until(
+            lambda: (
+                scalar(
+                    session_factory, "SELECT count(*) FROM call_attempts WHERE sent_at IS NOT NULL"
+                )
+                == 10
+            ),
+            60,
+            message="every call sent",
+        )
+        wait_until(
+            lambda: total(scrape(port), "dialer_originates_total", result="sent") == 10,
+            10,
+            message="the forked pool's Originates counted",
+        )
+    finally:
+        worker.stop()

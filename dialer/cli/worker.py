@@ -100,14 +100,11 @@ def worker(
     else:
         size = 1 if pool == "solo" else concurrency or DEFAULT_POOL_SIZE
     port = metrics_port or get_settings().worker_metrics_port
-    if count == 1:
-        if port:
-            from dialer import metrics
-
-            metrics.serve(port, collectors=[deployment_collector()])
+    if count == 1 and not port:
         run_celery_worker(pool, size, beat, hostname)
         return
-
+    # With metrics, even one worker process runs under the supervisor: its pool may fork, and
+    # the supervisor serves the sum of every process's counts (`dialer.metrics`).
     from dialer.dialing.supervisor import Supervisor
 
     commands = [
@@ -135,7 +132,11 @@ def worker(
         log.info("metrics of every worker process on :%d/metrics", port)
         supervisor = Supervisor(
             commands,
-            env={**os.environ, "PROMETHEUS_MULTIPROC_DIR": shared},
+            # Children count into `shared` and serve nothing themselves.
+            env={
+                **{k: v for k, v in os.environ.items() if k != "DIALER_WORKER_METRICS_PORT"},
+                "PROMETHEUS_MULTIPROC_DIR": shared,
+            },
             on_exit=lambda pid: metrics.process_exited(pid, shared),
         )
         sys.exit(supervisor.run())
