@@ -29,7 +29,7 @@ from prometheus_client import multiprocess as prometheus_multiprocess
 ORIGINATES = Counter(
     "dialer_originates_total",
     "Originate tasks by what became of their attempt (sent, not_sent, rejected, fate_unknown...)",
-    ["pbx", "result"],
+    ["trunk", "pbx", "result"],
 )
 SEND_LATENCY = Histogram(
     "dialer_originate_response_seconds",

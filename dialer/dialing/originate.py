@@ -161,7 +161,8 @@ _CLAIM = f"""
                           WHERE c.id = a.campaign_id AND c.status = 'running')
              AND NOT {_DNC_FOR_ATTEMPT})
             OR (a.status = 'originating' AND a.claim_token = $2 AND a.sent_at IS NULL))
-    RETURNING a.payload, a.trunk_id, a.pbx, a.custom_call_id, {_PBX_STATE}
+    RETURNING a.payload, a.trunk_id, a.pbx, a.custom_call_id, {_PBX_STATE},
+              (SELECT t.name FROM trunks t WHERE t.id = a.trunk_id)
 """
 
 # Why a claim matched nothing.
@@ -295,7 +296,7 @@ def originate_attempt(
         conn, attempt_id, ami_for, send_timeout=send_timeout, sleep=sleep, clock=clock,
         reconnect=reconnect, claim_token=claim_token, route=route,
     )  # fmt: skip
-    metrics.ORIGINATES.labels(route.get("pbx", "-"), result.value).inc()
+    metrics.ORIGINATES.labels(route.get("trunk", "-"), route.get("pbx", "-"), result.value).inc()
     return result
 
 
@@ -321,8 +322,8 @@ def _originate(
     claimed = claimed[0] if claimed else None
     if claimed is None:
         return _not_claimed(conn, attempt_id)
-    payload, trunk_id, pbx, call_id, pbx_state = claimed
-    route["pbx"] = pbx
+    payload, trunk_id, pbx, call_id, pbx_state, trunk = claimed
+    route["pbx"], route["trunk"] = pbx, trunk
     if pbx_state not in pbxs.USABLE_STATES:
         return _pbx_unavailable(conn, attempt_id, call_id, pbx, pbx_state)
 

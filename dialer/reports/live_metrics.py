@@ -19,6 +19,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 from sqlalchemy import Engine, text
 
+from dialer.campaigns import pbxs
+
 log = logging.getLogger(__name__)
 
 # An attempt claimed this long ago and still `originating` is worth a look.
@@ -42,6 +44,13 @@ _CAMPAIGNS = text(
       FROM campaigns c WHERE c.status IN ('running', 'paused', 'scheduled')
     """
 )
+_PBXS = text(
+    f"""
+    SELECT p.name, {pbxs.effective_state_sql("p")} AS state, {pbxs.current_rate_sql("p")} AS rate,
+           p.latency_ms
+      FROM pbxs p WHERE p.enabled
+    """
+)
 _FINISHED = text(
     """
     SELECT c.name, coalesce(s.outcome, 'not_sent') AS outcome, sum(s.attempts) AS n
@@ -60,6 +69,9 @@ FAMILIES = {
     "dialer_calls_up": "gauge",
     "dialer_contacts_remaining": "gauge",
     "dialer_campaign_attempts_finished": "counter",
+    "dialer_pbx_up": "gauge",
+    "dialer_pbx_rate": "gauge",
+    "dialer_pbx_originate_response_p90_seconds": "gauge",
 }
 
 
@@ -111,6 +123,7 @@ class DeploymentCollector(Collector):
             open_row = conn.execute(_OPEN, {"stale": STALE_ORIGINATING_S}).one()
             campaigns = conn.execute(_CAMPAIGNS).all()
             finished = conn.execute(_FINISHED).all()
+            pbx_rows = conn.execute(_PBXS).all()
         stale = GaugeMetricFamily(
             "dialer_attempts_originating_stale",
             f"Attempts still originating {STALE_ORIGINATING_S:.0f} s after they were queued",
@@ -138,4 +151,22 @@ class DeploymentCollector(Collector):
         )
         for row in finished:
             ended.add_metric([row.name, row.outcome], int(row.n))
-        yield from (stale, up, remaining, ended)
+        pbx_up = GaugeMetricFamily(
+            "dialer_pbx_up", "1 when the PBX takes calls (its state is up)", labels=["pbx"]
+        )
+        rate = GaugeMetricFamily(
+            "dialer_pbx_rate",
+            "Originates per second the PBX may be sent now (back-pressure lowers it)",
+            labels=["pbx"],
+        )
+        latency = GaugeMetricFamily(
+            "dialer_pbx_originate_response_p90_seconds",
+            "p90 of the time from Originate to its OriginateResponse, as back-pressure measures it",
+            labels=["pbx"],
+        )
+        for row in pbx_rows:
+            pbx_up.add_metric([row.name], 1 if row.state == pbxs.UP else 0)
+            rate.add_metric([row.name], float(row.rate))
+            if row.latency_ms is not None:
+                latency.add_metric([row.name], row.latency_ms / 1000)
+        yield from (stale, up, remaining, ended, pbx_up, rate, latency)
