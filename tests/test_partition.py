@@ -149,6 +149,7 @@ def test_a_black_holed_postgres_is_cut_and_the_campaign_dials_on(
     sent = sorted(r["wall"] for r in originates(pbx_sim))
     resumed = [t for t in sent if t > healed]
     assert resumed and resumed[0] - healed <= 5.0, "nothing sent within 5 s of the return"
+    print(f"{cut_during_hole} round trips cut; dialing resumed {resumed[0] - healed:.1f} s after")
     counts = collections.Counter(r["action_id"] for r in originates(pbx_sim))
     assert set(counts.values()) == {1}, "a call was sent twice"
     attempts = rows(session_factory, "SELECT status, outcome FROM call_attempts")

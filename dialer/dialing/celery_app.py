@@ -234,10 +234,11 @@ class Runtime:
                 self._sessions = make_sessionmaker(engine)
             return self._sessions
 
-    def connection(self) -> psycopg.Connection[Any]:
+    def connection(self, connect_timeout: float | None = None) -> psycopg.Connection[Any]:
         """This thread's autocommit psycopg connection for the originate hot path: a new one
         when the last is closed, broken, or was ended by the server while idle (a Postgres
-        restart, `pg_terminate_backend`); the dead one is closed and forgotten."""
+        restart, `pg_terminate_backend`); the dead one is closed and forgotten.
+        `connect_timeout` overrides `dialer.db.CONNECT_TIMEOUT_S` for a new one."""
         conn: psycopg.Connection[Any] | None = getattr(self._local, "conn", None)
         if conn is not None and (conn.closed or conn.broken or not still_open(conn)):
             self.drop_connection(conn)
@@ -246,7 +247,10 @@ class Runtime:
             conn = psycopg.connect(
                 libpq_url(self.settings.database_url),
                 autocommit=True,
-                **connect_args(service=True, role=DB_ROLE),
+                **{
+                    **connect_args(service=True, role=DB_ROLE),
+                    **({"connect_timeout": connect_timeout} if connect_timeout else {}),
+                },
             )
             dbwatch.watch(conn, self.options.round_trip_deadline_s)
             self._local.conn = conn
@@ -262,7 +266,7 @@ class Runtime:
             if conn is not None and (conn.closed or conn.broken):
                 self.drop_connection(conn)
             try:
-                return self.connection()
+                return self.connection(connect_timeout=DatabaseWait.CONNECT_TIMEOUT_S)
             except psycopg.OperationalError as exc:
                 waiting.wait_or_raise(exc)
 
@@ -313,7 +317,11 @@ class DatabaseWait:
     """Waits between tries to reach the database, backing off, for `limit_s` in all."""
 
     FIRST_S = 0.1
-    LONGEST_S = 2.0
+    LONGEST_S = 1.0
+    # While waiting, a connection attempt is given up sooner than usual: one lost to a path
+    # still down would otherwise hold the next try back by the full connect timeout.
+    # (libpq's least.)
+    CONNECT_TIMEOUT_S = 2
 
     def __init__(
         self,

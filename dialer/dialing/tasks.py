@@ -72,11 +72,13 @@ def originate_call(self: Task, attempt_id: int) -> str:
     options = app.worker_options
     token = new_claim_token()
     waiting = DatabaseWait(options.database_wait_s)
+    connect_timeout = None
     while True:
         try:
-            conn = runtime.connection()
+            conn = runtime.connection(connect_timeout)
         except psycopg.OperationalError as exc:
             waiting.wait_or_raise(exc)
+            connect_timeout = DatabaseWait.CONNECT_TIMEOUT_S
             continue
         try:
             result = originate_attempt(
@@ -90,5 +92,6 @@ def originate_call(self: Task, attempt_id: int) -> str:
         except ClaimInterrupted as exc:
             runtime.drop_connection(conn)
             waiting.wait_or_raise(exc)
+            connect_timeout = DatabaseWait.CONNECT_TIMEOUT_S
             continue
         return result.value
