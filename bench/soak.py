@@ -8,8 +8,9 @@ seconds the resident memory (RSS) of the listener and of each worker process is 
 run's Postgres sessions counted.
 
 Prints, per process: RSS at the end of the warm-up, peak, last, and the growth after warm-up
-per hour (least-squares slope over the samples after `--warmup` seconds); the Postgres
-sessions at the start and at the end; calls sent and ended.
+per hour (least-squares slope over the samples after `--warmup` seconds); the listener's RSS
+every 5 minutes and its growth over the last third (caches filling stop growing, a leak does
+not); the Postgres sessions at the start and at the end; calls sent and ended.
 
 Example:
     .venv/bin/python bench/soak.py                       # an hour at 20 calls/s
@@ -250,6 +251,19 @@ def report(
         print(
             f"  {role}: {points[0][1]:.1f} MB at start, {warm:.1f} after warm-up, peak "
             f"{max(mb for _, mb in points):.1f}, last {points[-1][1]:.1f}; after warm-up {growth}"
+        )
+    listener = samples.get("listener", [])
+    if listener:
+        # Caches filling show as growth that stops; a leak as growth that does not.
+        series = ", ".join(
+            f"{t / 60:.0f} min {mb:.1f}" for t, mb in listener if int(t) % 300 < args.sample_every
+        )
+        late = [(t, mb) for t, mb in listener if t >= listener[-1][0] * 2 / 3]
+        slope = slope_per_hour(late)
+        print(f"  listener every 5 minutes (MB): {series}")
+        print(
+            "  listener over the last third of the run: "
+            + ("-" if slope is None else f"{slope:+.1f} MB/hour")
         )
     if sessions:
         print(
