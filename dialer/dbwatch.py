@@ -64,14 +64,16 @@ class RoundTripWatchdog:
     def watch(self, conn: Any) -> None:
         """Watch `conn` (a psycopg connection) until it is closed or collected."""
         with self._lock:
-            self._busy_since[conn] = None
             if self._thread is None or self._pid != os.getpid():
-                # First use in this process (a forked child has no thread of its parent's).
+                # First use in this process. A forked child has no thread of its parent's,
+                # and must never cut the parent's connections: their sockets are shared.
+                self._busy_since = weakref.WeakKeyDictionary()
                 self._pid = os.getpid()
                 self._thread = threading.Thread(
                     target=self._run, name="postgres-round-trip-watchdog", daemon=True
                 )
                 self._thread.start()
+            self._busy_since[conn] = None
 
     def look(self) -> int:
         """One look at every watched connection; returns how many were cut."""

@@ -74,3 +74,23 @@ def test_a_closed_connection_is_forgotten(conn) -> None:
 def test_the_deadline_and_interval_must_be_positive(deadline: float, interval: float) -> None:
     with pytest.raises(ValueError):
         RoundTripWatchdog(deadline, interval_s=interval)
+
+
+def test_a_forked_child_never_cuts_its_parents_connections(conn) -> None:
+    """The sockets are shared after a fork: the child's watchdog forgets the parent's."""
+    import os
+
+    watchdog = RoundTripWatchdog(0.2, interval_s=0.05)
+    watchdog.watch(conn)
+    pid = os.fork()
+    if pid == 0:  # the child: watches a connection of its own, looks past the deadline
+        code = 1
+        try:
+            with psycopg.connect(conn.info.dsn, autocommit=True) as own:
+                watchdog.watch(own)
+                code = 0 if conn not in watchdog._busy_since else 1
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert conn.execute("SELECT 1").fetchone() == (1,)
