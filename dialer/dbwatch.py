@@ -86,7 +86,13 @@ class RoundTripWatchdog:
                 with self._lock:
                     self._busy_since.pop(conn, None)
                 continue
-            if conn.info.transaction_status != pq.TransactionStatus.ACTIVE:
+            try:
+                # The C implementation reads and closes libpq's connection under the
+                # interpreter lock: a read never meets a close half done.
+                busy = conn.info.transaction_status == pq.TransactionStatus.ACTIVE
+            except Exception:  # closed between the two looks
+                busy = False
+            if not busy:
                 since = None
             elif since is None:
                 since = now
