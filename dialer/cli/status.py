@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import click
 
 from dialer.cli.common import echo_table, emit, json_option
@@ -27,6 +29,9 @@ def status(as_json: bool) -> None:
         dialer status --json
     """
     settings = get_settings()
+    if settings.log_level != "DEBUG":
+        # Each PBX check logs in: a health check's output is its table, not login lines.
+        logging.getLogger("dialer.ami.client").setLevel(logging.WARNING)
     engine = make_engine(settings.database_url)
     app = make_celery_app(settings)
     try:
