@@ -97,13 +97,19 @@ def test_a_campaign_is_dialled_once_per_contact_in_the_seed_shape(
         wait_until(lambda: sent_count(session_factory) == 300, 60, message="300 sends")
         time.sleep(0.5)  # anything extra would have arrived by now
 
-    attempts = rows(
+    every = rows(
         session_factory,
-        "SELECT a.id, a.custom_call_id, a.status, a.payload, k.phone_e164"
+        "SELECT a.id, a.custom_call_id, a.status, a.payload, a.sent_at, k.phone_e164"
         " FROM call_attempts a JOIN contacts k ON k.id = a.contact_id",
     )
+    # On a loaded machine a task may miss its slots and give its attempt back unsent (nothing
+    # left the dialer; the contact's next attempt is the one sent): never sent, never received.
+    unsent = [a for a in every if a.status == "not_sent"]
+    assert all(a.sent_at is None for a in unsent)
+    attempts = [a for a in every if a.status != "not_sent"]
     assert len(attempts) == 300 and {a.status for a in attempts} == {"originating"}
     counts = sends_per_call(pbx_sim)
+    assert not {a.custom_call_id for a in unsent} & set(counts)
     assert set(counts) == {a.custom_call_id for a in attempts}
     assert set(counts.values()) == {1}, "some call was sent more than once"
 
@@ -420,8 +426,17 @@ def test_four_worker_processes_keep_a_trunk_at_its_rate(
         session.execute(text("UPDATE campaigns SET status = 'running'"))
     wait_until(lambda: sent_count(session_factory) == 140, 30, message="140 sends")
 
-    times = sorted(r["mono"] for r in originates(pbx_sim))
-    assert len(times) == 140
+    # The dialer's pacing, by its own send times: the simulator's receive times can bunch
+    # when a loaded machine lets it read its sockets late, whatever the dialer did.
+    times = [
+        r.sent
+        for r in rows(
+            session_factory,
+            "SELECT extract(epoch FROM sent_at)::float8 AS sent FROM call_attempts"
+            " WHERE sent_at IS NOT NULL ORDER BY sent_at",
+        )
+    ]
+    assert len(times) == 140 == len(originates(pbx_sim))
     assert max_in_window(times, 1.0) <= cps
     achieved = (len(times) - 1) / (times[-1] - times[0])
     assert achieved >= 18.0, f"only {achieved:.1f} calls/s with a backlog"
