@@ -465,12 +465,9 @@ async def _run_listener(listener: Listener) -> tuple[asyncio.Event, asyncio.Task
     return stop, task
 
 
-def test_listener_records_simulated_calls(
-    engine: Engine, campaign: int, pbx_sim: Any, fast_options: ListenerOptions
-) -> None:
-    phones = ["+15550000401", "+15550000404", "+15550000405", "+15550000409", "+15550000402"]
-    attempts = add_attempts(engine, campaign, phones)
-    listener = Listener(engine, pbx_sim.server, options=fast_options)
+def dial_until_closed(listener: Listener, pbx_sim: Any, attempts: list[Attempt]) -> None:
+    """Originate each attempt on the simulator with the listener running, until it closed
+    them all (20 s at most)."""
 
     async def scenario() -> None:
         stop, task = await _run_listener(listener)
@@ -485,6 +482,16 @@ def test_listener_records_simulated_calls(
         await asyncio.wait_for(task, 10)
 
     asyncio.run(scenario())
+
+
+def test_listener_records_simulated_calls(
+    engine: Engine, campaign: int, pbx_sim: Any, fast_options: ListenerOptions
+) -> None:
+    phones = ["+15550000401", "+15550000404", "+15550000405", "+15550000409", "+15550000402"]
+    attempts = add_attempts(engine, campaign, phones)
+    listener = Listener(engine, pbx_sim.server, options=fast_options)
+
+    dial_until_closed(listener, pbx_sim, attempts)
     outcomes = {a.phone: attempt_row(engine, a).outcome for a in attempts}
     assert outcomes == {
         "+15550000401": "transferred",
@@ -507,19 +514,7 @@ def test_the_listener_remembers_the_calls_in_progress_not_the_calls_made(
     options = dataclasses.replace(fast_options, closed_calls_kept=2)
     listener = Listener(engine, pbx_sim.server, options=options)
 
-    async def scenario() -> None:
-        stop, task = await _run_listener(listener)
-        async with AmiClient(pbx_sim.server, events=False) as client:
-            for attempt in attempts:
-                await client.originate(payload_for(attempt))
-        for _ in range(400):
-            if listener.stats.closed >= len(attempts):
-                break
-            await asyncio.sleep(0.05)
-        stop.set()
-        await asyncio.wait_for(task, 10)
-
-    asyncio.run(scenario())
+    dial_until_closed(listener, pbx_sim, attempts)
     # (Busy, or failed when a loaded machine delays the Hangup past originate_settle.)
     assert all(attempt_row(engine, a).status == "ended" for a in attempts)
     assert listener.stats.closed == len(attempts)

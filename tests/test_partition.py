@@ -31,6 +31,7 @@ from tests.support_celery import (
     wait_until,
 )
 from tests.support_proxy import BlackHoleProxy
+from tests.test_db_recovery import originates
 from tests.test_dialing_e2e import running_listener
 
 PING_INTERVAL, PING_TIMEOUT = 1.0, 1.0
@@ -160,7 +161,3 @@ def test_a_black_holed_postgres_is_cut_and_the_campaign_dials_on(
     assert failures == []
     unexpected = [r for r in caplog.records if "raised unexpected" in r.getMessage()]
     assert unexpected == [], [r.getMessage() for r in unexpected]
-
-
-def originates(sim) -> list[dict]:
-    return [r for r in sim.records() if r["action"] == "Originate"]

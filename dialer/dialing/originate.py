@@ -400,32 +400,18 @@ def _give_back_after_db_error(
     restart, handled, not an error of the task."""
     dead = conn.closed or conn.broken
     delay = 0.0 if dead else UNREACHABLE_RETRY_S
-    while True:
-        if dead and reconnect is not None:
-            try:
-                conn = reconnect()  # waits for the database, up to its own deadline
-            except psycopg.Error as exc_db:  # left to reconciliation
-                log.warning(
-                    "attempt %s: not given back: %s",
-                    call_id,
-                    exc_db,
-                    extra=logs.call_fields(call_id),
-                )
-                return False
-        try:
-            _give_back(conn, attempt_id, "originating", f"not sent: {exc}", delay)
-        except psycopg.Error as exc_db:
-            if reconnect is None or not (conn.closed or conn.broken):
-                log.warning(
-                    "attempt %s: not given back: %s",
-                    call_id,
-                    exc_db,
-                    extra=logs.call_fields(call_id),
-                )
-                return False
-            dead = True  # the fresh connection died too: the database is not back yet
-            continue
-        return dead and reconnect is not None
+    if dead and reconnect is None:
+        return False  # left to reconciliation
+    try:
+        replaced = _on_live_connection(
+            conn, reconnect,
+            lambda c: _give_back(c, attempt_id, "originating", f"not sent: {exc}", delay),
+        )  # fmt: skip
+    except psycopg.Error as exc_db:  # left to reconciliation
+        log.warning("attempt %s: not given back: %s", call_id, exc_db,
+                    extra=logs.call_fields(call_id))  # fmt: skip
+        return False
+    return dead or replaced
 
 
 def _pbx_unavailable(
@@ -645,29 +631,35 @@ def _record_sent_at(
     whatever happens here: without its sent time the attempt is still closed by its events,
     or by reconciliation."""
     assert sent.sent_at is not None
+    sent_at = sent.sent_at
+    try:
+        _on_live_connection(
+            conn, reconnect, lambda c: _run(c, _call("dialer_sent", attempt_id, sent_at))
+        )
+    except psycopg.Error as exc:
+        log.warning("attempt %s: sent, but its sent time not recorded: %s", call_id, exc,
+                    extra=logs.call_fields(call_id))  # fmt: skip
+
+
+def _on_live_connection(
+    conn: psycopg.Connection[Any],
+    reconnect: Callable[[], psycopg.Connection[Any]] | None,
+    step: Callable[[psycopg.Connection[Any]], Any],
+) -> bool:
+    """`step(conn)`; while the connection it runs on is dead, again on a fresh one from
+    `reconnect` (which waits for the database, up to its own deadline, then raises). True if
+    it took a fresh one. Raises the error of a step that failed on a live connection, or of
+    `reconnect`."""
+    replaced = False
     while True:
+        if (conn.closed or conn.broken) and reconnect is not None:
+            conn, replaced = reconnect(), True
         try:
-            _run(conn, _call("dialer_sent", attempt_id, sent.sent_at))
-            return
-        except psycopg.Error as exc:
+            step(conn)
+            return replaced
+        except psycopg.Error:
             if reconnect is None or not (conn.closed or conn.broken):
-                log.warning(
-                    "attempt %s: sent, but its sent time not recorded: %s",
-                    call_id,
-                    exc,
-                    extra=logs.call_fields(call_id),
-                )
-                return
-        try:
-            conn = reconnect()
-        except psycopg.Error as exc:
-            log.warning(
-                "attempt %s: sent, but its sent time not recorded: %s",
-                call_id,
-                exc,
-                extra=logs.call_fields(call_id),
-            )
-            return
+                raise
 
 
 def _end_transaction(
