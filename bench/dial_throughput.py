@@ -12,6 +12,11 @@ three `solo` workers), or with `--dialer-worker` the `dialer worker` command as 
   processes, the embedded beat), read from /proc before and after;
 - the most calls any trunk started within a sliding 1-s window, against the trunk's limit.
 
+With `--calling-rules N` and `--frequency-rules N` the dispatch tick and the last checks judge
+every call against that many region rules (the contacts' country, region and area code among
+them) and frequency rules (the number locked and its history read before each send), all of
+which allow the calls: the cost of the rules, not their effect.
+
 The machine is shared and has 2 cores: the simulator, Postgres and the broker run on the same
 cores, so figures vary from run to run.
 
@@ -20,6 +25,7 @@ Example:
     .venv/bin/python bench/dial_throughput.py --broker amqp://guest:guest@127.0.0.1:5672//
     .venv/bin/python bench/dial_throughput.py --dialer-worker
     .venv/bin/python bench/dial_throughput.py --workers 2 --pool threads -c 6
+    .venv/bin/python bench/dial_throughput.py --contacts 10000 --calling-rules 10 --frequency-rules 10
 """
 
 from __future__ import annotations
@@ -50,7 +56,15 @@ from sqlalchemy.engine import make_url
 from dialer import migrate
 from dialer.db import make_engine
 from dialer.dialing.pacing import max_in_window
-from dialer.models import Campaign, Contact, Trunk, TrunkRoute
+from dialer.models import (
+    CallingHoliday,
+    CallingRule,
+    Campaign,
+    Contact,
+    FrequencyRule,
+    Trunk,
+    TrunkRoute,
+)
 
 SERVER_URL = os.environ.get(
     "DIALER_BENCH_SERVER_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
@@ -87,6 +101,10 @@ def main() -> None:
         default="",
         help="with --dialer-worker: its options, e.g. '--processes 3' (default: none)",
     )
+    parser.add_argument(
+        "--calling-rules", type=int, default=0, help="region hours rules and holidays (0-12)"
+    )
+    parser.add_argument("--frequency-rules", type=int, default=0, help="frequency rules")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args, rest = parser.parse_known_args()
     if args.worker:
@@ -247,7 +265,38 @@ def load(engine: Any, args: argparse.Namespace) -> dict[str, float]:
                     for i in share
                 ],
             )
+        add_rules(conn, args.calling_rules, args.frequency_rules)
     return limits
+
+
+# Rules that allow the benchmark's calls (contacts are +1212 numbers, about 14:00 local): the
+# first three are the contacts' own country, region and area code.
+CALLING_RULES = [
+    ("hours", "country", "US"), ("hours", "region", "US-NY"), ("hours", "area_code", "+1212"),
+    ("hours", "region", "US-CA"), ("hours", "region", "US-TX"), ("hours", "area_code", "+1646"),
+    ("hours", "country", "GB"), ("hours", "region", "CA-ON"), ("holiday", "country", "US"),
+    ("holiday", "region", "US-NY"), ("holiday", "area_code", "+1212"),
+    ("holiday", "region", "US-CA"),
+]  # fmt: skip
+
+
+def add_rules(conn: Any, calling: int, frequency: int) -> None:
+    if calling > len(CALLING_RULES):
+        raise SystemExit(f"--calling-rules: at most {len(CALLING_RULES)}")
+    far = dt.date.today() + dt.timedelta(days=200)
+    for kind, scope, value in CALLING_RULES[:calling]:
+        if kind == "hours":
+            conn.execute(insert(CallingRule).values(
+                scope=scope, value=value, days=[1, 2, 3, 4, 5, 6, 7],
+                hours_start=dt.time(8), hours_end=dt.time(21)))  # fmt: skip
+        else:
+            conn.execute(insert(CallingHoliday).values(scope=scope, value=value, day=far))
+    for n in range(frequency):
+        if n == 0:
+            values: dict[str, Any] = {"after_conversation": dt.timedelta(hours=1)}
+        else:
+            values = {"max_attempts": 100 + n, "period": dt.timedelta(days=n)}
+        conn.execute(insert(FrequencyRule).values(name=f"bench-{n}", **values))
 
 
 def wait_for_sends(engine: Any, expected: int, timeout: float) -> int:
@@ -284,6 +333,7 @@ def report(
             conn.execute(text("SELECT status, count(*) FROM call_attempts GROUP BY 1")).all()
         )
     print(f"contacts: {args.contacts}   trunks: {args.trunks} x {args.cps:g} cps")
+    print(f"rules: {args.calling_rules} calling, {args.frequency_rules} frequency")
     import dialer
 
     shape = (

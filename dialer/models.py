@@ -15,6 +15,7 @@ from sqlalchemy import (
     BigInteger,
     CheckConstraint,
     Column,
+    Date,
     Float,
     ForeignKey,
     Identity,
@@ -61,6 +62,14 @@ PBX_NAME_PATTERN = "^[a-z][a-z0-9_-]{0,30}$"
 DEFAULT_CHANNEL_TEMPLATE = "PJSIP/{number}@{trunk}"
 TRANSFER_SOURCES = ("ivr", "operator")
 DTMF_KEY_PATTERN = "^[0-9*#]$"
+# Where a region calling rule or holiday applies (dialer.campaigns.calling_rules), and the form
+# of its value: an ISO 3166-1 country, an ISO 3166-2 region, an E.164 prefix.
+RULE_SCOPES = ("country", "region", "area_code")
+RULE_VALUE_CHECK = (
+    "(scope = 'country' AND value ~ '^[A-Z]{2}$')"
+    " OR (scope = 'region' AND value ~ '^[A-Z]{2}-[A-Z0-9]{1,3}$')"
+    " OR (scope = 'area_code' AND value ~ '^\\+[1-9][0-9]{0,7}$')"
+)
 
 
 def _in(column: str, values: tuple[str, ...]) -> str:
@@ -296,6 +305,8 @@ class Contact(Base):
         ),
         # Contact counts per status for one campaign (reports).
         Index("ix_contacts_campaign_status", "campaign_id", "status"),
+        # One number's attempts over all campaigns (frequency rules).
+        Index("ix_contacts_phone_e164", "phone_e164"),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
@@ -471,6 +482,91 @@ class DncNumber(Base):
     source: Mapped[str] = mapped_column(server_default="manual")
     reason: Mapped[str | None]
     added_at: Mapped[dt.datetime] = mapped_column(server_default=func.now())
+
+
+class CallingRule(Base):
+    """Hours calls are allowed on some weekdays, in a country, a region or an area code.
+
+    A scope's rules add up (Mon-Fri 09:00-20:00 and Sat 10:00-16:00); a weekday none of them
+    names is closed there. Across scopes, and with the campaign's hours, the strictest applies
+    (`dialer.campaigns.calling_rules`). Triggers bump `rules_version` on every change.
+    """
+
+    __tablename__ = "calling_rules"
+    __table_args__ = (
+        CheckConstraint(_in("scope", RULE_SCOPES), name="scope_known"),
+        CheckConstraint(RULE_VALUE_CHECK, name="value_format"),
+        CheckConstraint("days <> '{}' AND days <@ '{1,2,3,4,5,6,7}'", name="days_iso"),
+        CheckConstraint("hours_start < hours_end", name="hours_order"),
+        Index("ix_calling_rules_scope_value", "scope", "value"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, Identity(), primary_key=True)
+    scope: Mapped[str]
+    value: Mapped[str]
+    days: Mapped[list[int]] = mapped_column(ARRAY(SmallInteger))
+    hours_start: Mapped[dt.time] = mapped_column(Time)
+    hours_end: Mapped[dt.time] = mapped_column(Time)
+    note: Mapped[str] = mapped_column(server_default="")
+    created_at: Mapped[dt.datetime] = mapped_column(server_default=func.now())
+
+
+class CallingHoliday(Base):
+    """A local date with no calls at all in a country, a region or an area code."""
+
+    __tablename__ = "calling_holidays"
+    __table_args__ = (
+        UniqueConstraint("scope", "value", "day"),
+        CheckConstraint(_in("scope", RULE_SCOPES), name="scope_known"),
+        CheckConstraint(RULE_VALUE_CHECK, name="value_format"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, Identity(), primary_key=True)
+    scope: Mapped[str]
+    value: Mapped[str]
+    day: Mapped[dt.date] = mapped_column(Date)
+    name: Mapped[str] = mapped_column(server_default="")
+    created_at: Mapped[dt.datetime] = mapped_column(server_default=func.now())
+
+
+class FrequencyRule(Base):
+    """A limit on calls to one number over all campaigns (`dialer.campaigns.frequency`):
+    at most `max_attempts` sent in `period`, or none within `after_conversation` of a call a
+    person answered."""
+
+    __tablename__ = "frequency_rules"
+    __table_args__ = (
+        CheckConstraint(
+            "(max_attempts IS NOT NULL AND period IS NOT NULL AND after_conversation IS NULL)"
+            " OR (max_attempts IS NULL AND period IS NULL AND after_conversation IS NOT NULL)",
+            name="one_kind",
+        ),
+        CheckConstraint("max_attempts IS NULL OR max_attempts >= 1", name="max_attempts_positive"),
+        CheckConstraint("period IS NULL OR period > interval '0'", name="period_positive"),
+        CheckConstraint(
+            "after_conversation IS NULL OR after_conversation > interval '0'",
+            name="after_conversation_positive",
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, Identity(), primary_key=True)
+    name: Mapped[str] = mapped_column(unique=True)
+    max_attempts: Mapped[int | None] = mapped_column(Integer)
+    period: Mapped[dt.timedelta | None] = mapped_column(Interval)
+    after_conversation: Mapped[dt.timedelta | None] = mapped_column(Interval)
+    created_at: Mapped[dt.datetime] = mapped_column(server_default=func.now())
+
+
+# Bumped by triggers on every change to calling_rules, calling_holidays and frequency_rules
+# (migration 0011): workers reload their rules when the number they last read moves.
+rules_version = Table(
+    "rules_version",
+    Base.metadata,
+    Column("id", Integer, primary_key=True),
+    Column("version", BigInteger, nullable=False),
+    CheckConstraint("id = 1", name="one_row"),
+    comment="One row: a number bumped on every change to the calling and frequency rules",
+)
 
 
 # Counts of finished attempts, kept by triggers on call_attempts (migration 0004) and read by

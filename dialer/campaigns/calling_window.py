@@ -5,6 +5,11 @@ weekday is one of the campaign's days and the local time is inside the campaign'
 inside the absolute guard 08:00-21:00, which the operator cannot widen. Local time comes from
 zoneinfo, so DST changes are exact: the window follows the wall clock, not a fixed UTC offset.
 
+A `Schedule` is the general form: open hours per weekday (several stretches a day) and local
+dates closed all day (holidays). The campaign's window is one; region calling rules
+(`dialer.campaigns.calling_rules`) give others, and `Schedule.intersect` keeps what all of
+them allow, so the strictest rule applies. Every schedule lies inside the guard.
+
 `next_open` finds the earliest instant at or after a given one when the window is open in all
 zones. It walks the zone's constant-offset stretches (found by bisecting `utcoffset`), so it
 agrees with `is_open` at every instant, including inside DST gaps and folds.
@@ -16,7 +21,7 @@ import datetime as dt
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import cache
-from typing import Protocol
+from typing import Protocol, TypeAlias
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import phonenumbers
@@ -73,42 +78,108 @@ class CallingWindow:
         """The configured hours narrowed to the guard; start >= end means never open."""
         return max(self.start, GUARD_START), min(self.end, GUARD_END)
 
+    def schedule(self) -> Schedule:
+        return _window_schedule(self)
 
-def is_open(window: CallingWindow, zones: Iterable[str], at: dt.datetime) -> bool:
+
+# Open stretches of one day: sorted, disjoint, non-empty [start, end) intervals.
+Hours: TypeAlias = tuple[tuple[dt.time, dt.time], ...]
+_GUARD: Hours = ((GUARD_START, GUARD_END),)
+
+
+@dataclass(frozen=True, slots=True)
+class Schedule:
+    """Open hours per ISO weekday (`week[0]` is Monday) and local dates closed all day.
+
+    Built through `weekly` (or `CallingWindow.schedule`), which narrow every stretch to the
+    guard, and combined with `intersect`.
+    """
+
+    week: tuple[Hours, ...]
+    closed_dates: frozenset[dt.date] = frozenset()
+
+    def __post_init__(self) -> None:
+        if len(self.week) != 7:
+            raise ValueError("a schedule has hours for the 7 weekdays")
+
+    @classmethod
+    def weekly(
+        cls,
+        stretches: Iterable[tuple[Iterable[int], dt.time, dt.time]],
+        closed_dates: Iterable[dt.date] = (),
+    ) -> Schedule:
+        """Open on each stretch's weekdays between its hours (stretches add up), within the
+        guard; closed on the weekdays no stretch names and on `closed_dates`."""
+        days: list[list[tuple[dt.time, dt.time]]] = [[] for _ in range(7)]
+        for weekdays, start, end in stretches:
+            for day in weekdays:
+                if day not in ALL_DAYS:
+                    raise ValueError(f"calling days must be ISO weekdays 1-7, got {day}")
+                days[day - 1].append((start, end))
+        week = tuple(_intersect_hours(_union_hours(d), _GUARD) for d in days)
+        return cls(week, frozenset(closed_dates))
+
+    @classmethod
+    def always(cls) -> Schedule:
+        """Every day within the guard: what no rule at all allows."""
+        return cls((_GUARD,) * 7)
+
+    def intersect(self, other: Schedule) -> Schedule:
+        """Open only when both are: the stricter of the two at every instant."""
+        if other is self:
+            return self
+        week = tuple(_intersect_hours(a, b) for a, b in zip(self.week, other.week, strict=True))
+        return Schedule(week, self.closed_dates | other.closed_dates)
+
+    def hours_on(self, day: dt.date) -> Hours:
+        """The open stretches of local date `day`."""
+        if day in self.closed_dates:
+            return ()
+        return self.week[day.isoweekday() - 1]
+
+    @property
+    def never(self) -> bool:
+        """No weekday has any open stretch."""
+        return not any(self.week)
+
+
+def is_open(window: CallingWindow | Schedule, zones: Iterable[str], at: dt.datetime) -> bool:
     """True when the window is open at `at` in every zone (no zone: never open)."""
     _require_aware(at)
-    start, end = window.effective_hours
-    if start >= end:
+    schedule = _as_schedule(window)
+    if schedule.never:
         return False
     zone_list = list(zones)
     if not zone_list:
         return False
     for name in zone_list:
         local = at.astimezone(_zone(name))
-        if local.isoweekday() not in window.days or not start <= local.time() < end:
+        moment = local.time()
+        if not any(start <= moment < end for start, end in schedule.hours_on(local.date())):
             return False
     return True
 
 
-def next_open(window: CallingWindow, zones: Iterable[str], at: dt.datetime) -> dt.datetime | None:
+def next_open(
+    window: CallingWindow | Schedule, zones: Iterable[str], at: dt.datetime
+) -> dt.datetime | None:
     """The earliest instant >= `at` when the window is open in every zone, in UTC.
 
     Returns `at` itself when already open, and None when it does not open within `HORIZON`
-    (hours narrowed to nothing by the guard, zones too far apart, no zone at all).
+    (hours narrowed to nothing by the guard, zones too far apart, no zone at all, holidays
+    all the way).
     """
     _require_aware(at)
-    start, end = window.effective_hours
+    schedule = _as_schedule(window)
     zone_list = sorted(set(zones))
-    if start >= end or not zone_list:
+    if schedule.never or not zone_list:
         return None
     t = _to_naive_utc(at)
     limit = t + HORIZON
     # Each round moves t to the first instant some zone opens at or after t; no common opening
     # is skipped because every zone is closed between t and its own next opening.
     while t < limit:
-        candidates = [
-            _zone_next_open(_zone(z), start, end, window.days, t, limit) for z in zone_list
-        ]
+        candidates = [_zone_next_open(_zone(z), schedule, t, limit) for z in zone_list]
         if any(c is None for c in candidates):
             return None
         latest = max(c for c in candidates if c is not None)
@@ -156,6 +227,35 @@ def country_zones(country_code: int) -> tuple[str, ...]:
 
 
 # -- internals ----------------------------------------------------------------------------
+
+
+@cache
+def _window_schedule(window: CallingWindow) -> Schedule:
+    return Schedule.weekly([(window.days, window.start, window.end)])
+
+
+def _as_schedule(window: CallingWindow | Schedule) -> Schedule:
+    return window if isinstance(window, Schedule) else _window_schedule(window)
+
+
+def _union_hours(stretches: Iterable[tuple[dt.time, dt.time]]) -> Hours:
+    merged: list[tuple[dt.time, dt.time]] = []
+    for start, end in sorted(s for s in stretches if s[0] < s[1]):
+        if merged and start <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], end))
+        else:
+            merged.append((start, end))
+    return tuple(merged)
+
+
+def _intersect_hours(a: Hours, b: Hours) -> Hours:
+    out: list[tuple[dt.time, dt.time]] = []
+    for a_start, a_end in a:
+        for b_start, b_end in b:
+            start, end = max(a_start, b_start), min(a_end, b_end)
+            if start < end:
+                out.append((start, end))
+    return _union_hours(out)
 
 
 def _require_aware(at: dt.datetime) -> None:
@@ -214,12 +314,7 @@ def _segment(
 
 
 def _zone_next_open(
-    zone: ZoneInfo,
-    start: dt.time,
-    end: dt.time,
-    days: frozenset[int],
-    t: dt.datetime,
-    limit: dt.datetime,
+    zone: ZoneInfo, schedule: Schedule, t: dt.datetime, limit: dt.datetime
 ) -> dt.datetime | None:
     """Earliest naive-UTC instant >= t, before `limit`, when one zone's window is open."""
     while t < limit:
@@ -231,7 +326,7 @@ def _zone_next_open(
             day_start = dt.datetime.combine(day, dt.time()) - offset
             if day_start >= segment_end:
                 break
-            if day.isoweekday() in days:
+            for start, end in schedule.hours_on(day):
                 opens = dt.datetime.combine(day, start) - offset
                 closes = dt.datetime.combine(day, end) - offset
                 lo = max(opens, t)

@@ -18,6 +18,7 @@ from dialer.cli import payload as payload_cli
 from dialer.cli import pbx as pbx_cli
 from dialer.cli import queue as queue_cli
 from dialer.cli import report as report_cli
+from dialer.cli import rules as rules_cli
 from dialer.cli import status as status_cli
 from dialer.cli import trunk as trunk_cli
 from dialer.cli import worker as worker_cli
@@ -63,6 +64,7 @@ cli.add_command(call_cli.call)
 cli.add_command(call_cli.channels)
 cli.add_command(queue_cli.queue)
 cli.add_command(status_cli.status)
+cli.add_command(rules_cli.rules)
 
 
 def main() -> None:

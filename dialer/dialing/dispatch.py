@@ -14,10 +14,12 @@ One tick, in one transaction:
    within the lookahead, and no more than those PBXs can take (their own free channels and
    rate, shared by every trunk they serve); per campaign on it, claim due contacts and sort
    them: on a do-not-call list
-   (global or the campaign's) -> status dnc; outside their own calling window -> re-scheduled
-   to when it opens (checked again after `calling_window.HORIZON` when zones too far apart
-   share no opening that soon; cancelled with outcome `no_calling_window` only when it can
-   never open: hours entirely outside the guard, or no time zone); callable -> status
+   (global or the campaign's) -> status dnc; outside their own calling window (the
+   campaign's hours and the region calling rules and holidays of the number,
+   `dialer.campaigns.calling_rules`) -> re-scheduled to when it opens (checked again after
+   `calling_window.HORIZON` when zones too far apart share no opening that soon, or rules
+   leave none; cancelled with outcome `no_calling_window` only when the campaign's own hours
+   can never open: entirely outside the guard, or no time zone); callable -> status
    dialing, attempts + 1, and a call attempt row `queued` with its custom_call_id, the PBX it
    goes through (the one with the most free capacity) and the Originate payload
    (`dialer.dialing.payload`, with that route's channel template), so the originate task only
@@ -59,7 +61,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from dialer.ami import wire as amiwire
 from dialer.campaigns import calling_window
+from dialer.campaigns import rules as rules_store
 from dialer.campaigns import service as campaigns_module
+from dialer.campaigns.calling_rules import RuleBook
 from dialer.campaigns.calling_window import CallingWindow
 from dialer.dialing import pbxcontrol
 from dialer.dialing.backpressure import Policy
@@ -372,7 +376,7 @@ def plan_tick(
         options.lookahead_s,
     )
     budget = options.max_attempts_per_tick
-    windows = _WindowCache(now)
+    windows = _WindowCache(now, _rulebook(connection) if by_trunk else RuleBook())
     idle: list[_Campaign] = []
     queued: list[list[list[int]]] = []  # per trunk, per campaign
     for trunk_id, trunk_campaigns in by_trunk.items():
@@ -574,13 +578,25 @@ def _create_attempts(
     return sorted(created, key=lambda attempt_id: (turns[attempt_id], attempt_id))
 
 
-class _WindowCache:
-    """Window decisions for one tick, shared by contacts with the same zones."""
+# The calling rules as this process last read them; read again when their version moves.
+_RULEBOOK = RuleBook(version=-1)
 
-    def __init__(self, now: dt.datetime) -> None:
+
+def _rulebook(connection: Connection) -> RuleBook:
+    global _RULEBOOK
+    if rules_store.load_version(connection) != _RULEBOOK.version:
+        _RULEBOOK, _ = rules_store.load_rulebook(connection)
+    return _RULEBOOK
+
+
+class _WindowCache:
+    """Window decisions for one tick, shared by contacts with the same zones and rules."""
+
+    def __init__(self, now: dt.datetime, rules: RuleBook) -> None:
         self.now = now
+        self.rules = rules
         self._zones: dict[tuple[str, ...], tuple[str, ...]] = {}
-        self._opens: dict[tuple[CallingWindow, tuple[str, ...]], dt.datetime | None] = {}
+        self._opens: dict[tuple[Any, ...], dt.datetime | None] = {}
 
     def next_open(
         self, window: CallingWindow, phone_e164: str, stored: tuple[str, ...]
@@ -593,16 +609,21 @@ class _WindowCache:
             # on the number.
             if stored and zones == stored:
                 self._zones[stored] = zones
-        key = (window, zones)
+        scopes = self.rules.scopes_for(phone_e164)
+        key = (window, scopes, zones)
         if key not in self._opens:
             start, end = window.effective_hours
+            schedule = window.schedule()
+            if scopes:
+                schedule = schedule.intersect(self.rules.schedule(scopes) or schedule)
             if not zones or start >= end:
                 opens = None
-            elif calling_window.is_open(window, zones, self.now):
+            elif calling_window.is_open(schedule, zones, self.now):
                 opens = self.now
             else:
-                # No common opening within the horizon (zones far apart): look again then.
-                found = calling_window.next_open(window, zones, self.now)
+                # No common opening within the horizon (zones far apart, rules or holidays
+                # leaving none that soon): look again then.
+                found = calling_window.next_open(schedule, zones, self.now)
                 opens = found or self.now + calling_window.HORIZON
             self._opens[key] = opens
         return self._opens[key]

@@ -11,11 +11,16 @@ The dispatch tick committed the attempt `queued`, with the payload to send. Here
 2. wait until the AMI connection to that PBX is up, then take the trunk's and the PBX's next
    pacing slot (`dialer.dialing.pacing`);
 3. last checks, in a transaction that locks the contact's row until the Originate is written:
-   the number is on no do-not-call list, the campaign runs, the calling window is open at the
-   slot (and `WINDOW_MARGIN_S` after it), reconciliation has not closed the attempt, and the
-   PBX can still take calls.
+   the number is on no do-not-call list, the campaign runs, the calling window (the campaign's
+   hours and every region calling rule and holiday of the number,
+   `dialer.campaigns.calling_rules`) is open at the slot (and `WINDOW_MARGIN_S` after it),
+   reconciliation has not closed the attempt, and the PBX can still take calls.
    `dnc.add_e164` locks the same row, so a number put on the list is either seen here or
-   listed only after the call was sent;
+   listed only after the call was sent. With frequency rules (`dialer.campaigns.frequency`)
+   the number itself is locked too (an advisory lock on it, after the row's), and its attempts
+   over all campaigns read after the lock: two campaigns calling one number at once are judged
+   one after the other, each seeing the other's send. A call a rule holds back is given back,
+   due when the rule allows it. The rules are read again when `rules_version` moves;
 4. sleep until the slot starts and send, in the slot or not at all: a send more than
    `SLOT_TOLERANCE_S` late (slow wake-up, connection lost meanwhile) would bunch with the
    calls after it and overrun the trunk's rate, so that slot is dropped and another taken;
@@ -74,8 +79,11 @@ from dialer.ami.client import (
     OriginateFateUnknown,
     OriginateRejected,
 )
-from dialer.campaigns import calling_window, pbxs
+from dialer.campaigns import calling_window, frequency, pbxs
+from dialer.campaigns import rules as rules_store
+from dialer.campaigns.calling_rules import RuleBook
 from dialer.campaigns.calling_window import CallingWindow
+from dialer.campaigns.frequency import FrequencyRule
 from dialer.dialing.pacing import (
     LOCK_TRUNK_PREPARED,
     PAD,
@@ -124,6 +132,7 @@ class Result(enum.StrEnum):
     OUTSIDE_WINDOW = "outside_window"  # its calling window closed before its slot
     CLOSED = "closed"  # reconciliation closed it before it was sent
     PBX_UNAVAILABLE = "pbx_unavailable"  # its PBX cannot take calls now; routed again
+    FREQUENCY_HELD = "frequency_held"  # a frequency rule holds the number; due when it allows
 
 
 class Originator(Protocol):
@@ -183,11 +192,32 @@ _LOCK_CONTACT = """
 _SEND_CHECK = f"""
     SELECT a.status, c.status AS campaign_status, {_DNC_FOR_ATTEMPT} AS on_dnc,
            k.phone_e164, k.timezones, c.calling_hours_start, c.calling_hours_end, c.calling_days,
-           {_PBX_STATE}
+           {_PBX_STATE}, (SELECT v.version FROM rules_version v WHERE v.id = 1) AS rules_version
       FROM call_attempts a
       JOIN contacts k ON k.id = a.contact_id
       JOIN campaigns c ON c.id = a.campaign_id
      WHERE a.id = $1
+"""
+
+# Frequency rules: the number is locked (after the contact's row: always in that order), then
+# its attempts over all campaigns are read, in a statement of their own so that its snapshot
+# is taken after the lock's wait: it sees the send of the transaction it waited for.
+NUMBER_LOCK_KEY = 0x646E75  # "dnu": the advisory lock space of phone numbers
+_LOCK_NUMBER = f"""
+    SELECT pg_advisory_xact_lock({NUMBER_LOCK_KEY}, hashtext(k.phone_e164))
+      FROM call_attempts a JOIN contacts k ON k.id = a.contact_id
+     WHERE a.id = $1
+"""
+_CONVERSATION = ", ".join(f"'{o}'" for o in frequency.CONVERSATION_OUTCOMES)
+_NUMBER_HISTORY = f"""
+    SELECT o.sent_at,
+           CASE WHEN o.outcome IN ({_CONVERSATION}) OR o.status = 'up' THEN o.answered_at
+           END AS conversation_at
+      FROM call_attempts a
+      JOIN contacts k ON k.id = a.contact_id
+      JOIN contacts ok ON ok.phone_e164 = k.phone_e164
+      JOIN call_attempts o ON o.contact_id = ok.id
+     WHERE a.id = $1 AND o.id <> $1 AND o.sent_at >= $2
 """
 
 # For an attempt created without a payload (the dispatcher always stores one).
@@ -232,6 +262,8 @@ _PREPARED = {
     "dialer_take_slot": ("bigint, float8, float8", TAKE_SLOT_PREPARED),
     "dialer_lock_contact": ("bigint", _LOCK_CONTACT),
     "dialer_send_check": ("bigint", _SEND_CHECK),
+    "dialer_lock_number": ("bigint", _LOCK_NUMBER),
+    "dialer_number_history": ("bigint, timestamptz", _NUMBER_HISTORY),
     "dialer_sent": ("bigint, timestamptz", _SENT),
 }
 _READY: weakref.WeakSet[psycopg.Connection[Any]] = weakref.WeakSet()
@@ -368,6 +400,8 @@ def _originate(
             raise
         if isinstance(sent, Result):
             return _stopped_before_send(conn, attempt_id, sent)
+        if isinstance(sent, _Hold):
+            return _held_back(conn, attempt_id, call_id, sent)
         if sent.missed:
             missed = sent.missed
             log.info(
@@ -467,6 +501,24 @@ def _report_pbx(conn: psycopg.Connection[Any], pbx: str, exc: BaseException) -> 
         log.warning("PBX %s: could not record it %s: %s", pbx, state, exc_db)
 
 
+@dataclass(frozen=True, slots=True)
+class _Hold:
+    """A frequency rule holds the number until `until`."""
+
+    until: dt.datetime
+    rule: str
+
+
+def _held_back(conn: psycopg.Connection[Any], attempt_id: int, call_id: str, hold: _Hold) -> Result:
+    """Nothing sent: the contact gets its attempt back, due when the rule allows the call."""
+    log.info("attempt %s: held back by frequency rule %s until %s", call_id, hold.rule,
+             f"{hold.until:%Y-%m-%d %H:%M:%S}Z", extra=logs.call_fields(call_id))  # fmt: skip
+    delay = max(0.0, (hold.until - dt.datetime.now(dt.UTC)).total_seconds())
+    error = f"held back by frequency rule {hold.rule} until {hold.until.isoformat()}"
+    _give_back(conn, attempt_id, "originating", error, delay)
+    return Result.FREQUENCY_HELD
+
+
 @dataclass(slots=True)
 class _Send:
     """What became of one slot: missed (nothing sent, why), or sent with the send's error."""
@@ -490,7 +542,7 @@ def _send_in_slot(
     send_timeout: float,
     sleep: Callable[[float], None],
     clock: Callable[[], float],
-) -> _Send | Result:
+) -> _Send | _Hold | Result:
     """A pacing slot, then the last checks, the wait for the slot and the send, with the
     contact's row locked.
 
@@ -504,6 +556,9 @@ def _send_in_slot(
             conn, attempt_id, trunk_id, lead, sleep=sleep, clock=clock
         )
         stopped = _stopped_by(check, slot)
+        if stopped is Result.FREQUENCY_HELD:
+            assert check is not None and check.held is not None
+            return _Hold(*check.held)
         if stopped is not None:
             return stopped
         wait = slot - clock()
@@ -550,20 +605,18 @@ def take_slot_and_check(
     When the PBX's turn comes later than the trunk's next slots (a PBX slower than its share of
     the trunk's calls), those are left to calls through other PBXs: this call waits for its
     PBX's slot, then takes the trunk's (one more round trip, that call only)."""
-    _, slot_rows, _, check_rows = _run(
+    _, slot_rows, *checks = _run(
         conn,
         "BEGIN",
         _call("dialer_lock_trunk", trunk_id),
         _call("dialer_take_slots", trunk_id, lead, PAD, attempt_id),
         "COMMIT",
-        "BEGIN",
-        _call("dialer_lock_contact", attempt_id),
-        _call("dialer_send_check", attempt_id),
+        *_check_statements(attempt_id, clock),
     )
     if not slot_rows:
         raise LookupError(f"trunk {trunk_id} or the PBX of attempt {attempt_id} does not exist")
     slot, with_trunk = float(slot_rows[0][0]), bool(slot_rows[0][1])
-    check = check_rows[0] if check_rows else None
+    check = _read_check(conn, attempt_id, checks, clock)
     if with_trunk or _stopped_by(check, slot) is not None:
         return slot, check
     wait = slot - TRUNK_LEAD_S - clock()
@@ -572,39 +625,128 @@ def take_slot_and_check(
     # The trunk's slot no earlier than the PBX's; the send transaction is ended and opened
     # again around it (the contact's row unlocked for a moment, its checks read again).
     trunk_lead = max(TRUNK_LEAD_S, slot - clock())
-    trunk_rows, _, check_rows = _run(
+    trunk_rows, *checks = _run(
         conn,
         "COMMIT",
         "BEGIN",
         _call("dialer_take_slot", trunk_id, trunk_lead, PAD),
         "COMMIT",
-        "BEGIN",
-        _call("dialer_lock_contact", attempt_id),
-        _call("dialer_send_check", attempt_id),
+        *_check_statements(attempt_id, clock),
     )
     if not trunk_rows:
         raise LookupError(f"trunk {trunk_id} does not exist")
-    return float(trunk_rows[0][0]), (check_rows[0] if check_rows else None)
+    return float(trunk_rows[0][0]), _read_check(conn, attempt_id, checks, clock)
 
 
-def _stopped_by(check: Any, slot: float) -> Result | None:
+@dataclass(frozen=True, slots=True)
+class _Rules:
+    """The calling and frequency rules as this process last read them."""
+
+    book: RuleBook
+    frequency: tuple[FrequencyRule, ...]
+
+
+# Read at the first check, and again whenever the check sees `rules_version` move.
+_rules = _Rules(RuleBook(version=-1), ())
+# A number's history is read this much further back than the rules need: the slot comes a
+# little after the read.
+_HISTORY_SLACK = dt.timedelta(minutes=5)
+
+
+@dataclass(slots=True)
+class _Check:
+    """What the last checks read: the attempt's row, the rules in force, and, with frequency
+    rules, the number's attempts (sent at, conversation at) with the number locked."""
+
+    row: Any
+    rules: _Rules
+    history: list[Any]
+    held: tuple[dt.datetime, str] | None = None  # set by `_stopped_by`
+
+
+def _check_statements(attempt_id: int, clock: Callable[[], float]) -> list[str]:
+    """Open the send transaction, lock the contact and read its checks; with frequency rules
+    in force, lock the number and read its history too (in the same round trip)."""
+    statements = [
+        "BEGIN",
+        _call("dialer_lock_contact", attempt_id),
+        _call("dialer_send_check", attempt_id),
+    ]
+    if _rules.frequency:
+        statements += _number_statements(attempt_id, _rules, clock)
+    return statements
+
+
+def _number_statements(attempt_id: int, rules: _Rules, clock: Callable[[], float]) -> list[str]:
+    since = dt.datetime.fromtimestamp(clock(), dt.UTC) - frequency.lookback(rules.frequency)
+    return [
+        _call("dialer_lock_number", attempt_id),
+        _call("dialer_number_history", attempt_id, since - _HISTORY_SLACK),
+    ]
+
+
+def _read_check(
+    conn: psycopg.Connection[Any], attempt_id: int, results: list[list[Any]],
+    clock: Callable[[], float],
+) -> _Check | None:  # fmt: skip
+    """The check from the rows of `_check_statements`; the rules read again if they changed
+    (and the number locked and its history read, if that was not done with the rules held)."""
+    global _rules
+    _, check_rows, *number = results
+    if not check_rows:
+        return None
+    row = check_rows[0]
+    rules, history = _rules, (number[1] if number else None)
+    if row.rules_version != rules.book.version:
+        version, hours, holidays, freq = _run(
+            conn,
+            rules_store.VERSION_SQL,
+            rules_store.HOURS_SQL,
+            rules_store.HOLIDAYS_SQL,
+            rules_store.FREQUENCY_SQL,
+        )
+        rules = _rules = _Rules(
+            rules_store.rulebook_from_rows(version[0][0], hours, holidays),
+            rules_store.frequency_from_rows(freq),
+        )
+        history = None  # read with the old rules' reach, or not at all
+    if rules.frequency and history is None:
+        _, history = _run(conn, *_number_statements(attempt_id, rules, clock))
+    return _Check(row, rules, history or [])
+
+
+def _stopped_by(check: _Check | None, slot: float) -> Result | None:
     """Why the attempt must not be sent in this slot, or None."""
-    if check is None or check.status != "originating":
+    if check is None or check.row.status != "originating":
         return Result.CLOSED
-    if check.on_dnc:
+    row = check.row
+    if row.on_dnc:
         return Result.ON_DNC
-    if check.campaign_status != "running":
+    if row.campaign_status != "running":
         return Result.CAMPAIGN_STOPPED
-    if check.pbx_state not in pbxs.USABLE_STATES:
+    if row.pbx_state not in pbxs.USABLE_STATES:
         return Result.PBX_UNAVAILABLE
-    window = CallingWindow(
-        check.calling_hours_start, check.calling_hours_end, frozenset(check.calling_days)
-    )
-    zones = calling_window.zones_for(check.phone_e164, tuple(check.timezones or ()))
+    schedule = CallingWindow(
+        row.calling_hours_start, row.calling_hours_end, frozenset(row.calling_days)
+    ).schedule()
+    book = check.rules.book
+    scopes = book.scopes_for(row.phone_e164)
+    if scopes:
+        schedule = schedule.intersect(book.schedule(scopes) or schedule)
+    zones = calling_window.zones_for(row.phone_e164, tuple(row.timezones or ()))
     starts = dt.datetime.fromtimestamp(slot, dt.UTC)
     for at in (starts, starts + dt.timedelta(seconds=WINDOW_MARGIN_S)):
-        if not calling_window.is_open(window, zones, at):
+        if not calling_window.is_open(schedule, zones, at):
             return Result.OUTSIDE_WINDOW
+    if check.rules.frequency:
+        check.held = frequency.held_until(
+            check.rules.frequency,
+            starts,
+            [h.sent_at for h in check.history if h.sent_at is not None],
+            [h.conversation_at for h in check.history if h.conversation_at is not None],
+        )
+        if check.held is not None:
+            return Result.FREQUENCY_HELD
     return None
 
 
