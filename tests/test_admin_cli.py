@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
 import json
 from collections.abc import Iterator
@@ -486,6 +487,45 @@ def test_contacts_import_command(dialer, spring, session_factory, tmp_path: Path
     assert "no 'mobile' column in the header" in column.output
 
 
+def test_contacts_import_with_an_encoding(dialer, spring, session_factory, tmp_path: Path) -> None:
+    path, rejects = tmp_path / "excel.csv", tmp_path / "rejects.csv"
+    path.write_bytes(
+        "phone,first_name,last_name\n+12125550121,Zoë,Müller\n+12125550122,José,\n".encode("cp1252")
+        + b"+12125550123,Bad\x81Byte,\n"
+    )
+    as_utf8 = dialer("contacts", "import", "spring", str(path), "--rejects", str(rejects))
+    assert "rejected        3" in as_utf8.output
+    assert [row[:2] for row in csv.reader(rejects.open(encoding="utf-8", newline=""))] == [
+        ["line", "reason"],
+        ["2", "malformed row: not UTF-8 text (byte 16 of the row)"],
+        ["3", "malformed row: not UTF-8 text (byte 17 of the row)"],
+        ["4", "malformed row: not UTF-8 text (byte 17 of the row)"],
+    ]
+
+    summary = json.loads(dialer(
+        "contacts", "import", "spring", str(path), "--encoding", "cp1252",
+        "--rejects", str(rejects), "--json",
+    ).output)  # fmt: skip
+    assert (summary["accepted"], summary["rejected"]) == (2, 1)
+    with session_factory() as session:
+        names = session.execute(select(Contact.phone_e164, Contact.first_name, Contact.last_name))
+        assert sorted(names) == [("+12125550121", "Zoë", "Müller"), ("+12125550122", "José", None)]
+    assert list(csv.reader(rejects.open(encoding="utf-8", newline=""))) == [
+        ["line", "reason", "raw"],
+        [
+            "4",
+            "malformed row: not cp1252 text (byte 17 of the row)",
+            "'+12125550123,Bad\ufffdByte,",
+        ],
+    ]
+
+    unknown = CliRunner().invoke(
+        cli, ["contacts", "import", "spring", str(path), "--encoding", "x"]
+    )
+    assert unknown.exit_code == 2
+    assert "Invalid value for '--encoding': 'x' is not a text encoding" in unknown.output
+
+
 # Do-not-call
 
 
@@ -600,3 +640,26 @@ def test_dnc_import_file(dialer, spring, session_factory, tmp_path: Path) -> Non
     plain = tmp_path / "plain.txt"
     plain.write_text("+12125550151\n2125550152\n", encoding="utf-8")
     assert json.loads(dialer("dnc", "import", str(plain), "--json").output)["added"] == 2
+
+
+def test_dnc_import_with_an_encoding(dialer, session_factory, tmp_path: Path) -> None:
+    path = tmp_path / "opt-outs.csv"
+    path.write_bytes("name,phone\nJosé,+12125550001\n".encode("cp1252") + b"Bad\x81,+12125550002\n")
+    as_utf8 = json.loads(dialer("dnc", "import", str(path), "--json").output)
+    assert as_utf8["added"] == 0
+    assert [(r["line"], r["reason"]) for r in as_utf8["rejected"]] == [
+        (2, "not UTF-8 text"),
+        (3, "not UTF-8 text"),
+    ]
+    as_cp1252 = json.loads(
+        dialer("dnc", "import", str(path), "--encoding", "cp1252", "--json").output
+    )
+    assert as_cp1252["added"] == 1
+    assert as_cp1252["rejected"] == [
+        {"line": 3, "raw": "Bad\ufffd,+12125550002", "reason": "not cp1252 text"}
+    ]
+    with session_factory() as session:
+        assert session.scalars(select(DncNumber.phone_e164)).all() == ["+12125550001"]
+    refused = CliRunner().invoke(cli, ["dnc", "import", str(path), "--encoding", "utf-16"])
+    assert refused.exit_code == 2
+    assert "Invalid value for '--encoding': 'utf-16' cannot be read row by row" in refused.output

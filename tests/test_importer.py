@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from dialer.campaigns import service as campaigns
 from dialer.campaigns import trunks
+from dialer.campaigns.validation import SettingError
 from dialer.contacts import importer
 from dialer.contacts.bulkphone import BulkNormalizer
 from dialer.contacts.csvsource import MAX_RECORD_LINES, detect_delimiter, split_records
@@ -159,6 +160,8 @@ def test_messy_file_is_loaded_with_exact_counts_and_reasons(
     assert rows[0] == ["line", "reason", "raw"]
     assert [(int(line), reason) for line, reason, _ in rows[1:]] == MESSY_REJECTS
     assert rows[1][2] == "555-1234;Bad;Number;;"
+    # In the file a spreadsheet would take "+1..." for a formula: it is quoted there only.
+    assert dict((int(line), raw) for line, _, raw in rows[1:])[13] == "'" + raw_by_line[13]
 
 
 def test_reimporting_the_same_file_adds_nothing(
@@ -314,6 +317,100 @@ def test_full_name_column_becomes_the_first_name(
     with session_factory() as session:
         first, last, fields, *_ = _contacts(session, spring)["+12125550112"]
     assert (first, last, fields) == ("Ana María López", None, {})
+
+
+# A spreadsheet's "CSV" export in Windows-1252: accented names, and one row with a byte
+# (0x81) that is no character in cp1252 either.
+CP1252_FILE = (
+    "first_name,last_name,city,phone\n".encode("cp1252")
+    + "Zoë,Müller,Zürich,+12125550121\n".encode("cp1252")
+    + "José,,,+12125550122\n".encode("cp1252")
+    + b"Ren\xe9e,Bad\x81Byte,Caf\xe9,+12125550123\n"
+    + b"Ann,Plain,Paris,+12125550124\n"
+)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_cp1252_file_loads_with_its_encoding(
+    session_factory: sessionmaker[Session], spring: int, tmp_path: Path, workers: int
+) -> None:
+    path, rejects_file = tmp_path / "excel.csv", tmp_path / "rejects.csv"
+    path.write_bytes(CP1252_FILE)
+    summary = importer.import_contacts(
+        session_factory,
+        "spring",
+        path,
+        encoding="cp1252",
+        rejects_path=rejects_file,
+        workers=workers,
+    )
+    assert (summary.rows_total, summary.accepted, summary.rejected) == (4, 3, 1)
+    with session_factory() as session:
+        names = {phone: row[:3] for phone, row in _contacts(session, spring).items()}
+        assert _rejects(session, summary.import_id) == [
+            (4, "malformed row: not cp1252 text (byte 10 of the row)")
+        ]
+    assert names == {
+        "+12125550121": ("Zoë", "Müller", {"city": "Zürich"}),
+        "+12125550122": ("José", None, {}),
+        "+12125550124": ("Ann", "Plain", {"city": "Paris"}),
+    }
+    # The rejects file is UTF-8: the row's other characters read as cp1252 text.
+    assert list(csv.reader(rejects_file.read_text(encoding="utf-8").splitlines())) == [
+        ["line", "reason", "raw"],
+        [
+            "4",
+            "malformed row: not cp1252 text (byte 10 of the row)",
+            "Renée,Bad\ufffdByte,Café,+12125550123",
+        ],
+    ]
+
+
+def test_a_cp1252_file_read_as_utf8_rejects_its_accented_rows(
+    session_factory: sessionmaker[Session], spring: int, tmp_path: Path
+) -> None:
+    path = tmp_path / "excel.csv"
+    path.write_bytes(CP1252_FILE)
+    summary = importer.import_contacts(session_factory, "spring", path, workers=1)
+    assert (summary.rows_total, summary.accepted, summary.rejected) == (4, 1, 3)
+    with session_factory() as session:
+        assert list(_contacts(session, spring)) == ["+12125550124"]
+        assert _rejects(session, summary.import_id) == [
+            (2, "malformed row: not UTF-8 text (byte 3 of the row)"),
+            (3, "malformed row: not UTF-8 text (byte 4 of the row)"),
+            (4, "malformed row: not UTF-8 text (byte 4 of the row)"),
+        ]
+
+
+def test_a_header_is_read_in_the_files_encoding(
+    session_factory: sessionmaker[Session], spring: int, tmp_path: Path
+) -> None:
+    path = tmp_path / "latin1.csv"
+    path.write_bytes("phone;Société\n+12125550125;Café Noël\n".encode("latin-1"))
+    with pytest.raises(importer.ImportFailed, match="not UTF-8 text; name the file's encoding"):
+        importer.import_contacts(session_factory, "spring", path, workers=1)
+    importer.import_contacts(session_factory, "spring", path, encoding="latin-1", workers=1)
+    with session_factory() as session:
+        assert _contacts(session, spring)["+12125550125"][2] == {"Société": "Café Noël"}
+
+
+@pytest.mark.parametrize(
+    ("encoding", "message"),
+    [
+        ("klingon", "'klingon' is not a text encoding Python knows"),
+        ("base64", "'base64' is not a text encoding Python knows"),
+        ("utf-16", "'utf-16' cannot be read row by row"),
+        ("iso2022_jp", "'iso2022_jp' cannot be read row by row"),
+    ],
+)
+def test_an_unusable_encoding_is_refused_before_anything_is_recorded(
+    session_factory: sessionmaker[Session], spring: int, encoding: str, message: str
+) -> None:
+    with pytest.raises(SettingError, match=message) as caught:
+        importer.import_contacts(session_factory, "spring", MESSY, encoding=encoding, workers=1)
+    assert caught.value.field == "encoding"
+    with session_factory() as session:
+        assert session.scalar(select(func.count()).select_from(ContactImport)) == 0
 
 
 def test_import_into_a_final_campaign_is_refused(

@@ -571,3 +571,96 @@ def test_calls_export_command_writes_file_only_when_complete(cli_env: str, tmp_p
     failed = runner.invoke(cli, ["calls", "export", "winter", str(failed_target)])
     assert failed.exit_code == 1
     assert list(tmp_path.iterdir()) == [target]
+
+
+# --- spreadsheet-safe CSV -------------------------------------------------------------------
+
+# contact id -> (first name, last name) a spreadsheet would run as formulas; "-3" is a number.
+FORMULA_NAMES = {
+    1: ('=HYPERLINK("http://x","y")', "-3"),
+    2: ("+cmd|' /C calc'!A0", "Bob"),
+    3: ("@SUM(1)", None),
+    4: ("-2+3", None),
+    5: ("\t=1+1", None),
+    8: ("\r=1+1", None),
+}
+
+
+@pytest.fixture
+def formula_names(seeded: Engine) -> dict[int, tuple[str, str | None]]:
+    with seeded.begin() as conn:
+        for contact, (first, last) in FORMULA_NAMES.items():
+            conn.execute(
+                text("UPDATE contacts SET first_name = :first, last_name = :last WHERE id = :id"),
+                {"first": first, "last": last, "id": contact},
+            )
+    return FORMULA_NAMES
+
+
+def _csv_rows(data: bytes) -> list[dict[str, str]]:
+    return list(csv.DictReader(io.StringIO(data.decode("utf-8"), newline="")))
+
+
+def _check_names(rows: list[dict[str, str]], *, quoted: bool) -> None:
+    """Each row's names are its contact's, with a leading quote if `quoted` (not "-3")."""
+    assert {int(r["contact_id"]) for r in rows} == set(FORMULA_NAMES)
+    for row in rows:
+        first, last = FORMULA_NAMES[int(row["contact_id"])]
+        assert row["first_name"] == ("'" + first if quoted else first)
+        assert row["last_name"] == (last or "")
+        assert row["phone"] == f"+1212555010{row['contact_id']}"
+
+
+def test_calls_export_quotes_formulas_unless_raw(
+    cli_env: str, formula_names: dict, seeded: Engine, tmp_path: Path
+) -> None:
+    runner = CliRunner()
+    safe, raw = tmp_path / "safe.csv", tmp_path / "raw.csv"
+    assert runner.invoke(cli, ["calls", "export", "spring", str(safe)]).exit_code == 0
+    assert runner.invoke(cli, ["calls", "export", "spring", str(raw), "--raw-csv"]).exit_code == 0
+    to_stdout = runner.invoke(cli, ["calls", "export", "spring", "-"])
+    assert to_stdout.exit_code == 0, to_stdout.output
+
+    safe_rows = _csv_rows(safe.read_bytes())
+    assert len(safe_rows) == 12
+    _check_names(safe_rows, quoted=True)
+    assert _csv_rows(to_stdout.stdout_bytes) == safe_rows
+    raw_rows = _csv_rows(raw.read_bytes())
+    _check_names(raw_rows, quoted=False)
+    # Only the formulas differ between the two files.
+    for quoted, as_stored in zip(safe_rows, raw_rows, strict=True):
+        differ = {key for key in quoted if quoted[key] != as_stored[key]}
+        assert differ == {"first_name"}
+    # The database keeps the names as they were given.
+    with seeded.connect() as conn:
+        stored = conn.execute(text("SELECT id, first_name, last_name FROM contacts")).all()
+    assert {id_: (first, last) for id_, first, last in stored if id_ in FORMULA_NAMES} == (
+        FORMULA_NAMES
+    )
+
+
+def test_calls_list_csv_quotes_formulas_unless_raw(cli_env: str, formula_names: dict) -> None:
+    runner = CliRunner()
+    listing = ["calls", "list", "--campaign", "spring", "--format", "csv"]
+    safe = runner.invoke(cli, listing)
+    assert safe.exit_code == 0, safe.output
+    _check_names(_csv_rows(safe.stdout_bytes), quoted=True)
+    raw = runner.invoke(cli, [*listing, "--raw-csv"])
+    assert raw.exit_code == 0, raw.output
+    _check_names(_csv_rows(raw.stdout_bytes), quoted=False)
+    # JSON is for programs: always as stored.
+    as_json = runner.invoke(cli, ["calls", "list", "--campaign", "spring", "--json"])
+    assert {r["first_name"] for r in json.loads(as_json.output)} == {
+        first for first, _ in FORMULA_NAMES.values()
+    }
+
+
+def test_export_text_columns_are_the_view_text_columns(conn: Connection) -> None:
+    # A text column left out of the list would be exported unquoted.
+    names = conn.execute(
+        text(
+            "SELECT column_name FROM information_schema.columns"
+            " WHERE table_name = 'call_attempts_report' AND data_type = 'text'"
+        )
+    ).scalars()
+    assert set(names) == reports.EXPORT_TEXT_COLUMNS

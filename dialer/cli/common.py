@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from dialer.campaigns.service import IllegalTransition
 from dialer.campaigns.validation import AlreadyExists, NotFound, SettingError
+from dialer.contacts.csvsource import UTF8, file_encoding
 from dialer.contacts.importer import ImportFailed
 from dialer.contacts.rows import HeaderError
 from dialer.db import make_engine, make_sessionmaker, transaction
@@ -29,6 +30,27 @@ OPERATOR_ERRORS = (
 )
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON (for scripts).")
+
+
+class EncodingParam(click.ParamType):
+    """A file encoding rows can be read in, checked before anything is done."""
+
+    name = "NAME"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        try:
+            return file_encoding(str(value))
+        except SettingError as exc:
+            self.fail(exc.message, param, ctx)
+
+
+encoding_option = click.option(
+    "--encoding",
+    type=EncodingParam(),
+    default=UTF8,
+    show_default=True,
+    help="The file's text encoding, e.g. cp1252 or latin-1 for a spreadsheet's CSV export.",
+)
 
 
 @contextmanager

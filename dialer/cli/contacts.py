@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from dialer.cli.common import emit, json_option, operator_errors, session_factory
+from dialer.cli.common import emit, encoding_option, json_option, operator_errors, session_factory
 from dialer.contacts import importer
 
 
@@ -29,11 +29,12 @@ def contacts() -> None:
     "--phone-column", default="phone", show_default=True, help="Header of the number column."
 )
 @click.option("--region", help="Region for national-format numbers [default: the campaign's].")
+@encoding_option
 @click.option(
     "--rejects",
     "rejects_path",
     type=click.Path(dir_okay=False, writable=True, path_type=Path),
-    help="Write rejected rows (line, reason, raw text) to this CSV file.",
+    help="Write rejected rows (line, reason, raw text) to this CSV file (UTF-8).",
 )
 @click.option("--workers", type=click.IntRange(min=1), help="Worker processes [default: cores].")
 @json_option
@@ -42,23 +43,27 @@ def import_(
     file: Path,
     phone_column: str,
     region: str | None,
+    encoding: str,
     rejects_path: Path | None,
     workers: int | None,
     as_json: bool,
 ) -> None:
     """Import a CSV file (with a header row) into a campaign's contacts.
 
-    UTF-8 with or without BOM; comma, semicolon or tab separated. The phone column is
-    required; first_name/last_name (or name) columns become the contact's name and every
-    other column is kept in its fields. Invalid or missing numbers and malformed rows are
-    rejected with their line number; numbers already in the campaign are counted as
-    duplicates; numbers on the do-not-call list are loaded as dnc and never dialled.
-    Importing the same file again adds nothing.
+    UTF-8 with or without BOM, or the encoding --encoding names (cp1252 or latin-1 for a
+    file a spreadsheet saved as "CSV"); comma, semicolon or tab separated. The phone column
+    is required; first_name/last_name (or name) columns become the contact's name and every
+    other column is kept in its fields. Invalid or missing numbers and malformed rows
+    (including rows that are not text in the encoding) are rejected with their line number;
+    numbers already in the campaign are counted as duplicates; numbers on the do-not-call
+    list are loaded as dnc and never dialled. Importing the same file again adds nothing.
+    The rejects file is UTF-8; its cells a spreadsheet would run as formulas start with '.
 
     \b
     Example:
         dialer contacts import spring contacts.csv --rejects rejects.csv
         dialer contacts import spring export.csv --phone-column Mobile --region GB --json
+        dialer contacts import spring excel-export.csv --encoding cp1252
     """
     show_bar = not as_json and sys.stderr.isatty()
     with operator_errors(), session_factory() as factory:
@@ -72,6 +77,7 @@ def import_(
                     file,
                     phone_column=phone_column,
                     region=region,
+                    encoding=encoding,
                     rejects_path=rejects_path,
                     workers=workers,
                     progress=_advance(bar),
@@ -83,6 +89,7 @@ def import_(
                 file,
                 phone_column=phone_column,
                 region=region,
+                encoding=encoding,
                 rejects_path=rejects_path,
                 workers=workers,
             )

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from dialer.cli.common import echo_table, emit, json_option, unit_of_work
+from dialer.cli.common import echo_table, emit, encoding_option, json_option, unit_of_work
 from dialer.contacts import dnc as dnc_list
 
 campaign_option = click.option(
@@ -64,6 +64,7 @@ def add(
 @click.option("--reason", help="Why (kept with every entry).")
 @region_option
 @click.option("--phone-column", default="phone", show_default=True, help="Header if CSV.")
+@encoding_option
 @json_option
 def import_(
     file: Path,
@@ -71,15 +72,18 @@ def import_(
     reason: str | None,
     region: str | None,
     phone_column: str,
+    encoding: str,
     as_json: bool,
 ) -> None:
     """Add every number of a file (one per line, or a CSV with a phone column).
 
-    Lines that are not valid numbers are listed and skipped; the rest are added.
+    Lines that are not valid numbers, or not text in the file's encoding (UTF-8 unless
+    --encoding names another), are listed and skipped; the rest are added.
 
     \b
     Example:
         dialer dnc import national-dnc.txt --reason "national registry"
+        dialer dnc import opt-outs.csv --campaign spring --encoding cp1252
     """
     with unit_of_work() as session:
         result = dnc_list.import_file(
@@ -89,6 +93,7 @@ def import_(
             reason=reason,
             region=region,
             phone_column=phone_column,
+            encoding=encoding,
         )
     data = result.as_dict()
     emit(data, as_json, lambda: _print_result(data))

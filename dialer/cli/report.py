@@ -15,6 +15,7 @@ import click
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import OperationalError
 
+from dialer.csvsafe import neutralise
 from dialer.db import make_engine
 from dialer.reports import queries as reports
 from dialer.settings import get_settings, redact_url
@@ -59,10 +60,17 @@ SINCE_HELP = (
     "Only attempts queued at or after T: an age (30m, 24h, 7d) or an ISO time "
     "(2026-05-01, 2026-05-01T09:00+02:00; local time when no offset)."
 )
+RAW_CSV_HELP = (
+    "CSV cells exactly as stored, for programs. By default text starting with = + - @, "
+    "a tab or a CR (not a number such as +14155550100 or -3) gets a leading ' so that a "
+    "spreadsheet shows it instead of running it as a formula."
+)
+raw_csv_option = click.option("--raw-csv", is_flag=True, help=RAW_CSV_HELP)
 
 
 def format_option(command: F) -> F:
-    """--format table|csv|json and its --json shortcut."""
+    """--format table|csv|json, its --json shortcut and --raw-csv."""
+    command = raw_csv_option(command)
     command = click.option(
         "--json", "as_json", is_flag=True, help="Print JSON (same as --format json)."
     )(command)
@@ -119,12 +127,13 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
-def _csv_cell(value: Any) -> Any:
+def _csv_cell(value: Any, *, raw: bool) -> Any:
     if isinstance(value, dict | list):
-        return json.dumps(value, ensure_ascii=False)
-    if isinstance(value, dt.datetime):
-        return value.isoformat()
-    return value
+        value = json.dumps(value, ensure_ascii=False)
+    elif isinstance(value, dt.datetime):
+        value = value.isoformat()
+    # Only text can be a formula: numbers (-3, 2.5) are written as they are.
+    return neutralise(value) if isinstance(value, str) and not raw else value
 
 
 def _echo_table(rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, str]]) -> None:
@@ -137,11 +146,11 @@ def _echo_table(rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, str
         click.echo("  ".join(value.ljust(w) for value, w in zip(line, widths, strict=True)))
 
 
-def _echo_csv(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> None:
+def _echo_csv(rows: Sequence[dict[str, Any]], columns: Sequence[str], *, raw: bool) -> None:
     writer = csv.DictWriter(sys.stdout, fieldnames=list(columns), extrasaction="ignore")
     writer.writeheader()
     for row in rows:
-        writer.writerow({key: _csv_cell(row.get(key)) for key in columns})
+        writer.writerow({key: _csv_cell(row.get(key), raw=raw) for key in columns})
     sys.stdout.flush()
 
 
@@ -200,7 +209,9 @@ def render_summary(s: dict[str, Any], since: dt.datetime | None) -> str:
 @click.argument("campaign")
 @click.option("--since", type=SINCE, help=SINCE_HELP)
 @format_option
-def report(campaign: str, since: dt.datetime | None, fmt: str, as_json: bool) -> None:
+def report(
+    campaign: str, since: dt.datetime | None, fmt: str, as_json: bool, raw_csv: bool
+) -> None:
     """Summary and outcome breakdown of CAMPAIGN (the campaign_summary view).
 
     Rates: answer and human rates per finished attempt, press and transfer rates per human
@@ -217,7 +228,7 @@ def report(campaign: str, since: dt.datetime | None, fmt: str, as_json: bool) ->
     if fmt == "json":
         _echo_json({**summary, "since": since})
     elif fmt == "csv":
-        _echo_csv([summary], list(summary))
+        _echo_csv([summary], list(summary), raw=raw_csv)
     else:
         click.echo(render_summary(summary, since))
 
@@ -251,13 +262,17 @@ def list_calls(
     limit: int,
     fmt: str,
     as_json: bool,
+    raw_csv: bool,
 ) -> None:
     """List call attempts, newest first (rows of the call_attempts_report view).
+
+    CSV cells a spreadsheet would run as a formula get a leading ' (see --raw-csv).
 
     \b
     Example:
         dialer calls list --campaign spring --outcome opted_out --limit 20
         dialer calls list --since 2026-05-01 --format csv > calls.csv
+        dialer calls list --campaign spring --format csv --raw-csv > calls-raw.csv
     """
     with _connection() as conn:
         rows = reports.list_calls(
@@ -267,7 +282,7 @@ def list_calls(
     if fmt == "json":
         _echo_json(rows)
     elif fmt == "csv":
-        _echo_csv(rows, reports.EXPORT_COLUMNS)
+        _echo_csv(rows, reports.EXPORT_COLUMNS, raw=raw_csv)
     elif rows:
         _echo_table(rows, LIST_TABLE_COLUMNS)
     else:
@@ -321,27 +336,35 @@ def show_call(call_id: str, as_json: bool) -> None:
 @click.argument("campaign")
 @click.argument("out", type=click.Path(dir_okay=False, allow_dash=True))
 @click.option("--since", type=SINCE, help=SINCE_HELP)
+@raw_csv_option
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def export_calls(campaign: str, out: str, since: dt.datetime | None, as_json: bool) -> None:
+def export_calls(
+    campaign: str, out: str, since: dt.datetime | None, raw_csv: bool, as_json: bool
+) -> None:
     """Write every attempt of CAMPAIGN to OUT as CSV ("-" for standard output).
 
     Streams from the database with constant memory whatever the size. Columns are those of the
     call_attempts_report view; times are in UTC. The file appears under its name only once
-    complete.
+    complete. Text a spreadsheet would run as a formula (a name such as =HYPERLINK(...))
+    gets a leading '; phone numbers and other numbers stay as they are. --raw-csv writes
+    every cell as stored, for programs.
 
     \b
     Example:
         dialer calls export spring spring-calls.csv
         dialer calls export spring - --since 7d | gzip > last-week.csv.gz
+        dialer calls export spring spring-raw.csv --raw-csv
     """
+    safe = not raw_csv
     if out == "-":
         with _connection() as conn:
-            reports.export_calls(conn, campaign, click.get_binary_stream("stdout"), since=since)
+            stdout = click.get_binary_stream("stdout")
+            reports.export_calls(conn, campaign, stdout, since=since, spreadsheet_safe=safe)
         return
     partial = f"{out}.partial"
     try:
         with _connection() as conn, open(partial, "wb") as handle:
-            rows = reports.export_calls(conn, campaign, handle, since=since)
+            rows = reports.export_calls(conn, campaign, handle, since=since, spreadsheet_safe=safe)
         os.replace(partial, out)
     finally:
         if os.path.exists(partial):

@@ -7,15 +7,24 @@ open quoted field continues on the next lines. A quote that is never closed woul
 rest of the file: after `MAX_RECORD_LINES` lines or `MAX_RECORD_BYTES` bytes (or at a line that
 cannot continue it) the first line is reported as an incomplete record and reading resumes on
 the line after it.
+
+Records are split on bytes, before they are decoded: the file's encoding must write quotes,
+separators and line breaks as single ASCII bytes (UTF-8, cp1252, latin-1 and the like;
+`file_encoding` refuses the others). Each record is then decoded on its own, so a row that is
+not valid text in that encoding is rejected alone.
 """
 
 from __future__ import annotations
 
+import codecs
 import csv
 from collections import deque
 from collections.abc import Iterable, Iterator
 from typing import BinaryIO
 
+from dialer.campaigns.validation import SettingError
+
+UTF8 = "utf-8"
 UTF8_BOM = b"\xef\xbb\xbf"
 DELIMITERS = (",", ";", "\t")
 MAX_RECORD_LINES = 100
@@ -23,6 +32,56 @@ MAX_RECORD_BYTES = 64 * 1024
 
 # (physical line number it starts on, raw bytes including line breaks, complete?)
 RawRecord = tuple[int, bytes, bool]
+
+# ASCII text that some codecs read as something else: all of ASCII (UTF-16 and EBCDIC read it
+# otherwise), then the shift and escape sequences of ISO-2022, HZ, UTF-7, unicode-escape and
+# IDNA. An encoding that reads each of them as plain ASCII can be split on bytes.
+_ASCII_PROBES = (
+    bytes(range(128)),
+    b'\x1b$B"",;\x1b(B',
+    b'~{"",;~}',
+    b"+ACI-",
+    b"\\x22\\u0022",
+    b"xn--caf-dma",
+)
+
+
+def file_encoding(name: str) -> str:
+    """The codec to decode a file's records with, for an encoding name (utf-8, cp1252, latin-1).
+
+    SettingError if Python knows no such encoding, or if it cannot be read record by record
+    (see the module docstring). utf-8-sig is utf-8: a byte order mark is skipped anyway.
+    """
+    try:
+        codec = codecs.lookup(name.strip()).name
+        splittable = all(_reads_as_ascii(probe, codec) for probe in _ASCII_PROBES)
+    except (LookupError, ValueError):  # unknown, not a text encoding (base64), a NUL in it
+        raise SettingError(
+            "encoding",
+            f"{name!r} is not a text encoding Python knows (e.g. utf-8, cp1252, latin-1)",
+        ) from None
+    if codec in (UTF8, "utf-8-sig"):
+        return UTF8
+    if not splittable:
+        raise SettingError(
+            "encoding",
+            f"{name!r} cannot be read row by row: its quote, separator and line-break bytes"
+            f" are not always those characters; convert the file to UTF-8 first"
+            f" (iconv -f {name} -t UTF-8)",
+        )
+    return codec
+
+
+def _reads_as_ascii(probe: bytes, codec: str) -> bool:
+    try:
+        return probe.decode(codec) == probe.decode("ascii")
+    except UnicodeError:
+        return False
+
+
+def encoding_label(codec: str) -> str:
+    """How reject reasons name the encoding: `UTF-8`, or the codec (`cp1252`)."""
+    return "UTF-8" if codec == UTF8 else codec
 
 
 def physical_lines(stream: BinaryIO) -> Iterator[bytes]:

@@ -24,7 +24,15 @@ from dialer.campaigns.service import DEFAULT_REGION
 from dialer.campaigns.service import get as get_campaign
 from dialer.campaigns.validation import NotFound, SettingError
 from dialer.contacts.bulkphone import BulkNormalizer
-from dialer.contacts.csvsource import detect_delimiter, parse_record, physical_lines, split_records
+from dialer.contacts.csvsource import (
+    UTF8,
+    detect_delimiter,
+    encoding_label,
+    file_encoding,
+    parse_record,
+    physical_lines,
+    split_records,
+)
 from dialer.models import Campaign, Contact, DncNumber
 from dialer.phone import InvalidNumber
 
@@ -145,18 +153,22 @@ def import_file(
     reason: str | None = None,
     region: str | None = None,
     phone_column: str = "phone",
+    encoding: str = UTF8,
 ) -> DncResult:
     """Add every number of a file: one per line, or a CSV whose header has a phone column.
 
-    Lines that are not valid numbers are reported, not added; the valid ones are added.
+    Lines that are not valid numbers, or not text in `encoding` (utf-8 unless given, e.g.
+    cp1252), are reported, not added; the valid ones are added.
     """
+    codec = file_encoding(encoding)
     campaign_id, number_region = _scope(session, campaign, region)
     if reason is not None:
         validation.single_line(reason, "reason")
     result = DncResult()
     try:
         with Path(path).open("rb") as stream:
-            numbers = _numbers(stream, BulkNormalizer(number_region), phone_column, result)
+            normalizer = BulkNormalizer(number_region)
+            numbers = _numbers(stream, normalizer, phone_column, codec, result)
             while batch := list(itertools.islice(numbers, BATCH)):
                 part = add_e164(
                     session, batch, campaign_id=campaign_id, reason=reason, source="import"
@@ -168,21 +180,25 @@ def import_file(
 
 
 def _numbers(
-    stream: BinaryIO, normalizer: BulkNormalizer, phone_column: str, result: DncResult
+    stream: BinaryIO,
+    normalizer: BulkNormalizer,
+    phone_column: str,
+    encoding: str,
+    result: DncResult,
 ) -> Iterator[str]:
     """The file's numbers in E.164; unusable lines are appended to `result.rejected`."""
     column: int | None = None
     delimiter = ","
 
     def reject(line_no: int, data: bytes, why: str) -> None:
-        raw = data.decode("utf-8", "replace").rstrip("\r\n")
+        raw = data.decode(encoding, "replace").rstrip("\r\n")
         result.rejected.append({"line": line_no, "raw": raw, "reason": why})
 
     for line_no, data, complete in split_records(physical_lines(stream), ","):
         try:
-            line = data.decode("utf-8")
+            line = data.decode(encoding)
         except UnicodeDecodeError:
-            reject(line_no, data, "not UTF-8 text")
+            reject(line_no, data, f"not {encoding_label(encoding)} text")
             continue
         if not line.strip():
             continue

@@ -8,6 +8,11 @@ the campaign's contacts - are counted, not loaded, and numbers on the do-not-cal
 or the campaign's) are loaded as `dnc`. Memory stays flat: only a bounded window of batches is
 in flight.
 
+Rows are UTF-8 unless another encoding is given (cp1252, latin-1: those
+`csvsource.file_encoding` accepts); a row that is not text in it is rejected alone. The
+rejects file is UTF-8 whatever the input, with the cells a spreadsheet would run as formulas
+quoted (`dialer.csvsafe`); the database keeps the rejected rows as they were.
+
 The import record is committed as `running` first; the contacts, the rejects and the record's
 `completed` status are then written in one transaction. A file that breaks half-way loads
 nothing, and its record says `failed` with the error (or stays `running` if the process was
@@ -38,8 +43,11 @@ from dialer.campaigns.service import FINAL_STATUSES
 from dialer.campaigns.service import get as get_campaign
 from dialer.contacts.bulkphone import BulkNormalizer
 from dialer.contacts.csvsource import (
+    UTF8,
     RawRecord,
     detect_delimiter,
+    encoding_label,
+    file_encoding,
     parse_record,
     physical_lines,
     split_records,
@@ -53,6 +61,7 @@ from dialer.contacts.rows import (
     convert_in_worker,
     init_worker,
 )
+from dialer.csvsafe import neutralise
 from dialer.db import transaction
 from dialer.models import ContactImport, utcnow
 
@@ -107,12 +116,18 @@ def import_contacts(
     *,
     phone_column: str = "phone",
     region: str | None = None,
+    encoding: str = UTF8,
     rejects_path: str | os.PathLike[str] | None = None,
     workers: int | None = None,
     progress: Progress | None = None,
 ) -> ImportSummary:
-    """Import `path` into the campaign; see the module docstring for the guarantees."""
+    """Import `path` into the campaign; see the module docstring for the guarantees.
+
+    `encoding`: the file's text encoding; SettingError before anything is recorded if it
+    cannot be used.
+    """
     started = time.monotonic()
+    codec = file_encoding(encoding)
     source = Path(path)
     try:
         size = source.stat().st_size
@@ -152,6 +167,7 @@ def import_contacts(
             campaign_id=campaign_id,
             phone_column=phone_column,
             region=number_region,
+            encoding=codec,
             rejects_tmp=rejects_tmp,
             workers=workers,
             progress=progress,
@@ -186,12 +202,15 @@ def _load(
     campaign_id: int,
     phone_column: str,
     region: str,
+    encoding: str,
     rejects_tmp: Path | None,
     workers: int,
     progress: Progress | None,
 ) -> dict[str, int]:
     with source.open("rb") as stream:
-        layout, records = _open_records(stream, phone_column=phone_column, region=region)
+        layout, records = _open_records(
+            stream, phone_column=phone_column, region=region, encoding=encoding
+        )
         rejects_out = rejects_tmp.open("w", newline="", encoding="utf-8") if rejects_tmp else None
         try:
             writer = csv.writer(rejects_out) if rejects_out else None
@@ -209,7 +228,7 @@ def _load(
 
 
 def _open_records(
-    stream: BinaryIO, *, phone_column: str, region: str
+    stream: BinaryIO, *, phone_column: str, region: str, encoding: str
 ) -> tuple[ContactLayout, Iterator[RawRecord]]:
     """The layout read from the header, and the data records after it."""
     lines = physical_lines(stream)
@@ -221,20 +240,23 @@ def _open_records(
     else:
         raise HeaderError("the file is empty: expected a header row (e.g. phone,first_name)")
     try:
-        header_text = line.decode("utf-8")
+        header_text = line.decode(encoding)
     except UnicodeDecodeError:
-        raise HeaderError("the header row is not UTF-8 text") from None
+        raise HeaderError(
+            f"the header row is not {encoding_label(encoding)} text;"
+            " name the file's encoding with --encoding (e.g. cp1252)"
+        ) from None
     delimiter = detect_delimiter(header_text)
     records = split_records(itertools.chain([line], lines), delimiter, first_line=line_no)
     header_line, header_bytes, complete = next(records)
     try:
         if not complete:
             raise HeaderError("the header row has a quoted field that is never closed")
-        names = parse_record(header_bytes.decode("utf-8"), delimiter)
+        names = parse_record(header_bytes.decode(encoding), delimiter)
     except (UnicodeDecodeError, csv.Error) as exc:
         raise HeaderError(f"the header row (line {header_line}) is malformed: {exc}") from None
     layout = ContactLayout.from_header(
-        names, delimiter=delimiter, phone_column=phone_column, region=region
+        names, delimiter=delimiter, phone_column=phone_column, region=region, encoding=encoding
     )
     return layout, records
 
@@ -327,7 +349,10 @@ class _Loader:
                     copy.write(result.copy_rows)
                     self._count(result)
                     if writer is not None:
-                        writer.writerows((line, why, raw) for line, raw, why in result.rejects)
+                        writer.writerows(
+                            (line, neutralise(why), neutralise(raw))
+                            for line, raw, why in result.rejects
+                        )
                     if progress is not None:
                         progress(position)
                     staged += result.rows

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from json.encoder import encode_basestring  # type: ignore[attr-defined]
 
 from dialer.contacts.bulkphone import BulkNormalizer
-from dialer.contacts.csvsource import RawRecord, is_blank, parse_record
+from dialer.contacts.csvsource import UTF8, RawRecord, encoding_label, is_blank, parse_record
 from dialer.phone import InvalidNumber
 
 # Header spellings recognised as names (compared lower-cased, with spaces and '-' as '_').
@@ -52,7 +52,7 @@ def header_key(column: str) -> str:
 
 @dataclass(frozen=True)
 class ContactLayout:
-    """Where each contact attribute sits in a file's rows, and how to read its numbers."""
+    """Where each contact attribute sits in a file's rows, how to decode them and read numbers."""
 
     delimiter: str
     columns: tuple[str, ...]
@@ -61,6 +61,7 @@ class ContactLayout:
     last_name: int | None
     extra: tuple[tuple[int, str], ...]
     region: str
+    encoding: str = UTF8  # a codec `csvsource.file_encoding` accepts
 
     @property
     def width(self) -> int:
@@ -68,7 +69,13 @@ class ContactLayout:
 
     @classmethod
     def from_header(
-        cls, names: Sequence[str], *, delimiter: str, phone_column: str, region: str
+        cls,
+        names: Sequence[str],
+        *,
+        delimiter: str,
+        phone_column: str,
+        region: str,
+        encoding: str = UTF8,
     ) -> ContactLayout:
         if any("\x00" in n for n in names):
             # Column names become keys of the contacts' fields, which Postgres cannot store.
@@ -93,7 +100,7 @@ class ContactLayout:
             first = _find(keys, FULL_NAME_COLUMNS, phone)
         used = {phone, first, last}
         extra = tuple((i, columns[i]) for i in range(len(columns)) if i not in used)
-        return cls(delimiter, columns, phone, first, last, extra, region)
+        return cls(delimiter, columns, phone, first, last, extra, region, encoding)
 
 
 def _find(keys: list[str], spellings: frozenset[str], phone: int) -> int | None:
@@ -125,6 +132,9 @@ def convert_chunk(
     extra = [(i, encode_basestring(name) + ":") for i, name in layout.extra]
     zone_text: dict[tuple[str, ...], str] = {}
     normalize = normalizer.normalize
+    # One decode call per record whatever the encoding: UTF-8 keeps CPython's own fast path.
+    encoding = layout.encoding
+    not_text = f"malformed row: not {encoding_label(encoding)} text"
 
     def reject(line_no: int, text: str, reason: str) -> None:
         # Postgres text cannot hold NUL: the raw row keeps a visible stand-in for it.
@@ -134,13 +144,13 @@ def convert_chunk(
 
     for line_no, data, complete in records:
         try:
-            text = data.decode("utf-8")
+            text = data.decode(encoding)
         except UnicodeDecodeError as exc:
             rows += 1
             reject(
                 line_no,
-                data.decode("utf-8", "replace"),
-                f"malformed row: not UTF-8 text (byte {exc.start + 1} of the row)",
+                data.decode(encoding, "replace"),
+                f"{not_text} (byte {exc.start + 1} of the row)",
             )
             continue
         if not complete:
