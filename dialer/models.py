@@ -243,8 +243,89 @@ class Campaign(TimestampMixin, Base):
     end_at: Mapped[dt.datetime | None]
     # Region for numbers written in national format (ISO 3166 alpha-2).
     region: Mapped[str] = mapped_column(server_default="US")
+    # With a pool, each call's caller ID is picked from it (dialer.campaigns.caller_ids);
+    # caller_id_number is then the pool's default when the campaign was set up.
+    caller_id_pool_id: Mapped[int | None] = mapped_column(ForeignKey("caller_id_pools.id"))
 
     trunk: Mapped[Trunk] = relationship(back_populates="campaigns")
+    caller_id_pool: Mapped[CallerIdPool | None] = relationship()
+
+
+class CallerIdPool(Base):
+    """Caller IDs a campaign's calls go out with, one picked per call: local presence first,
+    the least used today among equals, none past `daily_cap` calls a day (days in
+    `cap_zone`). A number whose answer rate falls below `rest_below` times the pool's, over
+    `rest_window` and at least `rest_min_calls` calls, is rested for `rest_for`."""
+
+    __tablename__ = "caller_id_pools"
+    __table_args__ = (
+        CheckConstraint("daily_cap > 0", name="daily_cap_positive"),
+        CheckConstraint("rest_below >= 0 AND rest_below < 1", name="rest_below_ratio"),
+        CheckConstraint("rest_min_calls > 0", name="rest_min_calls_positive"),
+        CheckConstraint("rest_window > interval '0'", name="rest_window_positive"),
+        CheckConstraint("rest_for > interval '0'", name="rest_for_positive"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, Identity(), primary_key=True)
+    name: Mapped[str] = mapped_column(unique=True)
+    daily_cap: Mapped[int] = mapped_column(Integer)
+    cap_zone: Mapped[str] = mapped_column(server_default="UTC")
+    rest_below: Mapped[float] = mapped_column(Float, server_default="0.5")
+    rest_min_calls: Mapped[int] = mapped_column(Integer, server_default="50")
+    rest_window: Mapped[dt.timedelta] = mapped_column(Interval, server_default="24:00:00")
+    rest_for: Mapped[dt.timedelta] = mapped_column(Interval, server_default="24:00:00")
+    created_at: Mapped[dt.datetime] = mapped_column(server_default=func.now())
+
+    numbers: Mapped[list[CallerId]] = relationship(
+        back_populates="pool", order_by="CallerId.number", cascade="all, delete-orphan"
+    )
+
+
+class CallerId(Base):
+    """One number of a pool, with where it is (for local presence) and whether it rests."""
+
+    __tablename__ = "caller_ids"
+    __table_args__ = (
+        UniqueConstraint("pool_id", "number"),
+        CheckConstraint("number ~ '^\\+[1-9][0-9]{1,14}$'", name="number_e164"),
+        # One default per pool.
+        Index("uq_caller_ids_default", "pool_id", unique=True, postgresql_where=text("is_default")),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, Identity(), primary_key=True)
+    pool_id: Mapped[int] = mapped_column(ForeignKey("caller_id_pools.id", ondelete="CASCADE"))
+    number: Mapped[str]
+    # Where the number is: its country (ISO 3166-1), regions (US-CA) and NANP area (+1415).
+    country: Mapped[str | None]
+    regions: Mapped[list[str]] = mapped_column(ARRAY(Text), server_default="{}")
+    area: Mapped[str | None]
+    is_default: Mapped[bool] = mapped_column(server_default=text("false"))
+    # Resting: not used until then, and why (by hand, or a low answer rate).
+    rested_until: Mapped[dt.datetime | None]
+    rest_reason: Mapped[str | None]
+    # Its answer rate is judged on calls sent since then (the end of its last rest).
+    counted_since: Mapped[dt.datetime | None]
+    created_at: Mapped[dt.datetime] = mapped_column(server_default=func.now())
+
+    pool: Mapped[CallerIdPool] = relationship(back_populates="numbers")
+
+
+# Calls per caller ID and day (in its pool's cap_zone): added by the dispatch tick for the
+# attempts it creates, taken back by a trigger when an attempt ends not sent (migration 0012).
+caller_id_usage = Table(
+    "caller_id_usage",
+    Base.metadata,
+    Column(
+        "caller_id_id",
+        Integer,
+        ForeignKey("caller_ids.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("day", Date, primary_key=True),
+    Column("calls", Integer, nullable=False),
+    CheckConstraint("calls >= 0", name="calls_not_negative"),
+    comment="Calls per caller ID and day (its pool's cap_zone): what daily caps are held to",
+)
 
 
 class ContactImport(Base):
@@ -391,6 +472,14 @@ class CallAttempt(Base):
             "queued_at",
             postgresql_include=["id", "trunk_id", "outcome", "sent_at"],
         ),
+        # Caller-ID health: a pool number's recent sends and answers.
+        Index(
+            "ix_call_attempts_caller_id_sent",
+            "caller_id_id",
+            "sent_at",
+            postgresql_include=["answered_at"],
+            postgresql_where=text("caller_id_id IS NOT NULL"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
@@ -444,6 +533,11 @@ class CallAttempt(Base):
     pbx_down_at: Mapped[dt.datetime | None]
     outcome: Mapped[str | None]
     ended_by: Mapped[str | None]  # who ended the call: see ENDED_BY
+    # The caller ID the call went out with, and the pool number it was picked from (if any).
+    caller_id: Mapped[str | None]
+    caller_id_id: Mapped[int | None] = mapped_column(
+        ForeignKey("caller_ids.id", ondelete="SET NULL")
+    )
 
 
 class CallEvent(Base):

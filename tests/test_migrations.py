@@ -10,8 +10,9 @@ from dialer import migrate
 from dialer.db import make_engine
 from dialer.models import Base
 
-# Tables revision 0011 adds.
-RULE_TABLES = {"calling_rules", "calling_holidays", "frequency_rules", "rules_version"}
+# Tables revisions 0011 and 0012 add.
+RULE_TABLES = {"calling_rules", "calling_holidays", "frequency_rules", "rules_version",
+               "caller_id_pools", "caller_ids", "caller_id_usage"}  # fmt: skip
 
 
 def _tables(url: str) -> set[str]:

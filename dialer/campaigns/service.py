@@ -19,7 +19,7 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from dialer.campaigns import validation
+from dialer.campaigns import caller_id_pools, validation
 from dialer.campaigns.trunks import get as get_trunk
 from dialer.campaigns.validation import AlreadyExists, NotFound, SettingError
 from dialer.models import (
@@ -113,6 +113,7 @@ class CampaignChanges:
     hours: str | None = None
     days: str | None = None
     region: str | None = None
+    caller_id_pool: str | None = None  # '' clears it
 
     def given(self) -> bool:
         return any(getattr(self, f.name) is not None for f in fields(self))
@@ -175,6 +176,28 @@ class CampaignChanges:
         return values
 
 
+def _pool_values(
+    session: Session, changes: CampaignChanges, values: dict[str, Any]
+) -> dict[str, Any]:
+    """The pool's columns: its id, and the campaign's own caller ID from the pool's default
+    (or first) number when none is given."""
+    if changes.caller_id_pool is None:
+        return {}
+    if changes.caller_id_pool == "":
+        return {"caller_id_pool_id": None}
+    try:
+        pool = caller_id_pools.get_pool(session, changes.caller_id_pool)
+    except NotFound as exc:
+        raise SettingError("caller_id_pool", str(exc)) from None
+    found: dict[str, Any] = {"caller_id_pool_id": pool.id}
+    numbers = sorted(pool.numbers, key=lambda n: (not n.is_default, n.number))
+    if not numbers:
+        raise SettingError("caller_id_pool", f"pool {pool.name!r} has no numbers; add some first")
+    if "caller_id_number" not in values:
+        found["caller_id_number"] = numbers[0].number
+    return found
+
+
 def get(session: Session, name: str, *, lock: bool = False) -> Campaign:
     query = select(Campaign).where(Campaign.name == name)
     if lock:
@@ -190,14 +213,15 @@ def create(session: Session, name: str, changes: CampaignChanges) -> Campaign:
     campaign_name = validation.name(name)
     if changes.trunk is None:
         raise SettingError("trunk", "is required")
-    if changes.caller_id is None:
-        raise SettingError("caller_id", "is required")
+    if changes.caller_id is None and not changes.caller_id_pool:
+        raise SettingError("caller_id", "is required (or a caller ID pool)")
     if changes.ivr_file is None:
         raise SettingError("ivr_file", "is required")
     values = changes.validated(None)
     trunk = get_trunk(session, validation.trunk_name(changes.trunk))
     if session.scalar(select(Campaign.id).where(Campaign.name == campaign_name)) is not None:
         raise AlreadyExists(f"a campaign named {campaign_name!r} exists already")
+    values.update(_pool_values(session, changes, values))
     campaign = Campaign(name=campaign_name, trunk_id=trunk.id, **values)
     session.add(campaign)
     session.flush()
@@ -217,6 +241,7 @@ def update_settings(session: Session, name: str, changes: CampaignChanges) -> Ca
     values = changes.validated(campaign)
     if changes.trunk is not None:
         values["trunk_id"] = get_trunk(session, validation.trunk_name(changes.trunk)).id
+    values.update(_pool_values(session, changes, values))
     for column, value in values.items():
         setattr(campaign, column, value)
     session.flush()
@@ -262,6 +287,7 @@ def start(session: Session, name: str) -> Campaign:
             else f"none of its {total} contacts is waiting to be dialled"
         )
         raise IllegalTransition(f"cannot start campaign {name!r}: {detail}")
+    _require_usable_pool(session, campaign)
     campaign.status = "running"
     if campaign.start_at is None or campaign.start_at > utcnow():
         campaign.start_at = utcnow()
@@ -269,8 +295,19 @@ def start(session: Session, name: str) -> Campaign:
     return campaign
 
 
+def _require_usable_pool(session: Session, campaign: Campaign) -> None:
+    pool = campaign.caller_id_pool
+    if pool is not None and not caller_id_pools.usable_numbers(session, pool):
+        raise SettingError(
+            "caller_id_pool",
+            f"pool {pool.name!r} has no number that can be used (none, or all resting);"
+            " add or restore one first",
+        )
+
+
 def resume(session: Session, name: str) -> Campaign:
     """Continue a paused campaign; one with nothing left to dial completes instead."""
+    _require_usable_pool(session, get(session, name))
     campaign = transition(session, name, "resume")
     complete_if_exhausted(session, campaign.id)
     return campaign
@@ -419,6 +456,7 @@ def settings_of(campaign: Campaign, trunk_name: str) -> dict[str, Any]:
         "status": campaign.status,
         "trunk": trunk_name,
         "caller_id": campaign.caller_id_number,
+        "caller_id_pool": campaign.caller_id_pool.name if campaign.caller_id_pool else None,
         "caller_name": campaign.caller_id_name,
         "ivr_file": campaign.ivr_file,
         "ivr_vm_file": campaign.ivr_vm_file,

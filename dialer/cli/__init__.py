@@ -8,6 +8,7 @@ import click
 
 from dialer import __version__, logs
 from dialer.cli import call as call_cli
+from dialer.cli import callerid as callerid_cli
 from dialer.cli import campaign as campaign_cli
 from dialer.cli import contacts as contacts_cli
 from dialer.cli import db, pbxsim
@@ -65,6 +66,7 @@ cli.add_command(call_cli.channels)
 cli.add_command(queue_cli.queue)
 cli.add_command(status_cli.status)
 cli.add_command(rules_cli.rules)
+cli.add_command(callerid_cli.callerid)
 
 
 def main() -> None:

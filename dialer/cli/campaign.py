@@ -36,6 +36,10 @@ def setting_options(command: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--trunk", help="Trunk the calls leave through."),
         click.option("--caller-id", help="Caller ID number (valid, E.164 or national)."),
         click.option("--caller-name", help="Caller ID name (default: the number)."),
+        click.option(
+            "--caller-id-pool",
+            help="Pick each call's caller ID from this pool (see `dialer callerid`); '' for none.",
+        ),
         click.option("--ivr-file", help="Sound played to people, without extension."),
         click.option("--ivr-vm-file", help="Sound left on answering machines."),
         click.option("--transfer-number", help="Where a key press transfers the call."),
@@ -74,13 +78,15 @@ def _changes(settings: dict[str, Any]) -> campaigns.CampaignChanges:
 @setting_options
 @json_option
 def create(name: str, as_json: bool, **settings: Any) -> None:
-    """Create a draft campaign (--trunk, --caller-id and --ivr-file are required).
+    """Create a draft campaign (--trunk, --caller-id or --caller-id-pool, and --ivr-file are
+    required).
 
     \b
     Example:
         dialer campaign create spring --trunk MC --caller-id +12125550100 \\
             --ivr-file welcome --ivr-vm-file welcome_vm --transfer-number +12125550199 \\
             --retry busy=30m --retry no_answer=2h --hours 09:00-20:00 --days mon-fri
+        dialer campaign create local --trunk MC --caller-id-pool east --ivr-file welcome
     """
     with unit_of_work() as session:
         created = campaigns.create(session, name, _changes(settings))

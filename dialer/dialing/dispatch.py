@@ -21,7 +21,9 @@ One tick, in one transaction:
    leave none; cancelled with outcome `no_calling_window` only when the campaign's own hours
    can never open: entirely outside the guard, or no time zone); callable -> status
    dialing, attempts + 1, and a call attempt row `queued` with its custom_call_id, the PBX it
-   goes through (the one with the most free capacity) and the Originate payload
+   goes through (the one with the most free capacity), the caller ID (the campaign's, or one
+   picked from its caller-ID pool, `dialer.campaigns.caller_ids`: a contact no number of the
+   pool can take now waits `NO_CALLER_ID_RETRY_S`) and the Originate payload
    (`dialer.dialing.payload`, with that route's channel template), so the originate task only
    claims and sends. A campaign whose settings cannot make a payload is not dialled (and
    logged);
@@ -31,6 +33,9 @@ One tick, in one transaction:
 5. running campaigns with nothing left to dial are completed (`campaigns.complete_if_exhausted`).
 
 After the commit, and only then, one originate task per attempt is enqueued.
+
+Every `REST_CHECK_EVERY_S`, in its own transaction, caller IDs whose answer rate fell far
+below their pool's are rested (`dialer.campaigns.caller_id_pools.rest_low_answer_rates`).
 
 Around the tick, each in its own short transaction (`dialer.dialing.pbxcontrol`): before it,
 back-pressure sets each PBX's rate from its recent OriginateResponse latency (about once a
@@ -60,7 +65,7 @@ from sqlalchemy import Connection, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from dialer.ami import wire as amiwire
-from dialer.campaigns import calling_window
+from dialer.campaigns import caller_id_pools, calling_window
 from dialer.campaigns import rules as rules_store
 from dialer.campaigns import service as campaigns_module
 from dialer.campaigns.calling_rules import RuleBook
@@ -89,6 +94,14 @@ _unrouted_logged: dict[str, float] = {}
 # A running campaign whose calls cannot be built is logged at most this often.
 REFUSED_LOG_EVERY_S = 60.0
 _refused_logged: dict[str, float] = {}
+# A contact no caller ID of its campaign's pool can take now (all resting or at their daily
+# cap) is due again after this; the campaign says so in the log at most this often.
+NO_CALLER_ID_RETRY_S = 300.0
+NO_CALLER_ID_LOG_EVERY_S = 60.0
+_no_caller_id_logged: dict[str, float] = {}
+# How often the caller IDs' answer rates are judged.
+REST_CHECK_EVERY_S = 60.0
+_rest_checked = -math.inf
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +138,7 @@ class TickReport:
     campaigns_completed: list[str] = field(default_factory=list)
     campaigns_refused: list[str] = field(default_factory=list)  # settings unusable
     invalid_numbers: int = 0
+    no_caller_id: int = 0  # contacts waiting for a caller ID of their campaign's pool
     # Trunks with calls to make and no PBX that can take them now: why, by trunk name.
     unrouted: dict[str, str] = field(default_factory=dict)
 
@@ -186,6 +200,7 @@ class _Campaign:
     # make a payload (see `problem`).
     templates: dict[str, OriginateTemplate]
     problem: str | None = None
+    pool_id: int | None = None
 
     @classmethod
     def from_row(cls, row: Any, routes: list[Route]) -> _Campaign:
@@ -210,12 +225,18 @@ class _Campaign:
         )
         return cls(
             row.id, row.name, row.trunk_id, row.trunk_name, row.max_attempts, window, templates,
-            problem,
+            problem, row.caller_id_pool_id,
         )  # fmt: skip
 
-    def payload(self, route: Route, call_id: str, phone_e164: str) -> dict[str, Any]:
+    def payload(
+        self, route: Route, call_id: str, phone_e164: str, caller: str | None = None
+    ) -> dict[str, Any]:
         assert self.templates, "campaigns with a settings problem are not dialled"
-        return self.templates[route.pbx].payload(call_id, phone_e164)
+        return self.templates[route.pbx].payload(call_id, phone_e164, caller)
+
+    def caller(self, route: Route) -> str:
+        """The campaign's own caller ID (E.164)."""
+        return self.templates[route.pbx].caller
 
 
 @dataclass(frozen=True, slots=True)
@@ -266,7 +287,8 @@ _CREATE_ATTEMPTS = text(
     """
     WITH new AS (
         SELECT * FROM jsonb_to_recordset(CAST(:rows AS jsonb))
-               AS v(id bigint, custom_call_id text, contact_id bigint, pbx text, payload jsonb)
+               AS v(id bigint, custom_call_id text, contact_id bigint, pbx text, payload jsonb,
+                    caller_id text, caller_id_id integer)
     ), dialing AS (
         UPDATE contacts c
            SET status = 'dialing', attempts = c.attempts + 1, updated_at = now()
@@ -275,14 +297,14 @@ _CREATE_ATTEMPTS = text(
         RETURNING c.id
     )
     INSERT INTO call_attempts (id, custom_call_id, campaign_id, contact_id, trunk_id, pbx,
-                               attempt_number, status, payload)
+                               attempt_number, status, payload, caller_id, caller_id_id)
     SELECT new.id, new.custom_call_id, :campaign_id, new.contact_id, :trunk_id, new.pbx,
            coalesce((SELECT max(a.attempt_number) FROM call_attempts a
                       WHERE a.contact_id = new.contact_id), 0) + 1,
-           'queued', new.payload
+           'queued', new.payload, new.caller_id, new.caller_id_id
       FROM new JOIN dialing ON dialing.id = new.contact_id
      ORDER BY new.id
-    RETURNING id
+    RETURNING id, caller_id_id
     """
 )
 
@@ -334,7 +356,17 @@ def run_tick(
         pbxcontrol.run_guarded(
             pbxcontrol.close_calls_on_dead_pbxs, sessions, options.pbx_down_close_after_s
         )
+        global _rest_checked
+        if time.monotonic() - _rest_checked >= REST_CHECK_EVERY_S:
+            _rest_checked = time.monotonic()
+            pbxcontrol.run_guarded(rest_low_answer_rates, sessions)
     return report
+
+
+def rest_low_answer_rates(sessions: sessionmaker[Session]) -> list[str]:
+    """Rest the caller IDs whose answer rate fell far below their pool's (own transaction)."""
+    with sessions() as session, session.begin():
+        return caller_id_pools.rest_low_answer_rates(session.connection())
 
 
 def plan_tick(
@@ -377,6 +409,9 @@ def plan_tick(
     )
     budget = options.max_attempts_per_tick
     windows = _WindowCache(now, _rulebook(connection) if by_trunk else RuleBook())
+    pools = caller_id_pools.choosers(
+        connection, (c.pool_id for cs in by_trunk.values() for c in cs if c.pool_id), now
+    )
     idle: list[_Campaign] = []
     queued: list[list[list[int]]] = []  # per trunk, per campaign
     for trunk_id, trunk_campaigns in by_trunk.items():
@@ -398,13 +433,15 @@ def plan_tick(
                 share = math.ceil(spare / (len(trunk_campaigns) - index))
                 first = len(report.queued)
                 created = _dispatch_campaign(
-                    connection, campaign, usable, chooser, share, now, windows, options, report
-                )
+                    connection, campaign, usable, chooser, share, now, windows, options, report,
+                    pools.get(campaign.pool_id) if campaign.pool_id else None,
+                )  # fmt: skip
                 queued[-1].append(report.queued[first:])
                 spare -= created
                 budget -= created
             if created == 0:
                 idle.append(campaign)
+    caller_id_pools.record_usage(connection, pools, now)
     # Handed out in turns: workers take tasks in order and each waits for its trunk's slot, so
     # a trunk's whole share ahead of the next trunk's would hold every trunk to one's pace.
     report.queued = interleave([interleave(campaigns) for campaigns in queued])
@@ -463,6 +500,7 @@ def _dispatch_campaign(
     windows: _WindowCache,
     options: TickOptions,
     report: TickReport,
+    pool: caller_id_pools.PoolDay | None = None,
 ) -> int:
     """Claim up to `limit` callable contacts of one campaign; returns attempts created."""
     created = 0
@@ -515,8 +553,14 @@ def _dispatch_campaign(
             )
         if later:
             connection.execute(_RESCHEDULE, {"ids": list(later), "ats": list(later.values())})
+        if due_now and pool is not None and pool.chooser.exhausted:
+            _no_caller_id(connection, campaign, due_now, now, report)
+            limit = created  # none of the campaign's contacts can be called this tick
+            due_now = []
         if due_now:
-            ids = _create_attempts(connection, campaign, due_now, routes, chooser, report)
+            ids = _create_attempts(
+                connection, campaign, due_now, routes, chooser, report, pool, now
+            )
             report.queued.extend(ids)
             created += len(ids)
             if chooser.spare(routes) == 0:
@@ -528,6 +572,25 @@ def _dispatch_campaign(
     return created
 
 
+def _no_caller_id(
+    connection: Connection, campaign: _Campaign, contacts: list[_Due], now: dt.datetime,
+    report: TickReport,
+) -> None:  # fmt: skip
+    """No number of the campaign's pool can take a call now: the contacts wait."""
+    again = now + dt.timedelta(seconds=NO_CALLER_ID_RETRY_S)
+    connection.execute(
+        _RESCHEDULE, {"ids": [c.id for c in contacts], "ats": [again] * len(contacts)}
+    )
+    report.no_caller_id += len(contacts)
+    now_s = time.monotonic()
+    if now_s - _no_caller_id_logged.get(campaign.name, -math.inf) >= NO_CALLER_ID_LOG_EVERY_S:
+        _no_caller_id_logged[campaign.name] = now_s
+        log.warning(
+            "campaign %s: no caller ID of its pool can take a call now (all resting or at"
+            " their daily cap); its contacts wait", campaign.name,
+        )  # fmt: skip
+
+
 def _create_attempts(
     connection: Connection,
     campaign: _Campaign,
@@ -535,22 +598,34 @@ def _create_attempts(
     routes: list[Route],
     chooser: Chooser,
     report: TickReport,
+    pool: caller_id_pools.PoolDay | None = None,
+    now: dt.datetime | None = None,
 ) -> list[int]:
-    """Queued attempts, each routed through a PBX with its payload, for contacts callable now;
-    returns their ids. Contacts beyond what the PBXs can take stay due for the next tick."""
+    """Queued attempts, each routed through a PBX with its caller ID and payload, for contacts
+    callable now; returns their ids. Contacts beyond what the PBXs can take stay due for the
+    next tick; those no number of the campaign's pool can take wait (`_no_caller_id`)."""
     ids = connection.execute(_NEXT_IDS, {"count": len(contacts)}).scalars().all()
     epoch_ms = int(time.time() * 1000)
     rows: list[dict[str, Any]] = []
     turns: dict[int, float] = {}
     invalid: list[int] = []
-    for contact, attempt_id in zip(contacts, ids, strict=True):
+    for index, (contact, attempt_id) in enumerate(zip(contacts, ids, strict=True)):
         route = chooser.pick(routes)
         if route is None:
             break  # every PBX of the trunk is full; the contact's row lock ends with the tick
+        caller_id_id = None
+        caller = campaign.caller(route)
+        if pool is not None:
+            number = pool.chooser.pick(contact.phone_e164)
+            if number is None:
+                chooser.unpick(route)
+                _no_caller_id(connection, campaign, contacts[index:], now or _utcnow(), report)
+                break
+            caller, caller_id_id = number.number, number.id
         turns[attempt_id] = chooser.last_turn
         call_id = custom_call_id(epoch_ms, attempt_id)
         try:
-            payload = campaign.payload(route, call_id, contact.phone_e164)
+            payload = campaign.payload(route, call_id, contact.phone_e164, caller)
         except ValueError as exc:  # the campaign's settings were checked: it is this number
             chooser.unpick(route)
             log.warning("contact %s: number %s refused: %s", contact.id, contact.phone_e164, exc)
@@ -563,6 +638,8 @@ def _create_attempts(
                 "contact_id": contact.id,
                 "pbx": route.pbx,
                 "payload": payload,
+                "caller_id": caller,
+                "caller_id_id": caller_id_id,
             }
         )
     if invalid:
@@ -573,9 +650,17 @@ def _create_attempts(
     if not rows:
         return []
     params = {"rows": json.dumps(rows), "campaign_id": campaign.id, "trunk_id": campaign.trunk_id}
-    created = connection.execute(_CREATE_ATTEMPTS, params).scalars()
+    created = connection.execute(_CREATE_ATTEMPTS, params).all()
+    if pool is not None:
+        # The numbers' calls today: only attempts that were created count.
+        for row in created:
+            pool.picked[row.caller_id_id] = pool.picked.get(row.caller_id_id, 0) + 1
     # In the order their PBXs' pacing can send them (`dialer.dialing.routing`).
-    return sorted(created, key=lambda attempt_id: (turns[attempt_id], attempt_id))
+    return sorted((r.id for r in created), key=lambda attempt_id: (turns[attempt_id], attempt_id))
+
+
+def _utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
 
 
 # The calling rules as this process last read them; read again when their version moves.

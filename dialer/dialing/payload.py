@@ -207,16 +207,25 @@ class OriginateTemplate:
         transfer_dial = trunk.transfer_dial(settings.transfer_prefix + transfer) if transfer else ""
         return cls(settings, trunk, caller, transfer, f'"{name}" <{caller}>', transfer_dial)
 
-    def payload(self, call_id: str, to_e164: str) -> dict[str, Any]:
-        """The payload for one call to `to_e164`, a number already in E.164 form."""
+    def payload(self, call_id: str, to_e164: str, caller: str | None = None) -> dict[str, Any]:
+        """The payload for one call to `to_e164`, a number already in E.164 form; `caller`, an
+        E.164 number from the campaign's caller-ID pool, goes where the campaign's caller ID
+        goes (`callerid`, `from`, `FROM_NUMBER`)."""
         if not _CALL_ID.match(call_id or ""):
             raise PayloadError(f"call id {call_id!r} is not of the form <epoch_ms>_<n>")
         if not is_e164(to_e164):
             raise PayloadError(f"to: {to_e164!r} is not an E.164 number of a known country")
         settings = self.settings
+        callerid = self.callerid
+        if caller is not None and caller != self.caller:
+            if not is_e164(caller):
+                raise PayloadError(f"from: {caller!r} is not an E.164 number of a known country")
+            callerid = f'"{settings.caller_id_name or caller}" <{caller}>'
+        else:
+            caller = self.caller
         lower: dict[str, str] = {
             "to": to_e164,
-            "from": self.caller,
+            "from": caller,
             "transfer_number": self.transfer,
             "ivr_file": settings.ivr_file,
             "ivr_vm_file": settings.ivr_vm_file,
@@ -240,7 +249,7 @@ class OriginateTemplate:
             "context": settings.context,
             "exten": settings.exten,
             "priority": settings.priority,
-            "callerid": self.callerid,
+            "callerid": callerid,
             "timeout": settings.timeout_ms,
             "async": True,
             "variable": variables,

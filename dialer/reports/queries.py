@@ -91,6 +91,7 @@ EXPORT_COLUMNS = (
     "pbx_down_at",
     "pbx",
     "originate_response_at",
+    "caller_id",
 )
 # The export's text columns: those a spreadsheet could take for a formula. The others are
 # numbers, times and flags, and contact_fields is a JSON object ("{...}").
@@ -119,6 +120,7 @@ EXPORT_TEXT_COLUMNS = frozenset(
         "transfer_source",
         "transfer_queue",
         "pbx",
+        "caller_id",
     }
 )
 # Current sends per trunk are counted among attempts queued this recently: an attempt waits
