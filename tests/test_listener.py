@@ -465,12 +465,23 @@ async def _run_listener(listener: Listener) -> tuple[asyncio.Event, asyncio.Task
     return stop, task
 
 
+def listener_ready(pbx_sim: Any) -> bool:
+    """The listener logged in and took its channel snapshot: it hears every event from now
+    on. (A call placed before that can end before it listens: a busy callee's Hangup comes
+    at once, its OriginateResponse a moment later.)"""
+    return any(r["action"] == "CoreShowChannels" for r in pbx_sim.records())
+
+
 def dial_until_closed(listener: Listener, pbx_sim: Any, attempts: list[Attempt]) -> None:
-    """Originate each attempt on the simulator with the listener running, until it closed
+    """Originate each attempt on the simulator once the listener listens, until it closed
     them all (20 s at most)."""
 
     async def scenario() -> None:
         stop, task = await _run_listener(listener)
+        for _ in range(200):  # 10 s at most
+            if await asyncio.to_thread(listener_ready, pbx_sim):
+                break
+            await asyncio.sleep(0.05)
         async with AmiClient(pbx_sim.server, events=False) as client:
             for attempt in attempts:
                 await client.originate(payload_for(attempt))
