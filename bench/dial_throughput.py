@@ -15,7 +15,9 @@ three `solo` workers), or with `--dialer-worker` the `dialer worker` command as 
 With `--calling-rules N` and `--frequency-rules N` the dispatch tick and the last checks judge
 every call against that many region rules (the contacts' country, region and area code among
 them) and frequency rules (the number locked and its history read before each send), all of
-which allow the calls: the cost of the rules, not their effect.
+which allow the calls: the cost of the rules, not their effect. With `--caller-ids N` every
+campaign picks each call's caller ID from one pool of N numbers over many area codes (local
+presence, least used today, a cap no number reaches).
 
 The machine is shared and has 2 cores: the simulator, Postgres and the broker run on the same
 cores, so figures vary from run to run.
@@ -26,6 +28,7 @@ Example:
     .venv/bin/python bench/dial_throughput.py --dialer-worker
     .venv/bin/python bench/dial_throughput.py --workers 2 --pool threads -c 6
     .venv/bin/python bench/dial_throughput.py --contacts 10000 --calling-rules 10 --frequency-rules 10
+    .venv/bin/python bench/dial_throughput.py --contacts 10000 --caller-ids 1000 --frequency-rules 10
 """
 
 from __future__ import annotations
@@ -54,9 +57,12 @@ from sqlalchemy import insert, text
 from sqlalchemy.engine import make_url
 
 from dialer import migrate
+from dialer.campaigns.caller_ids import where_is
 from dialer.db import make_engine
 from dialer.dialing.pacing import max_in_window
 from dialer.models import (
+    CallerId,
+    CallerIdPool,
     CallingHoliday,
     CallingRule,
     Campaign,
@@ -105,6 +111,7 @@ def main() -> None:
         "--calling-rules", type=int, default=0, help="region hours rules and holidays (0-12)"
     )
     parser.add_argument("--frequency-rules", type=int, default=0, help="frequency rules")
+    parser.add_argument("--caller-ids", type=int, default=0, help="numbers of a caller-ID pool")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args, rest = parser.parse_known_args()
     if args.worker:
@@ -224,6 +231,7 @@ def load(engine: Any, args: argparse.Namespace) -> dict[str, float]:
     zone = "Etc/UTC" if offset == 0 else f"Etc/GMT{-offset:+d}"
     limits = {}
     with engine.begin() as conn:
+        pool_id = add_pool(conn, args.caller_ids) if args.caller_ids else None
         # The PBX must not limit either.
         conn.execute(
             text("UPDATE pbxs SET max_cps = :cps, max_channels = :channels WHERE name = 'default'"),
@@ -247,6 +255,7 @@ def load(engine: Any, args: argparse.Namespace) -> dict[str, float]:
                     caller_id_number="+19876543210",
                     ivr_file="welcome_message",
                     calling_days=[1, 2, 3, 4, 5, 6, 7],
+                    caller_id_pool_id=pool_id,
                 )
                 .returning(Campaign.id)
             ).scalar_one()
@@ -278,6 +287,27 @@ CALLING_RULES = [
     ("holiday", "region", "US-NY"), ("holiday", "area_code", "+1212"),
     ("holiday", "region", "US-CA"),
 ]  # fmt: skip
+
+
+# Area codes of the pool's numbers: the contacts' own (212) among many others.
+POOL_AREAS = [212, 646, 718, 917, 305, 310, 415, 213, 312, 617, 202, 214, 713, 404, 602, 303,
+              206, 503, 702, 801, 612, 314, 816, 615, 704, 919, 804, 410, 215, 412, 716, 518,
+              860, 401, 207, 603, 802, 302, 843, 912, 850, 504, 601, 205, 502, 317, 614, 313,
+              414, 319]  # fmt: skip
+
+
+def add_pool(conn: Any, count: int) -> int:
+    pool_id = conn.execute(
+        insert(CallerIdPool).values(name="bench", daily_cap=1_000_000).returning(CallerIdPool.id)
+    ).scalar_one()
+    rows = []
+    for i in range(count):
+        number = f"+1{POOL_AREAS[i % len(POOL_AREAS)]}555{i // len(POOL_AREAS):04d}"
+        country, regions, area = where_is(number)
+        rows.append({"pool_id": pool_id, "number": number, "country": country,
+                     "regions": sorted(regions), "area": area, "is_default": i == 0})  # fmt: skip
+    conn.execute(insert(CallerId), rows)
+    return pool_id
 
 
 def add_rules(conn: Any, calling: int, frequency: int) -> None:
@@ -333,7 +363,8 @@ def report(
             conn.execute(text("SELECT status, count(*) FROM call_attempts GROUP BY 1")).all()
         )
     print(f"contacts: {args.contacts}   trunks: {args.trunks} x {args.cps:g} cps")
-    print(f"rules: {args.calling_rules} calling, {args.frequency_rules} frequency")
+    print(f"rules: {args.calling_rules} calling, {args.frequency_rules} frequency;"
+          f" caller-ID pool: {args.caller_ids or 'none'}")  # fmt: skip
     import dialer
 
     shape = (
