@@ -246,6 +246,9 @@ class Campaign(TimestampMixin, Base):
     # With a pool, each call's caller ID is picked from it (dialer.campaigns.caller_ids);
     # caller_id_number is then the pool's default when the campaign was set up.
     caller_id_pool_id: Mapped[int | None] = mapped_column(ForeignKey("caller_id_pools.id"))
+    # After a busy, no-answer or failed call, the next attempt goes to the contact's next
+    # number (its alternates, then its first again).
+    dial_alt_numbers: Mapped[bool] = mapped_column(server_default=text("false"))
 
     trunk: Mapped[Trunk] = relationship(back_populates="campaigns")
     caller_id_pool: Mapped[CallerIdPool | None] = relationship()
@@ -377,6 +380,9 @@ class Contact(Base):
         CheckConstraint(_in("status", CONTACT_STATUSES), name="status_known"),
         CheckConstraint("attempts >= 0", name="attempts_not_negative"),
         CheckConstraint("phone_e164 ~ '^\\+[1-9][0-9]{1,14}$'", name="phone_e164_format"),
+        CheckConstraint(
+            "phone_index >= 0 AND phone_index <= cardinality(alt_phones)", name="phone_index_range"
+        ),
         # "Due contacts of campaign X": an index scan in next_attempt_at order.
         Index(
             "ix_contacts_due",
@@ -397,6 +403,10 @@ class Contact(Base):
     )
     phone_e164: Mapped[str]
     phone_raw: Mapped[str]
+    # Its other numbers (E.164), in the order they are tried after phone_e164, and which one
+    # the next attempt goes to (0: phone_e164, n: alt_phones[n]).
+    alt_phones: Mapped[list[str]] = mapped_column(ARRAY(Text), server_default="{}")
+    phone_index: Mapped[int] = mapped_column(SmallInteger, server_default="0")
     first_name: Mapped[str | None]
     last_name: Mapped[str | None]
     fields: Mapped[dict[str, Any]] = mapped_column(server_default=text("'{}'::jsonb"))
@@ -472,6 +482,8 @@ class CallAttempt(Base):
             "queued_at",
             postgresql_include=["id", "trunk_id", "outcome", "sent_at"],
         ),
+        # One number's attempts over all campaigns (frequency rules).
+        Index("ix_call_attempts_phone_sent", "phone_e164", "sent_at"),
         # Caller-ID health: a pool number's recent sends and answers.
         Index(
             "ix_call_attempts_caller_id_sent",
@@ -490,6 +502,8 @@ class CallAttempt(Base):
     # The PBX the dispatcher routed the attempt through (and the worker sends it to).
     pbx: Mapped[str] = mapped_column(ForeignKey("pbxs.name"), server_default="default")
     attempt_number: Mapped[int] = mapped_column(Integer)
+    # The number dialled: the contact's first, or one of its alternates.
+    phone_e164: Mapped[str | None]
     status: Mapped[str] = mapped_column(server_default="queued")
     payload: Mapped[dict[str, Any] | None]
     queued_at: Mapped[dt.datetime] = mapped_column(server_default=func.now())

@@ -229,10 +229,11 @@ def test_no_call_within_the_rest_after_a_conversation_in_any_campaign(
     with engine.begin() as conn:
         conn.execute(text(
             "INSERT INTO call_attempts (custom_call_id, campaign_id, contact_id, trunk_id,"
-            " attempt_number, status, outcome, sent_at, answered_at, ended_at)"
-            " VALUES ('1_1', :k, :n, :t, 1, :s, :o, :at, :ans, CASE WHEN :s = 'ended' THEN now() END)"),
+            " attempt_number, status, outcome, sent_at, answered_at, ended_at, phone_e164)"
+            " VALUES ('1_1', :k, :n, :t, 1, :s, :o, :at, :ans,"
+            " CASE WHEN :s = 'ended' THEN now() END, :p)"),
             {"k": other, "n": contact, "t": trunk, "s": status, "o": outcome, "at": an_hour_ago,
-             "ans": answered})  # fmt: skip
+             "ans": answered, "p": phone})  # fmt: skip
     with transaction(session_factory) as session:
         rules.add_frequency(session, "rest", after_conversation="4h")
     (attempt,) = run_tick(session_factory, lambda ids: None, now=now).queued

@@ -77,7 +77,7 @@ class RuleBook:
             return ()
         found: list[Scope] = []
         if self._countries:
-            country = _country(phone_e164)
+            country = regions.country_of(phone_e164)
             if country in self._countries:
                 found.append(("country", country))
         if self._regions:
@@ -107,17 +107,3 @@ class RuleBook:
 
     def schedule_for(self, phone_e164: str) -> Schedule | None:
         return self.schedule(self.scopes_for(phone_e164))
-
-
-_COUNTRIES: dict[str, str | None] = {}
-
-
-def _country(phone_e164: str) -> str | None:
-    # A North American area code lies in one country; elsewhere the whole number decides
-    # (+44 7911 is Guernsey, not the United Kingdom).
-    key = phone_e164[:5] if phone_e164.startswith("+1") else phone_e164
-    if key not in _COUNTRIES:
-        if len(_COUNTRIES) > 100_000:
-            _COUNTRIES.clear()
-        _COUNTRIES[key] = regions.country_of(phone_e164)
-    return _COUNTRIES[key]

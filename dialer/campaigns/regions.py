@@ -51,7 +51,25 @@ _TRAILING_CODE = re.compile(r", ([A-Z]{2})$")
 
 
 def country_of(phone_e164: str) -> str | None:
-    """The ISO 3166-1 code of the country the number belongs to (`US`, `GB`), or None."""
+    """The ISO 3166-1 code of the country the number belongs to (`US`, `GB`), or None.
+
+    Cached: by area code for North American numbers (an area code lies in one country), by the
+    whole number elsewhere (+44 7911 is Guernsey, not the United Kingdom), up to a bound."""
+    key = phone_e164[:5] if phone_e164.startswith("+1") else phone_e164
+    found = _COUNTRIES.get(key, _UNSEEN)
+    if found is _UNSEEN:
+        if len(_COUNTRIES) >= _COUNTRIES_KEPT:
+            _COUNTRIES.clear()
+        found = _COUNTRIES[key] = _country_of(phone_e164)
+    return found  # type: ignore[return-value]
+
+
+_UNSEEN = object()
+_COUNTRIES: dict[str, str | None] = {}
+_COUNTRIES_KEPT = 100_000
+
+
+def _country_of(phone_e164: str) -> str | None:
     try:
         number = phonenumbers.parse(phone_e164, None)
     except phonenumbers.NumberParseException:

@@ -114,6 +114,7 @@ class CampaignChanges:
     days: str | None = None
     region: str | None = None
     caller_id_pool: str | None = None  # '' clears it
+    alt_numbers: bool | None = None
 
     def given(self) -> bool:
         return any(getattr(self, f.name) is not None for f in fields(self))
@@ -150,6 +151,8 @@ class CampaignChanges:
             values["amd_enabled"] = self.amd
         if self.record_calls is not None:
             values["record_calls"] = self.record_calls
+        if self.alt_numbers is not None:
+            values["dial_alt_numbers"] = self.alt_numbers
         if self.wait_strategy is not None:
             values["wait_strategy"] = validation.keyword(self.wait_strategy, "wait_strategy")
         if self.context is not None:
@@ -466,6 +469,7 @@ def settings_of(campaign: Campaign, trunk_name: str) -> dict[str, Any]:
         "opt_out_key": campaign.opt_out_key,
         "amd": campaign.amd_enabled,
         "record_calls": campaign.record_calls,
+        "alt_numbers": campaign.dial_alt_numbers,
         "wait_strategy": campaign.wait_strategy,
         "context": campaign.context,
         "exten": campaign.exten,

@@ -48,6 +48,11 @@ def setting_options(command: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--opt-out-key", help="Key that puts the number on the DNC list."),
         click.option("--amd/--no-amd", default=None, help="Answering machine detection [on]."),
         click.option("--record/--no-record", "record_calls", default=None, help="Record calls."),
+        click.option(
+            "--alt-numbers/--no-alt-numbers",
+            default=None,
+            help="After busy, no answer or failed, call the contact's next number [off].",
+        ),
         click.option("--wait-strategy", help="IVR wait strategy [default: random]."),
         click.option("--context", help="Dialplan context [default: DynamicIVR]."),
         click.option("--exten", help="Dialplan extension [default: s]."),

@@ -28,6 +28,11 @@ def contacts() -> None:
 @click.option(
     "--phone-column", default="phone", show_default=True, help="Header of the number column."
 )
+@click.option(
+    "--alt-phone-columns",
+    default="",
+    help="Headers of the contact's other numbers, comma-separated, in the order to try them.",
+)
 @click.option("--region", help="Region for national-format numbers [default: the campaign's].")
 @encoding_option
 @click.option(
@@ -42,6 +47,7 @@ def import_(
     campaign: str,
     file: Path,
     phone_column: str,
+    alt_phone_columns: str,
     region: str | None,
     encoding: str,
     rejects_path: Path | None,
@@ -52,8 +58,9 @@ def import_(
 
     UTF-8 with or without BOM, or the encoding --encoding names (cp1252 or latin-1 for a
     file a spreadsheet saved as "CSV"); comma, semicolon or tab separated. The phone column
-    is required; first_name/last_name (or name) columns become the contact's name and every
-    other column is kept in its fields. Invalid or missing numbers and malformed rows
+    is required; first_name/last_name (or name) columns become the contact's name,
+    --alt-phone-columns its other numbers (each normalised on its own; a bad one rejects the
+    row), and every other column is kept in its fields. Invalid or missing numbers and malformed rows
     (including rows that are not text in the encoding) are rejected with their line number;
     numbers already in the campaign are counted as duplicates; numbers on the do-not-call
     list are loaded as dnc and never dialled. Importing the same file again adds nothing.
@@ -64,7 +71,9 @@ def import_(
         dialer contacts import spring contacts.csv --rejects rejects.csv
         dialer contacts import spring export.csv --phone-column Mobile --region GB --json
         dialer contacts import spring excel-export.csv --encoding cp1252
+        dialer contacts import spring crm.csv --phone-column phone --alt-phone-columns mobile,work
     """
+    alternates = [c.strip() for c in alt_phone_columns.split(",") if c.strip()]
     show_bar = not as_json and sys.stderr.isatty()
     with operator_errors(), session_factory() as factory:
         if show_bar:
@@ -76,6 +85,7 @@ def import_(
                     campaign,
                     file,
                     phone_column=phone_column,
+                    alt_phone_columns=alternates,
                     region=region,
                     encoding=encoding,
                     rejects_path=rejects_path,
@@ -88,6 +98,7 @@ def import_(
                 campaign,
                 file,
                 phone_column=phone_column,
+                alt_phone_columns=alternates,
                 region=region,
                 encoding=encoding,
                 rejects_path=rejects_path,

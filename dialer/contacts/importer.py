@@ -29,7 +29,7 @@ import multiprocessing
 import os
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -115,6 +115,7 @@ def import_contacts(
     path: str | os.PathLike[str],
     *,
     phone_column: str = "phone",
+    alt_phone_columns: Sequence[str] = (),
     region: str | None = None,
     encoding: str = UTF8,
     rejects_path: str | os.PathLike[str] | None = None,
@@ -166,6 +167,7 @@ def import_contacts(
             import_id=import_id,
             campaign_id=campaign_id,
             phone_column=phone_column,
+            alt_phone_columns=alt_phone_columns,
             region=number_region,
             encoding=codec,
             rejects_tmp=rejects_tmp,
@@ -201,6 +203,7 @@ def _load(
     import_id: int,
     campaign_id: int,
     phone_column: str,
+    alt_phone_columns: Sequence[str],
     region: str,
     encoding: str,
     rejects_tmp: Path | None,
@@ -209,8 +212,9 @@ def _load(
 ) -> dict[str, int]:
     with source.open("rb") as stream:
         layout, records = _open_records(
-            stream, phone_column=phone_column, region=region, encoding=encoding
-        )
+            stream, phone_column=phone_column, region=region, encoding=encoding,
+            alt_phone_columns=alt_phone_columns,
+        )  # fmt: skip
         rejects_out = rejects_tmp.open("w", newline="", encoding="utf-8") if rejects_tmp else None
         try:
             writer = csv.writer(rejects_out) if rejects_out else None
@@ -228,8 +232,9 @@ def _load(
 
 
 def _open_records(
-    stream: BinaryIO, *, phone_column: str, region: str, encoding: str
-) -> tuple[ContactLayout, Iterator[RawRecord]]:
+    stream: BinaryIO, *, phone_column: str, region: str, encoding: str,
+    alt_phone_columns: Sequence[str] = (),
+) -> tuple[ContactLayout, Iterator[RawRecord]]:  # fmt: skip
     """The layout read from the header, and the data records after it."""
     lines = physical_lines(stream)
     line_no = 0
@@ -256,8 +261,9 @@ def _open_records(
     except (UnicodeDecodeError, csv.Error) as exc:
         raise HeaderError(f"the header row (line {header_line}) is malformed: {exc}") from None
     layout = ContactLayout.from_header(
-        names, delimiter=delimiter, phone_column=phone_column, region=region, encoding=encoding
-    )
+        names, delimiter=delimiter, phone_column=phone_column, region=region, encoding=encoding,
+        alt_phone_columns=alt_phone_columns,
+    )  # fmt: skip
     return layout, records
 
 
@@ -334,7 +340,7 @@ class _Loader:
                 "CREATE TEMP TABLE import_staging ("
                 " line_number integer NOT NULL, phone_e164 text, phone_raw text,"
                 " first_name text, last_name text, fields jsonb, timezones text[],"
-                " reject_reason text, raw text) ON COMMIT DROP"
+                " reject_reason text, raw text, alt_phones text[]) ON COMMIT DROP"
             )
         )
         connection = session.connection().connection.driver_connection
@@ -386,12 +392,17 @@ class _Loader:
             text(
                 "WITH inserted AS ("
                 "  INSERT INTO contacts (campaign_id, import_id, phone_e164, phone_raw,"
-                "    first_name, last_name, fields, timezones, status)"
+                "    first_name, last_name, fields, timezones, alt_phones, status)"
                 "  SELECT :campaign_id, :import_id, s.phone_e164, s.phone_raw, s.first_name,"
-                "    s.last_name, s.fields, s.timezones,"
+                "    s.last_name, s.fields, s.timezones, s.alt_phones,"
+                # dnc when every number of the row is listed; else the tick dials the others.
                 "    CASE WHEN EXISTS (SELECT 1 FROM dnc_numbers d"
                 "      WHERE d.phone_e164 = s.phone_e164"
                 "        AND (d.campaign_id IS NULL OR d.campaign_id = :campaign_id))"
+                "      AND NOT EXISTS (SELECT 1 FROM unnest(s.alt_phones) AS alt(phone)"
+                "        WHERE NOT EXISTS (SELECT 1 FROM dnc_numbers d"
+                "          WHERE d.phone_e164 = alt.phone"
+                "            AND (d.campaign_id IS NULL OR d.campaign_id = :campaign_id)))"
                 "    THEN 'dnc' ELSE 'pending' END"
                 "  FROM import_staging s WHERE s.reject_reason IS NULL"
                 "  ORDER BY s.line_number"

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import csv
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from json.encoder import encode_basestring  # type: ignore[attr-defined]
+from typing import Any
 
 from dialer.contacts.bulkphone import BulkNormalizer
 from dialer.contacts.csvsource import UTF8, RawRecord, encoding_label, is_blank, parse_record
@@ -36,6 +37,7 @@ STAGING_COLUMNS = (
     "timezones",
     "reject_reason",
     "raw",
+    "alt_phones",
 )
 _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
 _NEEDS_ESCAPE = re.compile(r"[\\\t\n\r]")
@@ -62,6 +64,8 @@ class ContactLayout:
     extra: tuple[tuple[int, str], ...]
     region: str
     encoding: str = UTF8  # a codec `csvsource.file_encoding` accepts
+    # Columns of other numbers of the contact (index, header), in the order they are tried.
+    alt_phones: tuple[tuple[int, str], ...] = ()
 
     @property
     def width(self) -> int:
@@ -76,6 +80,7 @@ class ContactLayout:
         phone_column: str,
         region: str,
         encoding: str = UTF8,
+        alt_phone_columns: Sequence[str] = (),
     ) -> ContactLayout:
         if any("\x00" in n for n in names):
             # Column names become keys of the contacts' fields, which Postgres cannot store.
@@ -94,13 +99,25 @@ class ContactLayout:
                 "name the phone column with --phone-column"
             )
         phone = keys.index(wanted)
+        alt: list[tuple[int, str]] = []
+        for name in alt_phone_columns:
+            key = header_key(name)
+            if key not in keys:
+                raise HeaderError(
+                    f"no {name!r} column in the header (columns: {', '.join(columns)}); "
+                    "check --alt-phone-columns"
+                )
+            index = keys.index(key)
+            if index == phone or index in (i for i, _ in alt):
+                raise HeaderError(f"--alt-phone-columns: column {name!r} is given twice")
+            alt.append((index, columns[index]))
         first = _find(keys, FIRST_NAME_COLUMNS, phone)
         last = _find(keys, LAST_NAME_COLUMNS, phone)
         if first is None:
             first = _find(keys, FULL_NAME_COLUMNS, phone)
-        used = {phone, first, last}
+        used = {phone, first, last, *(i for i, _ in alt)}
         extra = tuple((i, columns[i]) for i in range(len(columns)) if i not in used)
-        return cls(delimiter, columns, phone, first, last, extra, region, encoding)
+        return cls(delimiter, columns, phone, first, last, extra, region, encoding, tuple(alt))
 
 
 def _find(keys: list[str], spellings: frozenset[str], phone: int) -> int | None:
@@ -130,6 +147,7 @@ def convert_chunk(
     delimiter, width, phone = layout.delimiter, layout.width, layout.phone
     first, last = layout.first_name, layout.last_name
     extra = [(i, encode_basestring(name) + ":") for i, name in layout.extra]
+    alt_columns = layout.alt_phones
     zone_text: dict[tuple[str, ...], str] = {}
     normalize = normalizer.normalize
     # One decode call per record whatever the encoding: UTF-8 keeps CPython's own fast path.
@@ -140,7 +158,9 @@ def convert_chunk(
         # Postgres text cannot hold NUL: the raw row keeps a visible stand-in for it.
         raw = text.rstrip("\r\n").replace("\x00", "\ufffd")
         rejects.append((line_no, raw, reason))
-        out.append(f"{line_no}\t\\N\t\\N\t\\N\t\\N\t\\N\t\\N\t{_escape(reason)}\t{_escape(raw)}\n")
+        out.append(
+            f"{line_no}\t\\N\t\\N\t\\N\t\\N\t\\N\t\\N\t{_escape(reason)}\t{_escape(raw)}\t\\N\n"
+        )
 
     for line_no, data, complete in records:
         try:
@@ -182,6 +202,13 @@ def convert_chunk(
         except InvalidNumber as exc:
             reject(line_no, text, str(exc))
             continue
+        alternates = "{}"
+        if alt_columns:
+            try:
+                alternates = _alternates(values, alt_columns, number.e164, normalize)
+            except InvalidNumber as exc:
+                reject(line_no, text, str(exc))
+                continue
         zones = zone_text.get(number.timezones)
         if zones is None:
             zones = zone_text[number.timezones] = _text_array(number.timezones)
@@ -189,7 +216,7 @@ def convert_chunk(
         out.append(
             f"{line_no}\t{number.e164}\t{_escape(raw_phone)}\t"
             f"{_name(values, first)}\t{_name(values, last)}\t"
-            f"{_escape('{' + extras + '}')}\t{zones}\t\\N\t\\N\n"
+            f"{_escape('{' + extras + '}')}\t{zones}\t\\N\t\\N\t{alternates}\n"
         )
     return ChunkResult(
         copy_rows="".join(out).encode("utf-8"),
@@ -198,6 +225,26 @@ def convert_chunk(
         blank=blank,
         rejects=rejects,
     )
+
+
+def _alternates(
+    values: list[str], columns: Sequence[tuple[int, str]], first: str,
+    normalize: Callable[[str], Any],
+) -> str:  # fmt: skip
+    """The row's other numbers as a text[] literal, in column order: empty cells and numbers
+    given before are left out; one that is not a number rejects the row, naming its column."""
+    numbers: list[str] = []
+    for index, name in columns:
+        raw = values[index].strip()
+        if not raw:
+            continue
+        try:
+            e164 = normalize(raw).e164
+        except InvalidNumber as exc:
+            raise InvalidNumber(f"{name}: {exc}") from None
+        if e164 != first and e164 not in numbers:
+            numbers.append(e164)
+    return _text_array(tuple(numbers))
 
 
 def _escape(text: str) -> str:

@@ -242,10 +242,11 @@ class _Campaign:
 @dataclass(frozen=True, slots=True)
 class _Due:
     id: int
-    phone_e164: str
-    timezones: tuple[str, ...]
+    phone_e164: str  # the number its next attempt dials (its first, or an alternate)
+    timezones: tuple[str, ...]  # stored for its first number; an alternate's come from it
     attempts: int
-    on_dnc: bool
+    on_dnc: bool  # that number is on a do-not-call list
+    alternates: int  # how many other numbers it has
 
 
 _LOCK = text("SELECT pg_try_advisory_xact_lock(:key)")
@@ -261,18 +262,45 @@ _RUNNING = text(
     """
 )
 
+# The number the contact's next attempt dials: its first, or the alternate it moved to.
+_DIALLED = "(CASE WHEN c.phone_index = 0 THEN c.phone_e164 ELSE c.alt_phones[c.phone_index] END)"
+
 _CLAIM = text(
-    """
-    SELECT c.id, c.phone_e164, c.timezones, c.attempts,
+    f"""
+    SELECT c.id, {_DIALLED} AS phone_e164,
+           CASE WHEN c.phone_index = 0 THEN c.timezones END AS timezones, c.attempts,
            EXISTS (SELECT 1 FROM dnc_numbers d
-                    WHERE d.phone_e164 = c.phone_e164
-                      AND (d.campaign_id IS NULL OR d.campaign_id = c.campaign_id)) AS on_dnc
+                    WHERE d.phone_e164 = {_DIALLED}
+                      AND (d.campaign_id IS NULL OR d.campaign_id = c.campaign_id)) AS on_dnc,
+           cardinality(c.alt_phones) AS alternates
       FROM contacts c
      WHERE c.campaign_id = :campaign_id AND c.status = 'pending'
        AND c.next_attempt_at <= :now
      ORDER BY c.next_attempt_at
      LIMIT :limit
        FOR UPDATE OF c SKIP LOCKED
+    """
+)
+
+# A contact whose number to dial is listed moves on to its next number that is not (in turn,
+# from the one listed); with every number listed it is `dnc`.
+_NEXT_UNLISTED = text(
+    """
+    UPDATE contacts c
+       SET phone_index = coalesce(nxt.idx, c.phone_index),
+           status = CASE WHEN nxt.idx IS NULL THEN 'dnc' ELSE c.status END, updated_at = now()
+      FROM (SELECT k.id,
+                   (SELECT (k.phone_index + s) % n FROM generate_series(1, n - 1) AS s
+                     WHERE NOT EXISTS (
+                           SELECT 1 FROM dnc_numbers d
+                            WHERE d.phone_e164 = (ARRAY[k.phone_e164] || k.alt_phones)
+                                                   [(k.phone_index + s) % n + 1]
+                              AND (d.campaign_id IS NULL OR d.campaign_id = k.campaign_id))
+                     ORDER BY s LIMIT 1) AS idx
+              FROM contacts k, LATERAL (SELECT cardinality(k.alt_phones) + 1 AS n) AS count
+             WHERE k.id = ANY(CAST(:ids AS bigint[]))) AS nxt
+     WHERE c.id = nxt.id AND c.status = 'pending'
+    RETURNING c.status
     """
 )
 
@@ -288,7 +316,7 @@ _CREATE_ATTEMPTS = text(
     WITH new AS (
         SELECT * FROM jsonb_to_recordset(CAST(:rows AS jsonb))
                AS v(id bigint, custom_call_id text, contact_id bigint, pbx text, payload jsonb,
-                    caller_id text, caller_id_id integer)
+                    caller_id text, caller_id_id integer, phone_e164 text)
     ), dialing AS (
         UPDATE contacts c
            SET status = 'dialing', attempts = c.attempts + 1, updated_at = now()
@@ -297,11 +325,12 @@ _CREATE_ATTEMPTS = text(
         RETURNING c.id
     )
     INSERT INTO call_attempts (id, custom_call_id, campaign_id, contact_id, trunk_id, pbx,
-                               attempt_number, status, payload, caller_id, caller_id_id)
+                               attempt_number, status, payload, caller_id, caller_id_id,
+                               phone_e164)
     SELECT new.id, new.custom_call_id, :campaign_id, new.contact_id, :trunk_id, new.pbx,
            coalesce((SELECT max(a.attempt_number) FROM call_attempts a
                       WHERE a.contact_id = new.contact_id), 0) + 1,
-           'queued', new.payload, new.caller_id, new.caller_id_id
+           'queued', new.payload, new.caller_id, new.caller_id_id, new.phone_e164
       FROM new JOIN dialing ON dialing.id = new.contact_id
      ORDER BY new.id
     RETURNING id, caller_id_id
@@ -511,7 +540,7 @@ def _dispatch_campaign(
         if wanted <= 0:
             break
         rows = [
-            _Due(r.id, r.phone_e164, tuple(r.timezones or ()), r.attempts, r.on_dnc)
+            _Due(r.id, r.phone_e164, tuple(r.timezones or ()), r.attempts, r.on_dnc, r.alternates)
             for r in connection.execute(
                 _CLAIM,
                 {
@@ -524,12 +553,15 @@ def _dispatch_campaign(
         if not rows:
             break
         dnc: list[int] = []
+        next_number: list[int] = []
         exhausted: list[int] = []
         never: list[int] = []
         later: dict[int, dt.datetime] = {}
         due_now: list[_Due] = []
         for row in rows:
-            if row.on_dnc:
+            if row.on_dnc and row.alternates:
+                next_number.append(row.id)
+            elif row.on_dnc:
                 dnc.append(row.id)
             elif row.attempts >= campaign.max_attempts:
                 exhausted.append(row.id)
@@ -543,6 +575,9 @@ def _dispatch_campaign(
                     later[row.id] = opens
         if dnc:
             connection.execute(_MARK_STATUS, {"status": "dnc", "outcome": None, "ids": dnc})
+        if next_number:
+            moved = connection.execute(_NEXT_UNLISTED, {"ids": next_number}).scalars().all()
+            report.dnc += sum(1 for status in moved if status == "dnc")
         if exhausted:
             connection.execute(
                 _MARK_STATUS, {"status": "exhausted", "outcome": None, "ids": exhausted}
@@ -640,6 +675,7 @@ def _create_attempts(
                 "payload": payload,
                 "caller_id": caller,
                 "caller_id_id": caller_id_id,
+                "phone_e164": contact.phone_e164,
             }
         )
     if invalid:

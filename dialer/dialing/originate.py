@@ -147,9 +147,15 @@ class Originator(Protocol):
     ) -> None: ...
 
 
-_DNC_FOR_ATTEMPT = """
-    EXISTS (SELECT 1 FROM contacts k JOIN dnc_numbers d ON d.phone_e164 = k.phone_e164
-             WHERE k.id = a.contact_id
+# The number an attempt dials: its own (the contact's first or an alternate); attempts made
+# before it was recorded dial the contact's.
+_DIALLED = (
+    "coalesce(a.phone_e164, (SELECT k0.phone_e164 FROM contacts k0 WHERE k0.id = a.contact_id))"
+)
+
+_DNC_FOR_ATTEMPT = f"""
+    EXISTS (SELECT 1 FROM dnc_numbers d
+             WHERE d.phone_e164 = {_DIALLED}
                AND (d.campaign_id IS NULL OR d.campaign_id = a.campaign_id))
 """
 
@@ -191,7 +197,10 @@ _LOCK_CONTACT = """
 """
 _SEND_CHECK = f"""
     SELECT a.status, c.status AS campaign_status, {_DNC_FOR_ATTEMPT} AS on_dnc,
-           k.phone_e164, k.timezones, c.calling_hours_start, c.calling_hours_end, c.calling_days,
+           coalesce(a.phone_e164, k.phone_e164) AS phone_e164,
+           CASE WHEN coalesce(a.phone_e164, k.phone_e164) = k.phone_e164 THEN k.timezones
+           END AS timezones,
+           c.calling_hours_start, c.calling_hours_end, c.calling_days,
            {_PBX_STATE}, (SELECT v.version FROM rules_version v WHERE v.id = 1) AS rules_version
       FROM call_attempts a
       JOIN contacts k ON k.id = a.contact_id
@@ -204,8 +213,8 @@ _SEND_CHECK = f"""
 # is taken after the lock's wait: it sees the send of the transaction it waited for.
 NUMBER_LOCK_KEY = 0x646E75  # "dnu": the advisory lock space of phone numbers
 _LOCK_NUMBER = f"""
-    SELECT pg_advisory_xact_lock({NUMBER_LOCK_KEY}, hashtext(k.phone_e164))
-      FROM call_attempts a JOIN contacts k ON k.id = a.contact_id
+    SELECT pg_advisory_xact_lock({NUMBER_LOCK_KEY}, hashtext({_DIALLED}))
+      FROM call_attempts a
      WHERE a.id = $1
 """
 _CONVERSATION = ", ".join(f"'{o}'" for o in frequency.CONVERSATION_OUTCOMES)
@@ -214,15 +223,14 @@ _NUMBER_HISTORY = f"""
            CASE WHEN o.outcome IN ({_CONVERSATION}) OR o.status = 'up' THEN o.answered_at
            END AS conversation_at
       FROM call_attempts a
-      JOIN contacts k ON k.id = a.contact_id
-      JOIN contacts ok ON ok.phone_e164 = k.phone_e164
-      JOIN call_attempts o ON o.contact_id = ok.id
+      JOIN call_attempts o ON o.phone_e164 = {_DIALLED}
      WHERE a.id = $1 AND o.id <> $1 AND o.sent_at >= $2
 """
 
 # For an attempt created without a payload (the dispatcher always stores one).
 _PAYLOAD_INPUTS = """
-    SELECT a.custom_call_id, k.phone_e164, t.name AS trunk_name, r.channel_template, c.*
+    SELECT a.custom_call_id, coalesce(a.phone_e164, k.phone_e164) AS phone_e164,
+           t.name AS trunk_name, r.channel_template, c.*
       FROM call_attempts a
       JOIN contacts k ON k.id = a.contact_id
       JOIN campaigns c ON c.id = a.campaign_id

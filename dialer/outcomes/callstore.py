@@ -56,7 +56,8 @@ DNC_SOURCE = "opt_out"
 
 # Statements run through psycopg itself (positional rows) are plain strings.
 _LOOKUP = """
-    SELECT a.custom_call_id, a.id, a.status, k.phone_e164, c.opt_out_key, c.record_calls
+    SELECT a.custom_call_id, a.id, a.status, coalesce(a.phone_e164, k.phone_e164),
+           c.opt_out_key, c.record_calls
       FROM call_attempts a
       JOIN contacts k ON k.id = a.contact_id
       JOIN campaigns c ON c.id = a.campaign_id

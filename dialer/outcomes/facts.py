@@ -30,7 +30,7 @@ from sqlalchemy import Connection, text
 
 from dialer.ami.events import EARLIEST, CallFacts, answered_in, to_json
 from dialer.dbsteps import Steps, run_steps
-from dialer.outcomes.retry import RetryPolicy, next_step
+from dialer.outcomes.retry import NEXT_NUMBER_AFTER, RetryPolicy, next_step
 from dialer.outcomes.rules import Decision, EndedBy, Outcome, decide, decide_without_end
 
 OPEN = ("queued", "originating", "up")
@@ -128,6 +128,13 @@ _CLOSE_ATTEMPTS = text(
                              THEN c.contact_status ELSE k.status END,
                last_outcome = c.outcome,
                next_attempt_at = coalesce(c.next_attempt_at, k.next_attempt_at),
+               -- Campaigns that dial alternate numbers: the next attempt goes to the next.
+               phone_index = CASE
+                   WHEN c.contact_status = 'pending' AND cardinality(k.alt_phones) > 0
+                    AND c.outcome IN ({", ".join(f"'{o.value}'" for o in sorted(NEXT_NUMBER_AFTER))})
+                    AND (SELECT m.dial_alt_numbers FROM campaigns m WHERE m.id = c.campaign_id)
+                   THEN (k.phone_index + 1) % (cardinality(k.alt_phones) + 1)
+                   ELSE k.phone_index END,
                updated_at = now()
           FROM closed c
          WHERE k.id = c.contact_id

@@ -39,6 +39,9 @@ DEFAULT_DELAYS: dict[str, int] = {
 # Every retryable outcome has a default above; this covers one added to the taxonomy later.
 FALLBACK_DELAY = 3600
 NEVER_RETRIED = frozenset({Outcome.TRANSFERRED, Outcome.OPTED_OUT})
+# In a campaign that dials alternate numbers, the attempt after one of these goes to the
+# contact's next number: nobody took the call at this one.
+NEXT_NUMBER_AFTER = frozenset({Outcome.BUSY, Outcome.NO_ANSWER, Outcome.FAILED})
 
 
 class ContactStatus(StrEnum):

@@ -92,6 +92,7 @@ EXPORT_COLUMNS = (
     "pbx",
     "originate_response_at",
     "caller_id",
+    "dialled_phone",
 )
 # The export's text columns: those a spreadsheet could take for a formula. The others are
 # numbers, times and flags, and contact_fields is a JSON object ("{...}").
@@ -121,6 +122,7 @@ EXPORT_TEXT_COLUMNS = frozenset(
         "transfer_queue",
         "pbx",
         "caller_id",
+        "dialled_phone",
     }
 )
 # Current sends per trunk are counted among attempts queued this recently: an attempt waits

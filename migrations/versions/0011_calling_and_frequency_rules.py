@@ -45,13 +45,13 @@ def upgrade() -> None:
         sa.Column(
             "created_at", sa.DateTime(timezone=True), server_default=sa.func.now(), nullable=False
         ),  # fmt: skip
-        sa.CheckConstraint(SCOPE_KNOWN, name="ck_calling_rules_scope_known"),
-        sa.CheckConstraint(VALUE_FORMAT, name="ck_calling_rules_value_format"),
+        sa.CheckConstraint(SCOPE_KNOWN, name=op.f("ck_calling_rules_scope_known")),
+        sa.CheckConstraint(VALUE_FORMAT, name=op.f("ck_calling_rules_value_format")),
         sa.CheckConstraint(
-            "days <> '{}' AND days <@ '{1,2,3,4,5,6,7}'", name="ck_calling_rules_days_iso"
+            "days <> '{}' AND days <@ '{1,2,3,4,5,6,7}'", name=op.f("ck_calling_rules_days_iso")
         ),  # fmt: skip
-        sa.CheckConstraint("hours_start < hours_end", name="ck_calling_rules_hours_order"),
-        sa.PrimaryKeyConstraint("id", name="pk_calling_rules"),
+        sa.CheckConstraint("hours_start < hours_end", name=op.f("ck_calling_rules_hours_order")),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_calling_rules")),
     )
     op.create_index("ix_calling_rules_scope_value", "calling_rules", ["scope", "value"])
     op.create_table(
@@ -64,10 +64,10 @@ def upgrade() -> None:
         sa.Column(
             "created_at", sa.DateTime(timezone=True), server_default=sa.func.now(), nullable=False
         ),  # fmt: skip
-        sa.CheckConstraint(SCOPE_KNOWN, name="ck_calling_holidays_scope_known"),
-        sa.CheckConstraint(VALUE_FORMAT, name="ck_calling_holidays_value_format"),
-        sa.PrimaryKeyConstraint("id", name="pk_calling_holidays"),
-        sa.UniqueConstraint("scope", "value", "day", name="uq_calling_holidays_scope_value_day"),
+        sa.CheckConstraint(SCOPE_KNOWN, name=op.f("ck_calling_holidays_scope_known")),
+        sa.CheckConstraint(VALUE_FORMAT, name=op.f("ck_calling_holidays_value_format")),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_calling_holidays")),
+        sa.UniqueConstraint("scope", "value", "day", name=op.f("uq_calling_holidays_scope_value_day")),
     )
     op.create_table(
         "frequency_rules",
@@ -82,28 +82,28 @@ def upgrade() -> None:
         sa.CheckConstraint(
             "(max_attempts IS NOT NULL AND period IS NOT NULL AND after_conversation IS NULL)"
             " OR (max_attempts IS NULL AND period IS NULL AND after_conversation IS NOT NULL)",
-            name="ck_frequency_rules_one_kind",
+            name=op.f("ck_frequency_rules_one_kind"),
         ),
         sa.CheckConstraint(
             "max_attempts IS NULL OR max_attempts >= 1",
-            name="ck_frequency_rules_max_attempts_positive",
+            name=op.f("ck_frequency_rules_max_attempts_positive"),
         ),  # fmt: skip
         sa.CheckConstraint(
-            "period IS NULL OR period > interval '0'", name="ck_frequency_rules_period_positive"
+            "period IS NULL OR period > interval '0'", name=op.f("ck_frequency_rules_period_positive")
         ),  # fmt: skip
         sa.CheckConstraint(
             "after_conversation IS NULL OR after_conversation > interval '0'",
-            name="ck_frequency_rules_after_conversation_positive",
+            name=op.f("ck_frequency_rules_after_conversation_positive"),
         ),  # fmt: skip
-        sa.PrimaryKeyConstraint("id", name="pk_frequency_rules"),
-        sa.UniqueConstraint("name", name="uq_frequency_rules_name"),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_frequency_rules")),
+        sa.UniqueConstraint("name", name=op.f("uq_frequency_rules_name")),
     )
     op.create_table(
         "rules_version",
         sa.Column("id", sa.Integer(), primary_key=True),
         sa.Column("version", sa.BigInteger(), nullable=False),
-        sa.CheckConstraint("id = 1", name="ck_rules_version_one_row"),
-        sa.PrimaryKeyConstraint("id", name="pk_rules_version"),
+        sa.CheckConstraint("id = 1", name=op.f("ck_rules_version_one_row")),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_rules_version")),
         comment="One row: a number bumped on every change to the calling and frequency rules",
     )
     # Versions are microseconds of the clock (and always move forward): a worker that holds

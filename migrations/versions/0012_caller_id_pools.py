@@ -65,15 +65,15 @@ def upgrade() -> None:
         sa.Column("rest_for", sa.Interval(), server_default="24:00:00", nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.func.now(),
                   nullable=False),  # fmt: skip
-        sa.CheckConstraint("daily_cap > 0", name="ck_caller_id_pools_daily_cap_positive"),
+        sa.CheckConstraint("daily_cap > 0", name=op.f("ck_caller_id_pools_daily_cap_positive")),
         sa.CheckConstraint("rest_below >= 0 AND rest_below < 1",
-                           name="ck_caller_id_pools_rest_below_ratio"),  # fmt: skip
-        sa.CheckConstraint("rest_min_calls > 0", name="ck_caller_id_pools_rest_min_calls_positive"),
+                           name=op.f("ck_caller_id_pools_rest_below_ratio")),  # fmt: skip
+        sa.CheckConstraint("rest_min_calls > 0", name=op.f("ck_caller_id_pools_rest_min_calls_positive")),
         sa.CheckConstraint("rest_window > interval '0'",
-                           name="ck_caller_id_pools_rest_window_positive"),  # fmt: skip
-        sa.CheckConstraint("rest_for > interval '0'", name="ck_caller_id_pools_rest_for_positive"),
-        sa.PrimaryKeyConstraint("id", name="pk_caller_id_pools"),
-        sa.UniqueConstraint("name", name="uq_caller_id_pools_name"),
+                           name=op.f("ck_caller_id_pools_rest_window_positive")),  # fmt: skip
+        sa.CheckConstraint("rest_for > interval '0'", name=op.f("ck_caller_id_pools_rest_for_positive")),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_caller_id_pools")),
+        sa.UniqueConstraint("name", name=op.f("uq_caller_id_pools_name")),
     )
     op.create_table(
         "caller_ids",
@@ -89,11 +89,11 @@ def upgrade() -> None:
         sa.Column("counted_since", sa.DateTime(timezone=True), nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.func.now(),
                   nullable=False),  # fmt: skip
-        sa.CheckConstraint("number ~ '^\\+[1-9][0-9]{1,14}$'", name="ck_caller_ids_number_e164"),
+        sa.CheckConstraint("number ~ '^\\+[1-9][0-9]{1,14}$'", name=op.f("ck_caller_ids_number_e164")),
         sa.ForeignKeyConstraint(["pool_id"], ["caller_id_pools.id"], ondelete="CASCADE",
-                                name="fk_caller_ids_pool_id_caller_id_pools"),  # fmt: skip
-        sa.PrimaryKeyConstraint("id", name="pk_caller_ids"),
-        sa.UniqueConstraint("pool_id", "number", name="uq_caller_ids_pool_id_number"),
+                                name=op.f("fk_caller_ids_pool_id_caller_id_pools")),  # fmt: skip
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_caller_ids")),
+        sa.UniqueConstraint("pool_id", "number", name=op.f("uq_caller_ids_pool_id_number")),
     )
     op.create_index("uq_caller_ids_default", "caller_ids", ["pool_id"], unique=True,
                     postgresql_where=sa.text("is_default"))  # fmt: skip
@@ -102,10 +102,10 @@ def upgrade() -> None:
         sa.Column("caller_id_id", sa.Integer(), nullable=False),
         sa.Column("day", sa.Date(), nullable=False),
         sa.Column("calls", sa.Integer(), nullable=False),
-        sa.CheckConstraint("calls >= 0", name="ck_caller_id_usage_calls_not_negative"),
+        sa.CheckConstraint("calls >= 0", name=op.f("ck_caller_id_usage_calls_not_negative")),
         sa.ForeignKeyConstraint(["caller_id_id"], ["caller_ids.id"], ondelete="CASCADE",
-                                name="fk_caller_id_usage_caller_id_id_caller_ids"),  # fmt: skip
-        sa.PrimaryKeyConstraint("caller_id_id", "day", name="pk_caller_id_usage"),
+                                name=op.f("fk_caller_id_usage_caller_id_id_caller_ids")),  # fmt: skip
+        sa.PrimaryKeyConstraint("caller_id_id", "day", name=op.f("pk_caller_id_usage")),
         comment=USAGE_COMMENT,
     )
     op.add_column("campaigns", sa.Column("caller_id_pool_id", sa.Integer(), nullable=True))
