@@ -399,36 +399,15 @@ def record_usage(connection: Connection, days: Mapping[int, PoolDay], now: dt.da
 
 # -- health -----------------------------------------------------------------------------------
 
-HEALTH_SQL = """
-    WITH counted AS (
-        SELECT ci.id, ci.pool_id, ci.number, ci.rested_until, ci.rest_reason,
-               greatest(now() - p.rest_window, coalesce(ci.counted_since, '-infinity')) AS since
-          FROM caller_ids ci JOIN caller_id_pools p ON p.id = ci.pool_id
-         {where}
-    ), per_number AS (
-        SELECT c.id, c.pool_id, c.number, c.rested_until, c.rest_reason,
-               count(a.sent_at) AS sent, count(a.answered_at) AS answered
-          FROM counted c
-          LEFT JOIN call_attempts a
-            ON a.caller_id_id = c.id AND a.sent_at >= c.since AND a.sent_at < now()
-         GROUP BY 1, 2, 3, 4, 5
-    )
-    SELECT p.name AS pool, n.number, n.sent, n.answered,
-           round(n.answered::numeric / nullif(n.sent, 0), 4)::float8 AS answer_rate,
-           round(sum(n.answered) OVER w / nullif(sum(n.sent) OVER w, 0), 4)::float8
-               AS pool_answer_rate,
-           n.rested_until > now() AS resting, n.rested_until, n.rest_reason,
-           p.rest_below, p.rest_min_calls, p.rest_for, n.id AS caller_id_id
-      FROM per_number n JOIN caller_id_pools p ON p.id = n.pool_id
-    WINDOW w AS (PARTITION BY n.pool_id)
-     ORDER BY p.name, n.number
-"""
+# The view (migration 0012): each number's answer rate over its pool's window, since its last
+# rest ended, beside its pool's.
+HEALTH_SQL = "SELECT * FROM caller_id_health {where} ORDER BY pool, number"
 
 
 def health(connection: Connection, pool: str | None = None) -> list[dict[str, Any]]:
     """Each number's answer rate over its pool's window (since its last rest), beside the
     pool's, and whether it rests."""
-    where = "WHERE p.name = :pool" if pool is not None else ""
+    where = "WHERE pool = :pool" if pool is not None else ""
     rows = connection.execute(text(HEALTH_SQL.format(where=where)), {"pool": pool})
     return [
         {

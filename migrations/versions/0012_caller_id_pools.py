@@ -7,6 +7,8 @@
 - `call_attempts.caller_id` (the number the call went out with: every attempt from now on) and
   `caller_id_id` (the pool number), with an index for the numbers' answer rates.
 - `call_attempts_report` gets `caller_id` at its end.
+- `caller_id_health`: each pool number's answer rate over its pool's window (calls sent since
+  its last rest ended), beside its pool's, and whether it rests.
 
 Revision ID: 0012
 Revises: 0011
@@ -34,6 +36,36 @@ REPORT_COMMENT = (
     "dialer), the PBX it went through, when its OriginateResponse came and the caller ID it "
     "went out with. answered: the call was answered; human: AMD HUMAN/NOTSURE or a human "
     "outcome; pressed: the press key was pressed."
+)
+
+
+HEALTH_VIEW = """
+CREATE VIEW caller_id_health AS
+WITH counted AS (
+    SELECT ci.id, ci.pool_id, ci.number, ci.rested_until, ci.rest_reason,
+           greatest(now() - p.rest_window, coalesce(ci.counted_since, '-infinity')) AS since
+      FROM caller_ids ci JOIN caller_id_pools p ON p.id = ci.pool_id
+), per_number AS (
+    SELECT c.id, c.pool_id, c.number, c.rested_until, c.rest_reason,
+           count(a.sent_at) AS sent, count(a.answered_at) AS answered
+      FROM counted c
+      LEFT JOIN call_attempts a
+        ON a.caller_id_id = c.id AND a.sent_at >= c.since AND a.sent_at < now()
+     GROUP BY 1, 2, 3, 4, 5
+)
+SELECT p.name AS pool, n.number, n.sent, n.answered,
+       round(n.answered::numeric / nullif(n.sent, 0), 4)::float8 AS answer_rate,
+       round(sum(n.answered) OVER w / nullif(sum(n.sent) OVER w, 0), 4)::float8
+           AS pool_answer_rate,
+       coalesce(n.rested_until > now(), false) AS resting, n.rested_until, n.rest_reason,
+       p.rest_below, p.rest_min_calls, p.rest_for, n.id AS caller_id_id
+  FROM per_number n JOIN caller_id_pools p ON p.id = n.pool_id
+WINDOW w AS (PARTITION BY n.pool_id)
+"""
+HEALTH_COMMENT = (
+    "Per caller ID of a pool: calls sent and answered over the rest_window of its pool since"
+    " the end of its last rest, its answer rate and that of its pool, and whether it rests"
+    " (and why)"
 )
 
 
@@ -139,9 +171,12 @@ def upgrade() -> None:
     )
     op.execute(_report_view(with_caller_id=True))
     op.execute(f"COMMENT ON VIEW call_attempts_report IS '{REPORT_COMMENT}'")
+    op.execute(HEALTH_VIEW)
+    op.execute(f"COMMENT ON VIEW caller_id_health IS '{HEALTH_COMMENT}'")
 
 
 def downgrade() -> None:
+    op.execute("DROP VIEW caller_id_health")
     previous = _load("0009_pbx_in_reports.py")
     # Columns cannot be taken off a view: it is made again as revision 0009 left it.
     op.execute("DROP VIEW call_attempts_report")
