@@ -255,3 +255,16 @@ def test_reports_show_and_export_the_caller_id(session_factory, engine) -> None:
     with engine.connect() as conn:
         call = queries.get_call(conn, str(attempt_id))
     assert call["caller_id"] == "+12125550100"
+
+
+def test_a_callee_no_number_can_serve_waits_alone(session_factory) -> None:
+    """No default and no German number: the German callee waits; the others are called."""
+    pool = make_pool(session_factory, ["+12125550100"])
+    pooled_campaign(session_factory, ["+4930123456", "+12125551234", "+13055551234"], pool)
+    report = run_tick(session_factory, lambda ids: None)
+    assert (len(report.queued), report.no_caller_id) == (2, 1)
+    assert set(attempts(session_factory)) == {"+12125551234", "+13055551234"}
+    [waiting] = rows(session_factory, "SELECT phone_e164, next_attempt_at FROM contacts"
+                     " WHERE status = 'pending'")  # fmt: skip
+    assert waiting.phone_e164 == "+4930123456"
+    assert waiting.next_attempt_at > dt.datetime.now(UTC) + dt.timedelta(minutes=4)

@@ -644,7 +644,8 @@ def _create_attempts(
     rows: list[dict[str, Any]] = []
     turns: dict[int, float] = {}
     invalid: list[int] = []
-    for index, (contact, attempt_id) in enumerate(zip(contacts, ids, strict=True)):
+    waiting: list[_Due] = []  # no number of the pool can take their call now
+    for contact, attempt_id in zip(contacts, ids, strict=True):
         route = chooser.pick(routes)
         if route is None:
             break  # every PBX of the trunk is full; the contact's row lock ends with the tick
@@ -654,8 +655,8 @@ def _create_attempts(
             number = pool.chooser.pick(contact.phone_e164)
             if number is None:
                 chooser.unpick(route)
-                _no_caller_id(connection, campaign, contacts[index:], now or _utcnow(), report)
-                break
+                waiting.append(contact)
+                continue
             caller, caller_id_id = number.number, number.id
         turns[attempt_id] = chooser.last_turn
         call_id = custom_call_id(epoch_ms, attempt_id)
@@ -678,6 +679,8 @@ def _create_attempts(
                 "phone_e164": contact.phone_e164,
             }
         )
+    if waiting:
+        _no_caller_id(connection, campaign, waiting, now or _utcnow(), report)
     if invalid:
         connection.execute(
             _MARK_STATUS, {"status": "cancelled", "outcome": INVALID_NUMBER_OUTCOME, "ids": invalid}
