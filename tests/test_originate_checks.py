@@ -301,3 +301,32 @@ def test_a_claim_whose_answer_was_lost_is_taken_back_by_its_own_run_alone(
     wait_until(lambda: len(originates(pbx_sim)) >= 1, 5, message="the Originate")
     time.sleep(0.2)
     assert len(originates(pbx_sim)) == 1
+
+
+def test_an_alternate_number_listed_while_its_call_waits_for_the_slot_waits_for_the_send(
+    session_factory, pg_connection, pbx_sim, client, monkeypatch
+) -> None:
+    """The contact's row lock covers its first number only: a call to its alternate holds the
+    number's own lock, which the listing waits for."""
+    from dialer.campaigns import calling_window
+
+    # The alternate's zone comes from its number: read as one where the window is open now.
+    monkeypatch.setattr(calling_window, "zones_for", lambda phone, stored=(): (zone_open_now(),))
+    trunk = add_trunk(session_factory, "MC", cps=2.0)
+    campaign_id = add_campaign(session_factory, trunk, dial_alt_numbers=True)
+    first, alternate = simulator_numbers(2, ending="02")
+    add_contacts(session_factory, campaign_id, [first], alt_phones=[alternate], phone_index=1)
+    (attempt_id,) = run_tick(session_factory, lambda ids: None).queued
+    worker, result = sending_in_a_second(session_factory, pg_connection, client, trunk, attempt_id)
+    started = time.time()
+    with transaction(session_factory) as session:
+        dnc.add_e164(session, [alternate], campaign_id=None)
+    waited = time.time() - started
+    worker.join(10)
+
+    assert result == [Result.SENT]
+    [sent] = originates(pbx_sim)
+    assert alternate in str(sent)
+    [added_at] = [r.added_at for r in rows(session_factory, "SELECT added_at FROM dnc_numbers")]
+    assert waited > 0.3, "the listing did not wait for the call being sent"
+    assert sent["wall"] < added_at.timestamp()

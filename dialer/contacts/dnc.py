@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
@@ -121,8 +121,18 @@ def add_e164(
     return result
 
 
+# The advisory lock space of phone numbers ("dnu"): a worker sending to a contact's alternate
+# number, or under frequency rules, holds its number's lock from its last checks to its send.
+NUMBER_LOCK_KEY = 0x646E75
+LOCK_NUMBERS_SQL = f"""
+    SELECT pg_advisory_xact_lock({NUMBER_LOCK_KEY}, hashtext(n))
+      FROM unnest(CAST(:phones AS text[])) AS n ORDER BY n
+"""
+
+
 def _wait_for_sends(session: Session, e164s: list[str], campaign_id: int | None) -> None:
-    """Lock the contacts these entries cover (in id order: concurrent adds cannot deadlock)."""
+    """Lock the contacts these entries cover (in id order: concurrent adds cannot deadlock),
+    then the numbers themselves, for the calls to contacts' alternates."""
     query = (
         select(Contact.id)
         .where(Contact.phone_e164.in_(e164s))
@@ -132,6 +142,7 @@ def _wait_for_sends(session: Session, e164s: list[str], campaign_id: int | None)
     if campaign_id is not None:
         query = query.where(Contact.campaign_id == campaign_id)
     session.execute(query).all()
+    session.execute(text(LOCK_NUMBERS_SQL), {"phones": e164s})
 
 
 def _mark_contacts(session: Session, e164s: list[str], campaign_id: int | None) -> int:

@@ -84,6 +84,7 @@ from dialer.campaigns import rules as rules_store
 from dialer.campaigns.calling_rules import RuleBook
 from dialer.campaigns.calling_window import CallingWindow
 from dialer.campaigns.frequency import FrequencyRule
+from dialer.contacts.dnc import NUMBER_LOCK_KEY
 from dialer.dialing.pacing import (
     LOCK_TRUNK_PREPARED,
     PAD,
@@ -211,11 +212,16 @@ _SEND_CHECK = f"""
 # Frequency rules: the number is locked (after the contact's row: always in that order), then
 # its attempts over all campaigns are read, in a statement of their own so that its snapshot
 # is taken after the lock's wait: it sees the send of the transaction it waited for.
-NUMBER_LOCK_KEY = 0x646E75  # "dnu": the advisory lock space of phone numbers
 _LOCK_NUMBER = f"""
     SELECT pg_advisory_xact_lock({NUMBER_LOCK_KEY}, hashtext({_DIALLED}))
       FROM call_attempts a
      WHERE a.id = $1
+"""
+# Without frequency rules: the number only when it is an alternate (no row, no lock, else).
+_LOCK_ALTERNATE = f"""
+    SELECT pg_advisory_xact_lock({NUMBER_LOCK_KEY}, hashtext(a.phone_e164))
+      FROM call_attempts a JOIN contacts k ON k.id = a.contact_id
+     WHERE a.id = $1 AND a.phone_e164 <> k.phone_e164
 """
 _CONVERSATION = ", ".join(f"'{o}'" for o in frequency.CONVERSATION_OUTCOMES)
 _NUMBER_HISTORY = f"""
@@ -271,6 +277,7 @@ _PREPARED = {
     "dialer_lock_contact": ("bigint", _LOCK_CONTACT),
     "dialer_send_check": ("bigint", _SEND_CHECK),
     "dialer_lock_number": ("bigint", _LOCK_NUMBER),
+    "dialer_lock_alternate": ("bigint", _LOCK_ALTERNATE),
     "dialer_number_history": ("bigint, timestamptz", _NUMBER_HISTORY),
     "dialer_sent": ("bigint, timestamptz", _SENT),
 }
@@ -673,24 +680,29 @@ class _Check:
 
 
 def _check_statements(attempt_id: int, clock: Callable[[], float]) -> list[str]:
-    """Open the send transaction, lock the contact and read its checks; with frequency rules
-    in force, lock the number and read its history too (in the same round trip)."""
-    statements = [
-        "BEGIN",
-        _call("dialer_lock_contact", attempt_id),
+    """Open the send transaction, lock the contact and the number dialled, and read the checks;
+    with frequency rules in force, the number's history too (all in the same round trip).
+
+    The number itself is locked when frequency rules are in force, or when it is an alternate
+    of the contact: do-not-call entries for it take that lock (`dnc.lock_numbers`) where the
+    contact's row lock covers only its first number. Both locks come before the check, whose
+    snapshot then sees an entry committed by the transaction a lock waited for."""
+    statements = ["BEGIN", _call("dialer_lock_contact", attempt_id)]
+    if _rules.frequency:
+        return statements + [
+            _call("dialer_lock_number", attempt_id),
+            _call("dialer_send_check", attempt_id),
+            _history_statement(attempt_id, _rules, clock),
+        ]
+    return statements + [
+        _call("dialer_lock_alternate", attempt_id),
         _call("dialer_send_check", attempt_id),
     ]
-    if _rules.frequency:
-        statements += _number_statements(attempt_id, _rules, clock)
-    return statements
 
 
-def _number_statements(attempt_id: int, rules: _Rules, clock: Callable[[], float]) -> list[str]:
+def _history_statement(attempt_id: int, rules: _Rules, clock: Callable[[], float]) -> str:
     since = dt.datetime.fromtimestamp(clock(), dt.UTC) - frequency.lookback(rules.frequency)
-    return [
-        _call("dialer_lock_number", attempt_id),
-        _call("dialer_number_history", attempt_id, since - _HISTORY_SLACK),
-    ]
+    return _call("dialer_number_history", attempt_id, since - _HISTORY_SLACK)
 
 
 def _read_check(
@@ -700,11 +712,11 @@ def _read_check(
     """The check from the rows of `_check_statements`; the rules read again if they changed
     (and the number locked and its history read, if that was not done with the rules held)."""
     global _rules
-    _, check_rows, *number = results
+    _, _, check_rows, *number = results
     if not check_rows:
         return None
     row = check_rows[0]
-    rules, history = _rules, (number[1] if number else None)
+    rules, history = _rules, (number[0] if number else None)
     if row.rules_version != rules.book.version:
         version, hours, holidays, freq = _run(
             conn,
@@ -719,7 +731,12 @@ def _read_check(
         )
         history = None  # read with the old rules' reach, or not at all
     if rules.frequency and history is None:
-        _, history = _run(conn, *_number_statements(attempt_id, rules, clock))
+        # Locked after the check: the history is read after the lock all the same.
+        _, history = _run(
+            conn,
+            _call("dialer_lock_number", attempt_id),
+            _history_statement(attempt_id, rules, clock),
+        )
     return _Check(row, rules, history or [])
 
 

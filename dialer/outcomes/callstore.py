@@ -39,6 +39,7 @@ import psycopg
 from sqlalchemy import Connection, Engine, text
 
 from dialer.ami.events import Event, EventFacts, encode, fingerprint, to_json
+from dialer.contacts import dnc
 from dialer.dbsteps import Steps, run_steps, run_steps_in_threads
 from dialer.outcomes.facts import (
     OPEN,
@@ -310,6 +311,7 @@ class CallStore:
             opt_outs.sort(key=lambda row: row["phone"])
             phones = {"phones": sorted({row["phone"] for row in opt_outs})}
             yield lambda: conn.connection.driver_connection.execute(_WAIT_FOR_SENDS, phones)
+            yield lambda: conn.execute(text(dnc.LOCK_NUMBERS_SQL), phones)
             params = {"rows": to_json(opt_outs), "source": DNC_SOURCE}
             result.dnc_added = yield lambda: conn.execute(_ADD_DNC, params).rowcount
         # Calls closing now get their facts with the close: one row update, not two.
