@@ -621,8 +621,9 @@ def _no_caller_id(
     if now_s - _no_caller_id_logged.get(campaign.name, -math.inf) >= NO_CALLER_ID_LOG_EVERY_S:
         _no_caller_id_logged[campaign.name] = now_s
         log.warning(
-            "campaign %s: no caller ID of its pool can take a call now (all resting or at"
-            " their daily cap); its contacts wait", campaign.name,
+            "campaign %s: no caller ID of its pool can take some of its calls now (numbers"
+            " resting or at their daily cap, or none for the callee's country and no default);"
+            " those contacts wait", campaign.name,
         )  # fmt: skip
 
 
