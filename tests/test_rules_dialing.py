@@ -215,28 +215,47 @@ CONVERSATION_CASES = [
 ]  # fmt: skip
 
 
+@pytest.mark.parametrize("seen_by", ["tick", "last check"])
 @pytest.mark.parametrize(("status", "outcome", "held"), [c[1:] for c in CONVERSATION_CASES],
                          ids=[c[0] for c in CONVERSATION_CASES])  # fmt: skip
 def test_no_call_within_the_rest_after_a_conversation_in_any_campaign(
-    session_factory, engine, pg_connection, pbx_sim, client, status, outcome, held
+    session_factory, engine, pg_connection, pbx_sim, client, status, outcome, held, seen_by
 ) -> None:
+    """The tick holds a contact back when the history is there already (no attempt made);
+    the last check when the other campaign's call came after the tick."""
     trunk, campaign, _, now = new_york_contacts(session_factory, 1)
     phone = rows(session_factory, "SELECT phone_e164 FROM contacts")[0].phone_e164
     other = add_campaign(session_factory, trunk, "other", status="paused")
     (contact,) = add_contacts(session_factory, other, [phone], status="dialing")
     an_hour_ago = now - dt.timedelta(hours=1)
     answered = an_hour_ago if outcome != "no_answer" else None
-    with engine.begin() as conn:
-        conn.execute(text(
-            "INSERT INTO call_attempts (custom_call_id, campaign_id, contact_id, trunk_id,"
-            " attempt_number, status, outcome, sent_at, answered_at, ended_at, phone_e164)"
-            " VALUES ('1_1', :k, :n, :t, 1, :s, :o, :at, :ans,"
-            " CASE WHEN :s = 'ended' THEN now() END, :p)"),
-            {"k": other, "n": contact, "t": trunk, "s": status, "o": outcome, "at": an_hour_ago,
-             "ans": answered, "p": phone})  # fmt: skip
     with transaction(session_factory) as session:
         rules.add_frequency(session, "rest", after_conversation="4h")
-    (attempt,) = run_tick(session_factory, lambda ids: None, now=now).queued
+
+    def other_call() -> None:
+        with engine.begin() as conn:
+            conn.execute(text(
+                "INSERT INTO call_attempts (custom_call_id, campaign_id, contact_id, trunk_id,"
+                " attempt_number, status, outcome, sent_at, answered_at, ended_at, phone_e164)"
+                " VALUES ('1_1', :k, :n, :t, 1, :s, :o, :at, :ans,"
+                " CASE WHEN :s = 'ended' THEN now() END, :p)"),
+                {"k": other, "n": contact, "t": trunk, "s": status, "o": outcome,
+                 "at": an_hour_ago, "ans": answered, "p": phone})  # fmt: skip
+
+    if seen_by == "tick":
+        other_call()
+    queued = run_tick(session_factory, lambda ids: None, now=now).queued
+    [due] = rows(session_factory, "SELECT next_attempt_at FROM contacts WHERE campaign_id = :c",
+                 c=campaign)  # fmt: skip
+    rest_ends = an_hour_ago + dt.timedelta(hours=4)
+    if seen_by == "tick":
+        assert len(queued) == (0 if held else 1)
+        if held:
+            assert abs((due.next_attempt_at - rest_ends).total_seconds()) < 2
+            return
+    else:
+        other_call()
+    (attempt,) = queued
 
     result = originate_attempt(pg_connection, attempt, lambda pbx: client)
 
@@ -246,6 +265,35 @@ def test_no_call_within_the_rest_after_a_conversation_in_any_campaign(
     assert result is Result.FREQUENCY_HELD
     [due] = rows(session_factory, "SELECT next_attempt_at FROM contacts WHERE campaign_id = :c",
                  c=campaign)  # fmt: skip
-    assert abs((due.next_attempt_at - (an_hour_ago + dt.timedelta(hours=4))).total_seconds()) < 2
+    assert abs((due.next_attempt_at - rest_ends).total_seconds()) < 2
     time.sleep(0.2)
     assert originates(pbx_sim) == []
+
+
+def test_the_tick_holds_a_number_at_its_cap_without_making_an_attempt(
+    session_factory, engine
+) -> None:
+    """Two calls sent to the number today by another campaign, under "2 in a day": no attempt,
+    and the contact is due when the first of them leaves the day."""
+    trunk, campaign, _, now = new_york_contacts(session_factory, 1)
+    phone = rows(session_factory, "SELECT phone_e164 FROM contacts")[0].phone_e164
+    other = add_campaign(session_factory, trunk, "other", status="paused")
+    (contact,) = add_contacts(session_factory, other, [phone], status="completed")
+    sends = [now - dt.timedelta(hours=5), now - dt.timedelta(hours=2)]
+    with engine.begin() as conn:
+        for n, sent_at in enumerate(sends, 1):
+            conn.execute(text(
+                "INSERT INTO call_attempts (custom_call_id, campaign_id, contact_id, trunk_id,"
+                " attempt_number, status, outcome, sent_at, ended_at, phone_e164)"
+                " VALUES (:c, :k, :n, :t, :a, 'ended', 'no_answer', :s, :s, :p)"),
+                {"c": f"1_{n}", "k": other, "n": contact, "t": trunk, "a": n, "s": sent_at,
+                 "p": phone})  # fmt: skip
+    with transaction(session_factory) as session:
+        rules.add_frequency(session, "two-a-day", max_attempts="2", period="1d")
+
+    report = run_tick(session_factory, lambda ids: None, now=now)
+
+    assert (report.queued, report.rescheduled) == ([], 1)
+    [due] = rows(session_factory, "SELECT next_attempt_at, attempts FROM contacts"
+                 " WHERE campaign_id = :c", c=campaign)  # fmt: skip
+    assert (due.next_attempt_at, due.attempts) == (sends[0] + dt.timedelta(days=1), 0)

@@ -19,7 +19,9 @@ One tick, in one transaction:
    `dialer.campaigns.calling_rules`) -> re-scheduled to when it opens (checked again after
    `calling_window.HORIZON` when zones too far apart share no opening that soon, or rules
    leave none; cancelled with outcome `no_calling_window` only when the campaign's own hours
-   can never open: entirely outside the guard, or no time zone); callable -> status
+   can never open: entirely outside the guard, or no time zone); held by a frequency rule
+   (`dialer.campaigns.frequency`, the number's sends over all campaigns) -> re-scheduled to
+   when the rule allows it (the last checks judge again, the number locked); callable -> status
    dialing, attempts + 1, and a call attempt row `queued` with its custom_call_id, the PBX it
    goes through (the one with the most free capacity), the caller ID (the campaign's, or one
    picked from its caller-ID pool, `dialer.campaigns.caller_ids`: a contact no number of the
@@ -65,11 +67,12 @@ from sqlalchemy import Connection, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from dialer.ami import wire as amiwire
-from dialer.campaigns import caller_id_pools, calling_window
+from dialer.campaigns import caller_id_pools, calling_window, frequency
 from dialer.campaigns import rules as rules_store
 from dialer.campaigns import service as campaigns_module
 from dialer.campaigns.calling_rules import RuleBook
 from dialer.campaigns.calling_window import CallingWindow
+from dialer.campaigns.frequency import FrequencyRule
 from dialer.dialing import pbxcontrol
 from dialer.dialing.backpressure import Policy
 from dialer.dialing.pacing import trunk_usage
@@ -586,6 +589,10 @@ def _dispatch_campaign(
             connection.execute(
                 _MARK_STATUS, {"status": "cancelled", "outcome": NO_WINDOW_OUTCOME, "ids": never}
             )
+        held = _held_by_frequency(connection, due_now, now)
+        if held:
+            later.update(held)
+            due_now = [c for c in due_now if c.id not in held]
         if later:
             connection.execute(_RESCHEDULE, {"ids": list(later), "ats": list(later.values())})
         if due_now and pool is not None and pool.chooser.exhausted:
@@ -705,13 +712,52 @@ def _utcnow() -> dt.datetime:
 
 # The calling rules as this process last read them; read again when their version moves.
 _RULEBOOK = RuleBook(version=-1)
+_FREQUENCY: tuple[FrequencyRule, ...] = ()
 
 
 def _rulebook(connection: Connection) -> RuleBook:
-    global _RULEBOOK
+    global _RULEBOOK, _FREQUENCY
     if rules_store.load_version(connection) != _RULEBOOK.version:
-        _RULEBOOK, _ = rules_store.load_rulebook(connection)
+        _RULEBOOK, _FREQUENCY = rules_store.load_rulebook(connection)
     return _RULEBOOK
+
+
+_CONVERSATION = ", ".join(f"'{o}'" for o in frequency.CONVERSATION_OUTCOMES)
+_HISTORIES = text(
+    f"""
+    SELECT o.phone_e164, o.sent_at,
+           CASE WHEN o.outcome IN ({_CONVERSATION}) OR o.status = 'up' THEN o.answered_at
+           END AS conversation_at
+      FROM call_attempts o
+     WHERE o.phone_e164 = ANY(CAST(:phones AS text[])) AND o.sent_at >= :since
+    """
+)
+
+
+def _held_by_frequency(
+    connection: Connection, contacts: list[_Due], now: dt.datetime
+) -> dict[int, dt.datetime]:
+    """Contacts a frequency rule holds now, with when it lets them be called. The last checks
+    before each send judge again with the number locked (two campaigns at once); this spares
+    the attempts and pacing slots those checks would refuse."""
+    if not _FREQUENCY or not contacts:
+        return {}
+    since = now - frequency.lookback(_FREQUENCY)
+    sent: dict[str, list[dt.datetime]] = defaultdict(list)
+    talks: dict[str, list[dt.datetime]] = defaultdict(list)
+    phones = sorted({c.phone_e164 for c in contacts})
+    for r in connection.execute(_HISTORIES, {"phones": phones, "since": since}):
+        sent[r.phone_e164].append(r.sent_at)
+        if r.conversation_at is not None:
+            talks[r.phone_e164].append(r.conversation_at)
+    held: dict[int, dt.datetime] = {}
+    for contact in contacts:
+        hold = frequency.held_until(
+            _FREQUENCY, now, sent.get(contact.phone_e164, ()), talks.get(contact.phone_e164, ())
+        )
+        if hold is not None:
+            held[contact.id] = hold[0]
+    return held
 
 
 class _WindowCache:
