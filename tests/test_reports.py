@@ -420,7 +420,7 @@ def test_export_columns_are_the_view_columns(conn: Connection) -> None:
 
 # --- migrations -----------------------------------------------------------------------------
 
-VIEWS = {"call_attempts_report", "contacts_report", "campaign_summary"}
+VIEWS = {"call_attempts_report", "contacts_report", "campaign_summary", "caller_id_health"}
 
 
 def _report_objects(url: str) -> tuple[set[str], bool, str]:
