@@ -2,8 +2,8 @@
 
 Regions are the states and territories of the United States and the provinces and territories
 of Canada, named by their ISO 3166-2 codes (`US-CA`, `CA-ON`): the places North American
-calling rules are written for. A number's region comes from its area code, through
-phonenumbers' geocoding data. An area code serving several regions (902: Nova Scotia and
+calling rules are written for. A number's region comes from its area code
+(`dialer.campaigns.nanp_areas`, phonenumbers' geocoding data kept as a table). An area code serving several regions (902: Nova Scotia and
 Prince Edward Island) belongs to all of them; one whose region is unknown (toll-free,
 non-geographic) to every region of its country, so the strictest of their rules applies.
 """
@@ -13,7 +13,8 @@ from __future__ import annotations
 import re
 
 import phonenumbers
-from phonenumbers import geocoder
+
+from dialer.campaigns.nanp_areas import REGIONS_BY_AREA
 
 US_REGIONS = {
     "AL": "Alabama", "AK": "Alaska", "AZ": "Arizona", "AR": "Arkansas", "CA": "California",
@@ -87,33 +88,15 @@ def regions_of(phone_e164: str) -> frozenset[str]:
     if not phone_e164.startswith("+1") or len(phone_e164) < 5:
         return frozenset()
     area = phone_e164[:5]
-    found = _AREA_REGIONS.get(area)
-    if found is None:
-        # An area code lies within its regions whatever the rest of the number.
-        found = _AREA_REGIONS[area] = _area_regions(phone_e164)
-    return found
+    found = REGIONS_BY_AREA.get(area)
+    if found is not None:
+        return found
+    # Unknown (toll-free, non-geographic): every region of the number's country, if it has.
+    return REGIONS.get(country_of(phone_e164) or "", frozenset())
 
 
-_AREA_REGIONS: dict[str, frozenset[str]] = {}
-
-
-def _area_regions(sample: str) -> frozenset[str]:
-    """Regions of a NANP number's area code, read from its geocoding data."""
-    try:
-        number = phonenumbers.parse(sample, None)
-    except phonenumbers.NumberParseException:
-        return frozenset()
-    country = phonenumbers.region_code_for_number(number)
-    if country not in REGIONS:
-        return frozenset()
-    description = geocoder.description_for_number(number, "en")
-    found = {_region_named(part.strip(), country) for part in description.split("/")}
-    found.discard(None)
-    # Unknown (toll-free, non-geographic, "Canada"): every region of the country.
-    return frozenset(r for r in found if r is not None) or REGIONS[country]
-
-
-def _region_named(text: str, country: str) -> str | None:
+def region_named(text: str, country: str) -> str | None:
+    """The region code of a geocoding description's part (`Florida`, `San Francisco, CA`)."""
     match = _TRAILING_CODE.search(text)
     code = f"{country}-{match.group(1)}" if match else _BY_NAME.get(text)
-    return code if code in REGIONS[country] else None
+    return code if code in REGIONS.get(country, ()) else None
