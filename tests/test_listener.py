@@ -633,7 +633,8 @@ def test_periodic_reconciliation_outlives_a_database_failure(
         await asyncio.sleep(1.5)  # the reconnect check and several periodic ones fail
         await asyncio.to_thread(_restore_contacts, engine)
         deadline = time.monotonic() + 10
-        while attempt_row(engine, gone).status != "ended":
+        # The close commits in its thread before the listener counts it: wait for both.
+        while attempt_row(engine, gone).status != "ended" or not listener.stats.reconciled:
             assert time.monotonic() < deadline, "the attempt was never reconciled"
             await asyncio.sleep(0.1)
         stop.set()
