@@ -26,6 +26,7 @@ pytest_plugins: list[str] = [
     "tests.support_celery",
     "tests.support_pbx",
     "tests.support_listener",
+    "tests.support_cli",
 ]
 
 SERVER_URL = os.environ.get(

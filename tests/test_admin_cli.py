@@ -5,11 +5,10 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner, Result
+from click.testing import CliRunner
 from sqlalchemy import select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -17,31 +16,10 @@ from dialer.campaigns import service as campaigns
 from dialer.cli import cli
 from dialer.db import transaction
 from dialer.models import CAMPAIGN_STATUSES, Campaign, Contact, DncNumber, Trunk
-from dialer.settings import get_settings
 
 FIXTURES = Path(__file__).parent / "fixtures"
 OPERATOR_ACTIONS = ("schedule", "start", "pause", "resume", "stop")
 FUTURE = "2999-01-04T09:00:00+00:00"
-
-
-@pytest.fixture
-def dialer(database_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator:
-    """Run `dialer ...` against this test's database; returns the click Result."""
-    monkeypatch.setenv("DIALER_DATABASE_URL", database_url)
-    monkeypatch.setenv("DIALER_LOG_LEVEL", "WARNING")
-    get_settings.cache_clear()
-    runner = CliRunner()
-
-    def run(*args: str, ok: bool = True) -> Result:
-        result = runner.invoke(cli, list(args), catch_exceptions=False)
-        if ok:
-            assert result.exit_code == 0, result.output
-        else:
-            assert result.exit_code == 1, result.output
-        return result
-
-    yield run
-    get_settings.cache_clear()
 
 
 @pytest.fixture

@@ -4,31 +4,11 @@ and restore, and every bad input refused with its field named."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner, Result
 
-from dialer.cli import cli
-from dialer.settings import get_settings
 from tests.support_celery import scalar
-
-
-@pytest.fixture
-def dialer(database_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator:
-    monkeypatch.setenv("DIALER_DATABASE_URL", database_url)
-    monkeypatch.setenv("DIALER_LOG_LEVEL", "WARNING")
-    get_settings.cache_clear()
-    runner = CliRunner()
-
-    def run(*args: str, ok: bool = True) -> Result:
-        result = runner.invoke(cli, list(args), catch_exceptions=False)
-        assert result.exit_code == (0 if ok else 1), result.output
-        return result
-
-    yield run
-    get_settings.cache_clear()
 
 
 def numbers(session_factory) -> int:

@@ -22,6 +22,13 @@ CONVERSATION_OUTCOMES = (
     "abandoned",
     "queue_abandoned",
 )
+# The same rule in SQL, over an attempt `o`: when its conversation began, or NULL. The dispatch
+# tick and the last checks before a send both read a number's history with it.
+CONVERSATION_AT_SQL = (
+    "CASE WHEN o.outcome IN ("
+    + ", ".join(f"'{o}'" for o in CONVERSATION_OUTCOMES)
+    + ") OR o.status = 'up' THEN o.answered_at END"
+)
 
 
 @dataclass(frozen=True, slots=True)

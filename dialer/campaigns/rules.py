@@ -35,8 +35,6 @@ from dialer.models import FrequencyRule as FrequencyRuleRow
 CSV_COLUMNS = ("where", "days", "hours", "date", "note")
 EXAMPLE_FILE = "calling_rules.example.csv"
 _AREA_CODE = re.compile(r"\+[1-9][0-9]{0,7}")
-_DURATION = re.compile(r"([0-9]+)([mhd])")
-_DURATION_UNITS = {"m": 60, "h": 3600, "d": 86400}
 # A frequency period longer than this is almost certainly a typo (and a long history to read).
 MAX_PERIOD = dt.timedelta(days=366)
 
@@ -93,10 +91,10 @@ def hours_within_guard(start: dt.time, end: dt.time, field_name: str = "hours") 
 def duration(value: str, field_name: str) -> dt.timedelta:
     """`30m`, `4h`, `7d` -> a timedelta, greater than zero and at most a year."""
     validation.single_line(value, field_name)
-    match = _DURATION.fullmatch(value.strip().lower())
-    if not match:
+    seconds = validation.span_seconds(value, "mhd", bare=False)
+    if seconds is None:
         raise SettingError(field_name, f"{value!r} is not a duration like 30m, 4h or 7d")
-    span = dt.timedelta(seconds=int(match.group(1)) * _DURATION_UNITS[match.group(2)])
+    span = dt.timedelta(seconds=seconds)
     if span <= dt.timedelta(0):
         raise SettingError(field_name, f"{value!r} must be greater than zero")
     if span > MAX_PERIOD:
@@ -220,13 +218,15 @@ def import_rules(session: Session, handle: io.TextIOBase | Any) -> ImportResult:
             f" missing {missing or 'none'}, unknown {unknown or 'none'}",
         )
     reader.fieldnames = header
+    # (line, message) while checking: sorted by line, then written out.
+    errors: list[tuple[int, str]] = []
     hours_rows: list[tuple[int, CallingRule]] = []
     holiday_rows: list[tuple[int, CallingHoliday]] = []
     for row in reader:
         line = reader.line_num
         cells = {k: (v or "").strip() for k, v in row.items() if k is not None}
         if None in row:
-            result.errors.append(f"line {line}: more cells than columns")
+            errors.append((line, "more cells than columns"))
             continue
         try:
             if cells.get("date"):
@@ -240,7 +240,7 @@ def import_rules(session: Session, handle: io.TextIOBase | Any) -> ImportResult:
                 hours_rows.append((line, _hours_row(cells.get("where", ""), cells.get("days", ""),
                                                     cells.get("hours", ""), cells.get("note", ""))))  # fmt: skip
         except SettingError as exc:
-            result.errors.append(f"line {line}: {exc}")
+            errors.append((line, str(exc)))
     seen: dict[tuple[str, str], list[CallingRule]] = {}
     for line, rule in hours_rows:
         key = (rule.scope, rule.value)
@@ -249,19 +249,20 @@ def import_rules(session: Session, handle: io.TextIOBase | Any) -> ImportResult:
         try:
             _refuse_overlap(rule, seen[key])
         except SettingError as exc:
-            result.errors.append(f"line {line}: {exc}")
+            errors.append((line, str(exc)))
         seen[key].append(rule)
     dates: set[tuple[str, str, dt.date]] = set()
     for line, holiday in holiday_rows:
         key3 = (holiday.scope, holiday.value, holiday.day)
         if key3 in dates or _holiday_exists(session, holiday):
-            result.errors.append(
-                f"line {line}: date: {describe_scope(holiday.scope, holiday.value)} already has"
-                f" a holiday on {holiday.day.isoformat()}"
-            )
+            errors.append(
+                (line, f"date: {describe_scope(holiday.scope, holiday.value)} already has"
+                       f" a holiday on {holiday.day.isoformat()}")
+            )  # fmt: skip
         dates.add(key3)
-    if result.errors:
-        result.errors.sort(key=lambda e: int(e.split(":", 1)[0].removeprefix("line ")))
+    if errors:
+        errors.sort(key=lambda error: error[0])  # stable: a line's errors in the order found
+        result.errors = [f"line {line}: {message}" for line, message in errors]
         return result
     session.add_all([r for _, r in hours_rows] + [h for _, h in holiday_rows])
     session.flush()

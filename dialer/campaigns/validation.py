@@ -30,6 +30,8 @@ _TRUNK_NAME = re.compile(r"[A-Za-z0-9_.-]+")
 _PBX_NAME = re.compile(r"[a-z][a-z0-9_-]{0,30}")
 _SOUND_FILE = re.compile(r"[A-Za-z0-9_-]+")
 _DIALPLAN_NAME = re.compile(r"[A-Za-z0-9_.+*#-]+")
+# Asterisk queue names the reference dialplan's [dialer-queue] can reach (its _[0-9A-Za-z].).
+_QUEUE_NAME = re.compile(r"[0-9A-Za-z][0-9A-Za-z_.-]*")
 _DIAL_PREFIX = re.compile(r"[0-9*#+]*")
 _WORD = re.compile(r"[a-z][a-z0-9_]*")
 _PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
@@ -220,6 +222,30 @@ def dialplan_name(value: str, field: str) -> str:
     return value
 
 
+def queue_name(value: str, field: str = "transfer_queue") -> str:
+    """An Asterisk queue name (queues.conf section), or '' for none."""
+    single_line(value, field)
+    if value and (len(value) > 80 or not _QUEUE_NAME.fullmatch(value)):
+        raise SettingError(
+            field,
+            f"{value!r} must start with a letter or digit and hold only letters, digits, '_',"
+            " '.' and '-' (at most 80)",
+        )
+    return value
+
+
+def ratio(value: float | str, field: str) -> float:
+    """A share strictly between 0 and 1, written `0.03` or `3%`."""
+    text = single_line(str(value), field).strip()
+    try:
+        number = float(text[:-1]) / 100 if text.endswith("%") else float(text)
+    except ValueError:
+        raise SettingError(field, f"{text!r} is not a number (e.g. 0.03 or 3%)") from None
+    if not (math.isfinite(number) and 0 < number < 1):
+        raise SettingError(field, f"{text!r} must be more than 0 and less than 1 (100%)")
+    return number
+
+
 def dial_prefix(value: str, field: str = "transfer_prefix") -> str:
     """Digits (and * # +) dialled before a number; may be empty."""
     single_line(value, field)
@@ -246,6 +272,19 @@ def keyword(value: str, field: str) -> str:
     return value
 
 
+def span_seconds(text: str, units: str = "smhd", *, bare: bool = True) -> int | None:
+    """`90s`, `30m`, `2h`, `1d` (units among `units`; a bare `3600` with `bare`) -> seconds;
+    None when `text` is not one. Limits are the caller's."""
+    match = _DELAY.fullmatch(text.strip().lower())
+    if (
+        not match
+        or (match.group(2) == "" and not bare)
+        or (match.group(2) and match.group(2) not in units)
+    ):
+        return None
+    return int(match.group(1)) * _DELAY_UNITS[match.group(2)]
+
+
 def retry_rule(value: str, field: str = "retry") -> tuple[str, int]:
     """`OUTCOME=DELAY` -> (outcome, seconds); DELAY is `3600`, `90s`, `30m`, `2h` or `1d`."""
     single_line(value, field)
@@ -255,10 +294,9 @@ def retry_rule(value: str, field: str = "retry") -> tuple[str, int]:
         raise SettingError(field, f"{value!r} is not OUTCOME=DELAY (e.g. busy=30m)")
     if not _OUTCOME.fullmatch(outcome):
         raise SettingError(field, f"{value!r}: outcome {outcome!r} must be a lowercase word")
-    match = _DELAY.fullmatch(delay)
-    if not match:
+    seconds = span_seconds(delay)
+    if seconds is None:
         raise SettingError(field, f"{value!r}: delay {delay!r} is not like 3600, 90s, 30m, 2h, 1d")
-    seconds = int(match.group(1)) * _DELAY_UNITS[match.group(2)]
     if seconds <= 0:
         raise SettingError(field, f"{value!r}: the delay must be greater than zero")
     if seconds > MAX_RETRY_DELAY:

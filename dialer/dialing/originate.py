@@ -223,11 +223,8 @@ _LOCK_ALTERNATE = f"""
       FROM call_attempts a JOIN contacts k ON k.id = a.contact_id
      WHERE a.id = $1 AND a.phone_e164 <> k.phone_e164
 """
-_CONVERSATION = ", ".join(f"'{o}'" for o in frequency.CONVERSATION_OUTCOMES)
 _NUMBER_HISTORY = f"""
-    SELECT o.sent_at,
-           CASE WHEN o.outcome IN ({_CONVERSATION}) OR o.status = 'up' THEN o.answered_at
-           END AS conversation_at
+    SELECT o.sent_at, {frequency.CONVERSATION_AT_SQL} AS conversation_at
       FROM call_attempts a
       JOIN call_attempts o ON o.phone_e164 = {_DIALLED}
      WHERE a.id = $1 AND o.id <> $1 AND o.sent_at >= $2
