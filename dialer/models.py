@@ -209,6 +209,10 @@ class Campaign(TimestampMixin, Base):
         ),
         CheckConstraint("jsonb_typeof(retry_delays) = 'object'", name="retry_delays_object"),
         CheckConstraint("region ~ '^[A-Z]{2}$'", name="region_iso"),
+        CheckConstraint("abandon_target > 0 AND abandon_target < 1", name="abandon_target_ratio"),
+        CheckConstraint(
+            "NOT pace_by_queue OR transfer_queue <> ''", name="pace_by_queue_needs_queue"
+        ),
     )
 
     id: Mapped[int] = mapped_column(Integer, Identity(), primary_key=True)
@@ -249,6 +253,12 @@ class Campaign(TimestampMixin, Base):
     # After a busy, no-answer or failed call, the next attempt goes to the contact's next
     # number (its alternates, then its first again).
     dial_alt_numbers: Mapped[bool] = mapped_column(server_default=text("false"))
+    # Press-key transfers go into this Asterisk queue (the reference dialplan's Queue()) instead
+    # of to transfer_number; with pace_by_queue the tick starts calls by the queue's free agents
+    # (dialer.dialing.agent_pacing), keeping abandoned transfers under abandon_target.
+    transfer_queue: Mapped[str] = mapped_column(server_default="")
+    pace_by_queue: Mapped[bool] = mapped_column(server_default=text("false"))
+    abandon_target: Mapped[float] = mapped_column(Float, server_default="0.03")
 
     trunk: Mapped[Trunk] = relationship(back_populates="campaigns")
     caller_id_pool: Mapped[CallerIdPool | None] = relationship()
@@ -540,6 +550,11 @@ class CallAttempt(Base):
     hangup_cause_txt: Mapped[str | None]
     transfer_source: Mapped[str | None]  # ivr (press key) | operator (dialer call transfer)
     transfer_queue: Mapped[str | None]  # the queue a transfer went into
+    # In that queue: when the callee joined it, how long it waited (until an agent answered or
+    # it hung up: app_queue's HoldTime) and the agent (member name) who took it.
+    queue_joined_at: Mapped[dt.datetime | None]
+    queue_wait_s: Mapped[int | None] = mapped_column(Integer)
+    agent: Mapped[str | None]
     # What the dialer did that no event says: an operator's hang-up (and retry request), the
     # PBX going down while the call ended.
     operator_hangup_at: Mapped[dt.datetime | None]
@@ -552,6 +567,55 @@ class CallAttempt(Base):
     caller_id_id: Mapped[int | None] = mapped_column(
         ForeignKey("caller_ids.id", ondelete="SET NULL")
     )
+
+
+class QueueMember(Base):
+    """An agent of an Asterisk queue as its PBX last reported it (the listener follows
+    app_queue's member events and a QueueStatus snapshot after each connect); the dispatch
+    tick paces queue campaigns by it."""
+
+    __tablename__ = "queue_members"
+    __table_args__ = {
+        "comment": (
+            "Members (agents) of each PBX queue as its listener last saw them: paused, device"
+            " status (1 not in use, 2 in use, 6 ringing), in a call since call_started_at,"
+            " wrap-up seconds after last_call_at"
+        )
+    }
+
+    pbx: Mapped[str] = mapped_column(ForeignKey("pbxs.name", ondelete="CASCADE"), primary_key=True)
+    queue: Mapped[str] = mapped_column(primary_key=True)
+    interface: Mapped[str] = mapped_column(primary_key=True)
+    member_name: Mapped[str]
+    paused: Mapped[bool] = mapped_column(server_default=text("false"))
+    # app_queue's device status: 1 not in use, 2 in use, 6 ringing... (AST_DEVICE_*)
+    status: Mapped[int] = mapped_column(Integer, server_default="1")
+    in_call: Mapped[bool] = mapped_column(server_default=text("false"))
+    # After a call the member takes none for wrapup_s seconds from its end (last_call_at).
+    wrapup_s: Mapped[int] = mapped_column(Integer, server_default="0")
+    last_call_at: Mapped[dt.datetime | None]
+    # When its current call was answered (in_call), to tell how soon it may end.
+    call_started_at: Mapped[dt.datetime | None]
+    updated_at: Mapped[dt.datetime] = mapped_column(server_default=func.now())
+
+
+class QueueAgentMinute(Base):
+    """Agent time of a PBX queue in one minute, written by its listener (occupancy)."""
+
+    __tablename__ = "queue_agent_minutes"
+    __table_args__ = {
+        "comment": (
+            "Agent time per PBX queue and minute: staffed_s, seconds of members logged in and not"
+            " paused; busy_s, of those ringing, in a call or wrapping up. Occupancy: busy_s /"
+            " staffed_s"
+        )
+    }
+
+    pbx: Mapped[str] = mapped_column(ForeignKey("pbxs.name", ondelete="CASCADE"), primary_key=True)
+    queue: Mapped[str] = mapped_column(primary_key=True)
+    minute: Mapped[dt.datetime] = mapped_column(primary_key=True)
+    staffed_s: Mapped[float] = mapped_column(Float, server_default="0")
+    busy_s: Mapped[float] = mapped_column(Float, server_default="0")
 
 
 class CallEvent(Base):

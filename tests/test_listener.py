@@ -17,7 +17,7 @@ from sqlalchemy import Engine, text
 from sqlalchemy.exc import OperationalError
 
 from dialer.ami.client import AmiClient
-from dialer.ami.events import Correlator, Event
+from dialer.ami.events import EVENT_FILTERS, Correlator, Event
 from dialer.dialing.payload import CallSettings, TrunkRoute, build_originate_payload
 from dialer.outcomes.callstore import CallStore
 from dialer.outcomes.facts import CloseReason
@@ -542,7 +542,9 @@ def test_listener_asks_only_for_the_events_it_uses(
     def asked() -> bool:
         records = pbx_sim.records()
         filters = sum(1 for r in records if r["action"] == "Filter")
-        return filters >= 5 and any(r["action"] == "CoreShowChannels" for r in records)
+        return filters >= len(EVENT_FILTERS) and any(
+            r["action"] == "CoreShowChannels" for r in records
+        )
 
     async def scenario() -> list[dict[str, Any]]:
         stop, task = await _run_listener(listener)
@@ -556,8 +558,10 @@ def test_listener_asks_only_for_the_events_it_uses(
 
     records = asyncio.run(scenario())
     filters = [r for r in records if r["action"] == "Filter"]
-    assert len(filters) == 5
+    assert len(filters) == len(EVENT_FILTERS) == 13
     assert any("name(Shutdown)" in str(r) for r in filters)
+    assert any("name(QueueCallerJoin)" in str(r) for r in filters)
+    assert any("name(QueueMemberStatus)" in str(r) for r in filters)
     assert any(r["action"] == "CoreShowChannels" for r in records)
 
 

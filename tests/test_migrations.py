@@ -11,9 +11,10 @@ from dialer.db import make_engine
 from dialer.models import Base
 from tests.conftest import create_database, drop_database, new_database_name
 
-# Tables revisions 0011 and 0012 add.
+# Tables revisions 0011, 0012 and 0014 add.
 RULE_TABLES = {"calling_rules", "calling_holidays", "frequency_rules", "rules_version",
-               "caller_id_pools", "caller_ids", "caller_id_usage"}  # fmt: skip
+               "caller_id_pools", "caller_ids", "caller_id_usage", "queue_members",
+               "queue_agent_minutes"}  # fmt: skip
 
 
 def _tables(url: str) -> set[str]:

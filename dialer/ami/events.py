@@ -14,6 +14,8 @@ still find their call.
 Only the originated channel's Hangup ends a call: its Uniqueid is the custom_call_id, or, without
 ChannelId, it is the channel that started the linked group (Uniqueid == Linkedid; for a Local
 channel the `;1` half). Hangups of the `;2` half and of transfer legs say nothing about the call.
+The same holds for app_queue's caller events (QueueCallerJoin...): only the originated channel's
+stay in a queue is the call's transfer.
 """
 
 from __future__ import annotations
@@ -35,8 +37,21 @@ Event = dict[str, Any]
 CALL_ID = re.compile(r"^[0-9]+_[0-9]+$")
 CALL_VARIABLE = "custom_call_id"
 
+# app_queue's events about a caller in a queue (the callee, after the press key or an
+# operator's transfer): they carry its channel, so they correlate like the others.
+QUEUE_CALLER_EVENTS = frozenset(
+    {"QueueCallerJoin", "QueueCallerAbandon", "AgentConnect", "AgentComplete"}
+)
+# app_queue's member (agent) events: the queues' live state, not facts of a call.
+QUEUE_MEMBER_EVENTS = frozenset(
+    {"QueueMemberStatus", "QueueMemberAdded", "QueueMemberRemoved", "QueueMemberPause"}
+)
 # Events the listener asks Asterisk for; everything else is dropped on arrival.
-USED_EVENTS = frozenset({"OriginateResponse", "DialEnd", "Hangup", "UserEvent"})
+USED_EVENTS = (
+    frozenset({"OriginateResponse", "DialEnd", "Hangup", "UserEvent"})
+    | QUEUE_CALLER_EVENTS
+    | QUEUE_MEMBER_EVENTS
+)
 DIALER_USER_EVENTS = frozenset(
     {
         "DialerAMD",
@@ -53,6 +68,15 @@ EVENT_FILTERS: tuple[tuple[str, str], ...] = (
     ("action(include),name(DialEnd)", ""),
     ("action(include),name(Hangup)", ""),
     ("action(include),name(UserEvent),header(UserEvent),method(starts_with)", "Dialer"),
+    # app_queue (needs `agent` in read): the queue a transfer went into, and its agents.
+    ("action(include),name(QueueCallerJoin)", ""),
+    ("action(include),name(QueueCallerAbandon)", ""),
+    ("action(include),name(AgentConnect)", ""),
+    ("action(include),name(AgentComplete)", ""),
+    ("action(include),name(QueueMemberStatus)", ""),
+    ("action(include),name(QueueMemberAdded)", ""),
+    ("action(include),name(QueueMemberRemoved)", ""),
+    ("action(include),name(QueueMemberPause)", ""),
     # The PBX going down (needs `system` in read): its calls' cause-0 ends are its doing.
     ("action(include),name(Shutdown)", ""),
 )
@@ -64,6 +88,7 @@ EARLIEST = frozenset(
         "transfer_requested_at",
         "transfer_answered_at",
         "transfer_ended_at",
+        "queue_joined_at",
         "operator_hangup_at",
         "pbx_down_at",
         "originate_response_at",
@@ -262,6 +287,11 @@ class CallFacts:
     # transfer`); a transfer into a queue names it.
     transfer_source: str | None = None
     transfer_queue: str | None = None
+    # In that queue (app_queue's events): when the callee joined it, the seconds it waited
+    # (HoldTime: until an agent answered, or until it hung up) and the agent who took it.
+    queue_joined_at: dt.datetime | None = None
+    queue_wait_s: int | None = None
+    agent: str | None = None
     # What the dialer knows and the PBX's events do not say: an operator hung the call up
     # (written before the AMI Hangup is sent) and whether the operator asked for a retry; the
     # PBX shut down or its connection was lost while the call ended.
@@ -361,6 +391,8 @@ def extract(event: Mapping[str, Any], call_id: str, at: dt.datetime) -> EventFac
         return _dial_end(event, call_id, at)
     if name == "UserEvent":
         return _user_event(event, at)
+    if name in QUEUE_CALLER_EVENTS:
+        return _queue_caller(event, name, call_id, at)
     return None
 
 
@@ -420,7 +452,51 @@ def _user_event(event: Mapping[str, Any], at: dt.datetime) -> EventFacts | None:
     if kind == "DialerVoicemail":
         return EventFacts({"voicemail_left": True})
     if kind == "DialerTransfer":
-        return EventFacts({"transfer_requested_at": at, "transfer_source": "ivr"})
+        values: dict[str, Any] = {"transfer_requested_at": at, "transfer_source": "ivr"}
+        queue = _text(get("TRANSFER_QUEUE"))
+        if queue is not None:
+            values["transfer_queue"] = queue
+        return EventFacts(values)
     if kind == "DialerTransferResult":
         return EventFacts({"transfer_status": get("DIALSTATUS") or None, "transfer_ended_at": at})
     return EventFacts({"recording_file": get("RECORDING_FILE") or None})
+
+
+def _queue_caller(
+    event: Mapping[str, Any], name: str, call_id: str, at: dt.datetime
+) -> EventFacts | None:
+    # Only the originated channel's own stay in a queue is the call's: a Local channel's ;2
+    # half, or a transfer leg queued further on, shares the Linkedid but is not the callee.
+    # (AgentComplete comes without any channel when the caller hung up first: uncorrelated,
+    # and the call's close ends the transfer instead.)
+    if not _is_originated(event, call_id):
+        return None
+    values: dict[str, Any] = {"transfer_queue": _text(event.get("Queue"))}
+    if name == "QueueCallerJoin":
+        values["queue_joined_at"] = at
+    elif name == "AgentConnect":
+        values["transfer_answered_at"] = at
+        values["transfer_status"] = "ANSWER"
+        values["queue_wait_s"] = _seconds(event.get("HoldTime"))
+        values["agent"] = _text(event.get("MemberName")) or _text(event.get("Interface"))
+    elif name == "QueueCallerAbandon":
+        values["queue_wait_s"] = _seconds(event.get("HoldTime"))
+    else:  # AgentComplete
+        values["transfer_ended_at"] = at
+    return EventFacts(values)
+
+
+# HoldTime: whole seconds (nine digits stay within the integer column).
+_SECONDS = re.compile(r"[0-9]{1,9}")
+
+
+def _seconds(value: Any) -> int | None:
+    """A header's count of seconds; None when it is not one (empty, negative, not digits)."""
+    text = value.strip() if isinstance(value, str) else ""
+    return int(text) if _SECONDS.fullmatch(text) else None
+
+
+def _text(value: Any) -> str | None:
+    """A header's text, None when empty."""
+    text = value.strip() if isinstance(value, str) else ""
+    return text or None

@@ -115,6 +115,9 @@ class CampaignChanges:
     region: str | None = None
     caller_id_pool: str | None = None  # '' clears it
     alt_numbers: bool | None = None
+    transfer_queue: str | None = None  # '' clears it
+    pace_by_queue: bool | None = None
+    abandon_target: float | str | None = None
 
     def given(self) -> bool:
         return any(getattr(self, f.name) is not None for f in fields(self))
@@ -153,6 +156,12 @@ class CampaignChanges:
             values["record_calls"] = self.record_calls
         if self.alt_numbers is not None:
             values["dial_alt_numbers"] = self.alt_numbers
+        if self.transfer_queue is not None:
+            values["transfer_queue"] = validation.queue_name(self.transfer_queue)
+        if self.pace_by_queue is not None:
+            values["pace_by_queue"] = self.pace_by_queue
+        if self.abandon_target is not None:
+            values["abandon_target"] = validation.ratio(self.abandon_target, "abandon_target")
         if self.wait_strategy is not None:
             values["wait_strategy"] = validation.keyword(self.wait_strategy, "wait_strategy")
         if self.context is not None:
@@ -176,6 +185,11 @@ class CampaignChanges:
         opt_out = values.get("opt_out_key", current.opt_out_key if current else None)
         if opt_out is not None and opt_out == press:
             raise SettingError("opt_out_key", f"must differ from the press key ({press!r})")
+        queue = values.get("transfer_queue", current.transfer_queue if current else "")
+        pace = values.get("pace_by_queue", current.pace_by_queue if current else False)
+        if pace and not queue:
+            field = "pace_by_queue" if "pace_by_queue" in values else "transfer_queue"
+            raise SettingError(field, "pacing by a queue needs a transfer queue (--transfer-queue)")
         return values
 
 
@@ -470,6 +484,9 @@ def settings_of(campaign: Campaign, trunk_name: str) -> dict[str, Any]:
         "amd": campaign.amd_enabled,
         "record_calls": campaign.record_calls,
         "alt_numbers": campaign.dial_alt_numbers,
+        "transfer_queue": campaign.transfer_queue,
+        "pace_by_queue": campaign.pace_by_queue,
+        "abandon_target": campaign.abandon_target,
         "wait_strategy": campaign.wait_strategy,
         "context": campaign.context,
         "exten": campaign.exten,

@@ -44,6 +44,19 @@ def setting_options(command: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--ivr-vm-file", help="Sound left on answering machines."),
         click.option("--transfer-number", help="Where a key press transfers the call."),
         click.option("--transfer-prefix", help="Digits dialled before the transfer number."),
+        click.option(
+            "--transfer-queue",
+            help="Asterisk queue a key press transfers into (instead of the number); '' for none.",
+        ),
+        click.option(
+            "--pace-by-queue/--no-pace-by-queue",
+            default=None,
+            help="Start calls by the transfer queue's free agents, not the trunk's rate [off].",
+        ),
+        click.option(
+            "--abandon-target",
+            help="Queue pacing: most transfers abandoned in the queue, e.g. 3% [default: 3%].",
+        ),
         click.option("--press-key", help="Key that asks for the transfer [default: 1]."),
         click.option("--opt-out-key", help="Key that puts the number on the DNC list."),
         click.option("--amd/--no-amd", default=None, help="Answering machine detection [on]."),
@@ -92,6 +105,8 @@ def create(name: str, as_json: bool, **settings: Any) -> None:
             --ivr-file welcome --ivr-vm-file welcome_vm --transfer-number +12125550199 \\
             --retry busy=30m --retry no_answer=2h --hours 09:00-20:00 --days mon-fri
         dialer campaign create local --trunk MC --caller-id-pool east --ivr-file welcome
+        dialer campaign create sales --trunk MC --caller-id +12125550100 --ivr-file offer \\
+            --transfer-queue sales --pace-by-queue --abandon-target 3%
     """
     with unit_of_work() as session:
         created = campaigns.create(session, name, _changes(settings))

@@ -194,8 +194,16 @@ def render_summary(s: dict[str, Any], since: dt.datetime | None) -> str:
         f"pace       {_num(s['attempts_per_hour'], ',.1f')} attempts/hour"
         f" (first sent {_cell(s['first_sent_at']) or '-'},"
         f" last sent {_cell(s['last_sent_at']) or '-'})",
-        "",
     ]
+    if "transfer_abandon_rate" in s:
+        # Only campaigns that transfer into a queue have these (reports.queue_figures).
+        for label, suffix in (("queue", ""), ("last 5 min", "_5m")):
+            lines.append(
+                f"{label:<11}{_pct(s['transfer_abandon_rate' + suffix])} of queued transfers"
+                f" abandoned, wait {_num(s['avg_queue_wait_seconds' + suffix], '.1f')} s"
+                f" average, agent occupancy {_pct(s['agent_occupancy' + suffix])}"
+            )
+    lines.append("")
     outcome_rows = [
         {"outcome": name, "attempts": count, "share": _pct(count / finished if finished else None)}
         for name, count in sorted(s["outcomes"].items(), key=lambda item: (-item[1], item[0]))

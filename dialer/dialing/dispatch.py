@@ -73,7 +73,7 @@ from dialer.campaigns import service as campaigns_module
 from dialer.campaigns.calling_rules import RuleBook
 from dialer.campaigns.calling_window import CallingWindow
 from dialer.campaigns.frequency import FrequencyRule
-from dialer.dialing import pbxcontrol
+from dialer.dialing import agent_pacing, pbxcontrol, queue_pacing
 from dialer.dialing.backpressure import Policy
 from dialer.dialing.pacing import trunk_usage
 from dialer.dialing.payload import (
@@ -102,6 +102,9 @@ _refused_logged: dict[str, float] = {}
 NO_CALLER_ID_RETRY_S = 300.0
 NO_CALLER_ID_LOG_EVERY_S = 60.0
 _no_caller_id_logged: dict[str, float] = {}
+# A queue-paced campaign held back by its agents says so at most this often.
+QUEUE_HELD_LOG_EVERY_S = 60.0
+_queue_held_logged: dict[str, float] = {}
 # How often the caller IDs' answer rates are judged.
 REST_CHECK_EVERY_S = 60.0
 _rest_checked = -math.inf
@@ -144,6 +147,8 @@ class TickReport:
     no_caller_id: int = 0  # contacts waiting for a caller ID of their campaign's pool
     # Trunks with calls to make and no PBX that can take them now: why, by trunk name.
     unrouted: dict[str, str] = field(default_factory=dict)
+    # Campaigns paced by their transfer queue: what the agents allowed, by campaign name.
+    queue_paced: dict[str, agent_pacing.Decision] = field(default_factory=dict)
 
     @property
     def to_enqueue(self) -> list[int]:
@@ -204,6 +209,10 @@ class _Campaign:
     templates: dict[str, OriginateTemplate]
     problem: str | None = None
     pool_id: int | None = None
+    # Paced by its transfer queue's free agents (None: by the trunk alone), keeping abandoned
+    # transfers under abandon_target.
+    pace_queue: str | None = None
+    abandon_target: float = 0.03
 
     @classmethod
     def from_row(cls, row: Any, routes: list[Route]) -> _Campaign:
@@ -229,6 +238,8 @@ class _Campaign:
         return cls(
             row.id, row.name, row.trunk_id, row.trunk_name, row.max_attempts, window, templates,
             problem, row.caller_id_pool_id,
+            row.transfer_queue if row.pace_by_queue and row.transfer_queue else None,
+            row.abandon_target,
         )  # fmt: skip
 
     def payload(
@@ -463,6 +474,8 @@ def plan_tick(
             if spare > 0:
                 # Fair share of what is left; unused share flows to the campaigns after it.
                 share = math.ceil(spare / (len(trunk_campaigns) - index))
+                if campaign.pace_queue is not None:
+                    share = min(share, _queue_allowance(connection, campaign, usable, now, report))
                 first = len(report.queued)
                 created = _dispatch_campaign(
                     connection, campaign, usable, chooser, share, now, windows, options, report,
@@ -500,6 +513,35 @@ _HAS_DUE = text(
                       AND c.next_attempt_at <= :now)
     """
 )
+
+
+def _queue_allowance(
+    connection: Connection, campaign: _Campaign, routes: list[Route], now: dt.datetime,
+    report: TickReport,
+) -> int:  # fmt: skip
+    """The calls a queue-paced campaign may start now, by its queue's agents on the PBXs its
+    calls can go through."""
+    assert campaign.pace_queue is not None
+    decision = queue_pacing.allowance(
+        connection,
+        campaign_id=campaign.id,
+        queue=campaign.pace_queue,
+        target=campaign.abandon_target,
+        pbxs={route.pbx for route in routes},
+        now=now,
+    )
+    report.queue_paced[campaign.name] = decision
+    if decision.calls == 0:
+        clock = time.monotonic()
+        if clock - _queue_held_logged.get(campaign.name, -math.inf) >= QUEUE_HELD_LOG_EVERY_S:
+            _queue_held_logged[campaign.name] = clock
+            log.info(
+                "campaign %s: no call started, %s (queue %s: %.1f agents free soon, %.1f"
+                " transfers expected)",
+                campaign.name, decision.reason, campaign.pace_queue, decision.supply,
+                decision.demand,
+            )  # fmt: skip
+    return decision.calls
 
 
 def _has_due_contacts(connection: Connection, campaigns: list[_Campaign], now: dt.datetime) -> bool:
@@ -722,12 +764,9 @@ def _rulebook(connection: Connection) -> RuleBook:
     return _RULEBOOK
 
 
-_CONVERSATION = ", ".join(f"'{o}'" for o in frequency.CONVERSATION_OUTCOMES)
 _HISTORIES = text(
     f"""
-    SELECT o.phone_e164, o.sent_at,
-           CASE WHEN o.outcome IN ({_CONVERSATION}) OR o.status = 'up' THEN o.answered_at
-           END AS conversation_at
+    SELECT o.phone_e164, o.sent_at, {frequency.CONVERSATION_AT_SQL} AS conversation_at
       FROM call_attempts o
      WHERE o.phone_e164 = ANY(CAST(:phones AS text[])) AND o.sent_at >= :since
     """

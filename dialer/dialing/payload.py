@@ -10,6 +10,9 @@ the IVR's transfer through the trunk's channel template. The reference dialplan 
 build `PJSIP/<prefix><number>@<trunk name>`, an endpoint that does not exist when the template
 names another one (`PJSIP/{number}@carrier-east`) or another technology (`Local/...`). It is
 sent only when it differs from that default, so the spec's payloads stay as they are.
+
+A second, `transfer_queue`/`TRANSFER_QUEUE`: the Asterisk queue a key press transfers into
+(the reference dialplan's `Queue(${TRANSFER_QUEUE})`), sent only by campaigns that have one.
 """
 
 from __future__ import annotations
@@ -66,6 +69,7 @@ class CallSettings:
     amd_enabled: bool = True
     caller_id_name: str | None = None
     region: str = "US"
+    transfer_queue: str = ""
 
     @classmethod
     def from_campaign(cls, campaign: _CampaignLike) -> CallSettings:
@@ -84,6 +88,7 @@ class CallSettings:
             amd_enabled=campaign.amd_enabled,
             caller_id_name=campaign.caller_id_name,
             region=campaign.region,
+            transfer_queue=campaign.transfer_queue,
         )
 
 
@@ -123,6 +128,7 @@ class _CampaignLike(Protocol):
     amd_enabled: bool
     caller_id_name: str | None
     region: str
+    transfer_queue: str
 
 
 def custom_call_id(epoch_ms: int, attempt_id: int) -> str:
@@ -190,6 +196,11 @@ class OriginateTemplate:
                 f"channel template {trunk.channel_template!r} (trunk {trunk.name!r}) must not "
                 "give commas, line breaks or NUL characters"
             )
+        if _DIAL_STRING_FORBIDDEN.intersection(settings.transfer_queue):
+            raise PayloadError(
+                f"transfer queue {settings.transfer_queue!r} must not contain commas, line "
+                "breaks or NUL characters"
+            )
         if _DIAL_STRING_FORBIDDEN.intersection(settings.transfer_prefix):
             raise PayloadError(
                 f"transfer prefix {settings.transfer_prefix!r} must not contain commas, line "
@@ -242,6 +253,9 @@ class OriginateTemplate:
         if self.transfer_dial:
             variables["transfer_dial"] = self.transfer_dial
             variables["TRANSFER_DIAL"] = self.transfer_dial
+        if settings.transfer_queue:
+            variables["transfer_queue"] = settings.transfer_queue
+            variables["TRANSFER_QUEUE"] = settings.transfer_queue
         return {
             "action": "Originate",
             "actionid": call_id,

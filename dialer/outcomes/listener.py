@@ -81,7 +81,7 @@ from dialer.ami.events import (
     extract,
 )
 from dialer.campaigns import pbxs
-from dialer.outcomes import reconcile, timeline
+from dialer.outcomes import queue_board, queue_store, reconcile, timeline
 from dialer.outcomes.callstore import BatchResult, CallStore, HeldClose, Observation
 from dialer.outcomes.facts import Closed, CloseReason
 from dialer.settings import AmiServer
@@ -113,6 +113,8 @@ class ListenerOptions:
     closed_calls_kept: int = 20_000
     # The listener's beat in the PBX's row: how every host knows it is alive (connected or not).
     heartbeat_interval: float = pbxs.HEARTBEAT_INTERVAL_S
+    # The queues' members and agent time are written this often (what queue pacing reads).
+    queue_interval: float = 0.25
 
 
 @dataclass
@@ -278,6 +280,9 @@ class Listener:
         # PBX states to report, in order (None: stop reporting).
         self._states: asyncio.Queue[tuple[str, str] | None] | None = None
         self._room = asyncio.Event()  # set by each write that went through
+        # The PBX's queue members, for queue-paced campaigns (written by `_queue_loop`).
+        self.board = queue_board.QueueBoard(self.pbx)
+        self._queue_write_failed = False
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -302,6 +307,7 @@ class Listener:
                 for n, writer in enumerate(self._writers)
             ),
             asyncio.create_task(self._reconcile_loop(client), name="listener-reconcile"),
+            asyncio.create_task(self._queue_loop(), name="listener-queues"),
             asyncio.create_task(self._close_on(stop, client), name="listener-stop"),
         ]
         try:
@@ -350,6 +356,11 @@ class Listener:
         stats = self.stats
         stats.events += 1
         name = event.get("Event")
+        if name in queue_board.MEMBER_EVENTS:
+            self.board.apply(event, time.time())
+            return
+        if name in queue_board.AGENT_EVENTS:
+            self.board.apply(event, time.time())  # and on to the call's facts
         if name not in USED_EVENTS:
             if name == CONNECTED_EVENT:
                 self._report("up", "listener connected")
@@ -627,7 +638,43 @@ class Listener:
         metrics.AMI_RECONNECTS.labels(self.pbx).inc()
         if self.options.filter_events:
             await self._install_filters(client)
+        await self._queue_snapshot(client)
         await self.reconcile(client, on_connect=True)
+
+    # -- queues ---------------------------------------------------------------------------------
+
+    async def _queue_snapshot(self, client: AmiClient) -> None:
+        """Read every queue's members (QueueStatus): events missed while disconnected are
+        replaced by what the PBX has now."""
+        self.board.begin_snapshot()
+        try:
+            entries = await client.action_list({"Action": "QueueStatus"})
+        except AmiError as exc:
+            log.warning("AMI %s: queue members not read (QueueStatus): %s", self.pbx, exc)
+            return
+        self.board.apply_snapshot(entries, time.time())
+
+    async def _queue_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.options.queue_interval)
+            await self.write_queues()
+
+    async def write_queues(self) -> None:
+        """Write the board's changes; kept for the next try when the database is away."""
+        changes = self.board.take_changes(time.time())
+        if not changes:
+            return
+        try:
+            await asyncio.to_thread(queue_store.write_changes, self.engine, self.pbx, changes)
+        except Exception as exc:
+            self.board.give_back(changes)
+            if not self._queue_write_failed:
+                log.warning("listener %s: queue members not written: %s", self.pbx, exc)
+            self._queue_write_failed = True
+        else:
+            if self._queue_write_failed:
+                log.info("listener %s: queue members written again", self.pbx)
+            self._queue_write_failed = False
 
     async def _install_filters(self, client: AmiClient) -> None:
         # Sent back to back, not one per round trip: once the first include filter is in place

@@ -215,10 +215,12 @@ def _answered(facts: CallFacts, press_key: str, opt_out_key: str | None) -> Outc
     if facts.transfer_answered_at is not None or facts.transfer_status == "ANSWER":
         return Outcome.TRANSFERRED
     if facts.transfer_requested_at is not None or (digit and digit == press_key):
+        if facts.transfer_queue is not None:
+            # Left the queue before an agent answered. A failed status there is one agent's
+            # ring (app_queue's DialEnd), after which the queue rang others.
+            return Outcome.QUEUE_ABANDONED
         if facts.transfer_status in TRANSFER_FAILURES:
             return Outcome.FAILED
-        if facts.transfer_queue is not None:
-            return Outcome.QUEUE_ABANDONED  # left the queue before an agent answered
         if facts.transfer_requested_at is not None:
             return Outcome.ABANDONED  # hung up while the transfer target rang
         return Outcome.FAILED  # pressed the key, but no transfer followed

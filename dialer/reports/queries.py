@@ -93,6 +93,8 @@ EXPORT_COLUMNS = (
     "originate_response_at",
     "caller_id",
     "dialled_phone",
+    "queue_wait_s",
+    "agent",
 )
 # The export's text columns: those a spreadsheet could take for a formula. The others are
 # numbers, times and flags, and contact_fields is a JSON object ("{...}").
@@ -123,6 +125,7 @@ EXPORT_TEXT_COLUMNS = frozenset(
         "pbx",
         "caller_id",
         "dialled_phone",
+        "agent",
     }
 )
 # Current sends per trunk are counted among attempts queued this recently: an attempt waits
@@ -168,10 +171,12 @@ def _rows(conn: Connection, query: str, **params: Any) -> list[dict[str, Any]]:
 
 
 def find_campaign(conn: Connection, name: str) -> dict[str, Any]:
-    """The campaign's id, name, status and trunk; CampaignNotFound if there is none."""
+    """The campaign's id, name, status, trunk, press key and transfer queue; CampaignNotFound
+    if there is none."""
     rows = _rows(
         conn,
-        "SELECT id, name, status, trunk_id, press_key FROM campaigns WHERE name = :name",
+        "SELECT id, name, status, trunk_id, press_key, transfer_queue FROM campaigns"
+        " WHERE name = :name",
         name=name,
     )
     if not rows:
@@ -180,16 +185,117 @@ def find_campaign(conn: Connection, name: str) -> dict[str, Any]:
 
 
 def campaign_summary(
-    conn: Connection, campaign: str, since: dt.datetime | None = None
+    conn: Connection, campaign: str, since: dt.datetime | None = None, *, queue: bool = True
 ) -> dict[str, Any]:
-    """One row of `campaign_summary` (or `campaign_summary_since(since)`) for a campaign."""
+    """One row of `campaign_summary` (or `campaign_summary_since(since)`) for a campaign; for
+    a campaign that transfers into a queue, with its `queue_figures` unless `queue` is false."""
     found = find_campaign(conn, campaign)
     if since is None:
-        return _rows(
+        summary = _rows(
             conn, "SELECT * FROM campaign_summary WHERE campaign_id = :id", id=found["id"]
         )[0]
-    query = "SELECT * FROM campaign_summary_since(:since) WHERE campaign_id = :id"
-    return _rows(conn, query, id=found["id"], since=since)[0]
+    else:
+        query = "SELECT * FROM campaign_summary_since(:since) WHERE campaign_id = :id"
+        summary = _rows(conn, query, id=found["id"], since=since)[0]
+    if queue and found["transfer_queue"]:
+        summary.update(queue_figures(conn, found["id"], since=since))
+    return summary
+
+
+_OPEN = ", ".join(f"'{s}'" for s in OPEN_ATTEMPT_STATUSES)
+# The rolling window of the `..._5m` queue figures.
+QUEUE_WINDOW = dt.timedelta(minutes=5)
+QUEUE_FIGURES = (
+    "transfer_abandon_rate",
+    "avg_queue_wait_seconds",
+    "agent_occupancy",
+    "transfer_abandon_rate_5m",
+    "avg_queue_wait_seconds_5m",
+    "agent_occupancy_5m",
+)
+# One statement: the campaign's attempts by its campaign index, then its queue's agent minutes
+# within the campaign's span. `pbx = ANY(...)` gives the agent minutes' key (pbx, queue,
+# minute) its leading column, and the scalar subqueries make queue and minutes index bounds:
+# they are read as index ranges rather than scanned.
+_QUEUE_FIGURES = text(
+    f"""
+    WITH k AS (
+        SELECT c.transfer_queue AS queue,
+               c.status IN ({", ".join(f"'{s}'" for s in FINAL_CAMPAIGN_STATUSES)}) AS final,
+               coalesce(CAST(:now AS timestamptz), now()) AS now,
+               coalesce(CAST(:since AS timestamptz), '-infinity') AS since,
+               date_trunc('minute', coalesce(CAST(:now AS timestamptz), now())
+                                    - CAST(:window AS interval)) AS window_minute,
+               coalesce(CAST(:now AS timestamptz), now()) - CAST(:window AS interval)
+                   AS window_start
+          FROM campaigns c
+         WHERE c.id = :id
+    ), mine AS (
+        SELECT a.sent_at, a.ended_at, a.status, a.outcome, a.queue_wait_s,
+               a.status = 'ended' AND a.transfer_queue IS NOT NULL
+                   AND a.outcome IN ('transferred', 'queue_abandoned') AS queued,
+               a.ended_at > (SELECT window_start FROM k)
+                   AND a.ended_at <= (SELECT now FROM k) AS recent
+          FROM call_attempts a
+         WHERE a.campaign_id = :id AND a.queued_at >= (SELECT since FROM k)
+    ), calls AS (
+        SELECT min(m.sent_at) AS span_start,
+               CASE WHEN k.final AND NOT coalesce(bool_or(m.status IN ({_OPEN})), false)
+                    THEN coalesce(max(m.ended_at), k.now)
+                    ELSE k.now END AS span_end,
+               count(*) FILTER (WHERE m.queued) AS entered,
+               count(*) FILTER (WHERE m.queued AND m.outcome = 'queue_abandoned') AS abandoned,
+               avg(m.queue_wait_s) FILTER (WHERE m.queued) AS wait,
+               count(*) FILTER (WHERE m.queued AND m.recent) AS entered_5m,
+               count(*) FILTER (WHERE m.queued AND m.recent
+                                  AND m.outcome = 'queue_abandoned') AS abandoned_5m,
+               avg(m.queue_wait_s) FILTER (WHERE m.queued AND m.recent) AS wait_5m
+          FROM k LEFT JOIN mine m ON true
+         GROUP BY k.final, k.now
+    ), agents AS (
+        SELECT sum(q.staffed_s) AS staffed, sum(q.busy_s) AS busy,
+               sum(q.staffed_s) FILTER (WHERE q.minute >= k.window_minute) AS staffed_5m,
+               sum(q.busy_s) FILTER (WHERE q.minute >= k.window_minute) AS busy_5m
+          FROM k
+          JOIN queue_agent_minutes q
+            ON q.pbx = ANY (ARRAY(SELECT name FROM pbxs)) AND q.queue = (SELECT queue FROM k)
+           AND q.minute >= (SELECT date_trunc('minute', span_start) FROM calls)
+           AND q.minute <= (SELECT span_end FROM calls)
+    )
+    SELECT round(c.abandoned::numeric / nullif(c.entered, 0), 4)::double precision
+               AS transfer_abandon_rate,
+           round(c.wait, 3)::double precision AS avg_queue_wait_seconds,
+           round((a.busy / nullif(a.staffed, 0))::numeric, 4)::double precision
+               AS agent_occupancy,
+           round(c.abandoned_5m::numeric / nullif(c.entered_5m, 0), 4)::double precision
+               AS transfer_abandon_rate_5m,
+           round(c.wait_5m, 3)::double precision AS avg_queue_wait_seconds_5m,
+           round((a.busy_5m / nullif(a.staffed_5m, 0))::numeric, 4)::double precision
+               AS agent_occupancy_5m
+      FROM calls c CROSS JOIN agents a
+    """
+)
+
+
+def queue_figures(
+    conn: Connection,
+    campaign_id: int,
+    *,
+    since: dt.datetime | None = None,
+    now: dt.datetime | None = None,
+) -> dict[str, float | None]:
+    """How a campaign's transfers into its queue went (attempts queued since `since`).
+
+    Attempts that entered the queue: those ended as transferred or queue_abandoned with a
+    transfer queue. `transfer_abandon_rate`: the share of them that ended queue_abandoned;
+    `avg_queue_wait_seconds`: their mean queue_wait_s; `agent_occupancy`: busy over staffed
+    agent-seconds of the campaign's queue (queue_agent_minutes, every PBX) in the minutes from
+    that of the campaign's first send to its last end (to `now` while it may still call). The
+    `_5m` figures: the same for the attempts that ended, and the minutes that overlap, the last
+    `QUEUE_WINDOW`. Each is None when there is nothing to divide by.
+    """
+    params = {"id": campaign_id, "since": since, "now": now, "window": QUEUE_WINDOW}
+    return dict(conn.execute(_QUEUE_FIGURES, params).one()._mapping)
 
 
 def list_calls(
@@ -355,7 +461,7 @@ def watch_frame(
     READ transaction for numbers from one instant.
     """
     found = find_campaign(conn, campaign)
-    summary = campaign_summary(conn, campaign)
+    summary = campaign_summary(conn, campaign, queue=False)
     window = dt.timedelta(seconds=window_seconds)
     params = {
         "id": found["id"],
