@@ -6,13 +6,13 @@ import asyncio
 import gc
 import json
 import signal
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
 import click
 
-from dialer.pbxsim import ConfigError, PbxSimulator, SimConfig
+from dialer.pbxsim import AgentModel, ConfigError, PbxSimulator, SimConfig
 from dialer.pbxsim.capacity import DEFAULT_MAX_WAIT
 from dialer.pbxsim.server import server_tls_context
 from dialer.settings import get_settings
@@ -97,6 +97,42 @@ from dialer.settings import get_settings
     show_default=True,
     help="Seconds a restart (SIGUSR2) stays down before listening again.",
 )
+@click.option(
+    "--agents",
+    "agent_count",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help='Agents PJSIP/agent1..N ("Agent 1"...) in every queue from the start.',
+)
+@click.option(
+    "--agent-answer",
+    type=click.FloatRange(min=0),
+    help="Mean seconds an agent takes to answer when rung (turns the agent model on).  "
+    "[default: 2]",
+)
+@click.option(
+    "--agent-talk",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Mean seconds an agent talks before hanging up (turns the agent model on).  [default: 60]",
+)
+@click.option(
+    "--agent-wrapup",
+    type=click.FloatRange(min=0),
+    help="Mean seconds of after-call work before an agent takes another call (turns the "
+    "agent model on).  [default: 5]",
+)
+@click.option(
+    "--caller-patience",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Mean seconds a callee waits in a queue before hanging up (turns the agent model "
+    "on).  [default: waits until served]",
+)
+@click.option(
+    "--agent-seed",
+    type=int,
+    help="Seed of the agent model's random draws (turns the agent model on).  [default: 0]",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the listening address as JSON.")
 def pbx_sim(
     host: str | None,
@@ -116,6 +152,12 @@ def pbx_sim(
     tls_cert: Path | None,
     tls_key: Path | None,
     restart_down: float,
+    agent_count: int,
+    agent_answer: float | None,
+    agent_talk: float | None,
+    agent_wrapup: float | None,
+    caller_patience: float | None,
+    agent_seed: int | None,
     as_json: bool,
 ) -> None:
     """Run the PBX simulator: an AMI server that behaves like Asterisk 22.
@@ -137,11 +179,20 @@ def pbx_sim(
     an Originate that would wait over --capacity-wait seconds, or finds
     every channel taken, fails (Reason 0, cause 34).
 
+    Call queues serve waiting callees with free members, the one idle
+    longest first. --agents N puts agents PJSIP/agent1..N in every queue.
+    Any --agent-* or --caller-patience option turns on the agent model:
+    members answer, talk and wrap up for random times around those means
+    (seconds at speed 1), and callees left waiting past their patience hang
+    up; without it members behave by their number like callees.
+
     \b
     Example:
         dialer pbx-sim --port 5038 --username dialer --secret dialerpass --speed 10
         dialer pbx-sim --port 0 --json --record /tmp/actions.jsonl --max-channels 200
         dialer pbx-sim --port 5039 --tls-cert pbx.pem --tls-key pbx.key --capacity-cps 50
+        dialer pbx-sim --speed 20 --agents 10 --agent-talk 90 --agent-wrapup 10 \\
+            --caller-patience 45 --agent-seed 7
     """
     ami = get_settings().ami
     try:
@@ -161,6 +212,8 @@ def pbx_sim(
             capacity_wait=capacity_wait,
             tls_cert=tls_cert,
             tls_key=tls_key,
+            agents=agent_model(agent_answer, agent_talk, agent_wrapup, caller_patience, agent_seed),
+            agent_count=agent_count,
         )
         if capacity_file is not None and capacity_file.exists():
             config = replace(config, **_config_capacity(read_capacity_file(capacity_file)))
@@ -198,6 +251,8 @@ async def _serve(
                     "username": config.username,
                     "tls": sim.tls,
                     "capacity": {k: v for k, v in sim.capacity().items() if k in _LIMITS},
+                    "agents": config.agent_count,
+                    "agent_model": asdict(config.agents) if config.agents else None,
                 }
             )
         else:
@@ -207,6 +262,26 @@ async def _serve(
             )
         click.echo(ready)
         await stop.wait()
+
+
+def agent_model(
+    answer: float | None,
+    talk: float | None,
+    wrapup: float | None,
+    patience: float | None,
+    seed: int | None,
+) -> AgentModel | None:
+    """The agent model the options ask for: None when none of them is given, else the
+    defaults for those left out."""
+    given = {
+        "answer": answer,
+        "talk": talk,
+        "wrapup": wrapup,
+        "patience": patience,
+        "seed": seed,
+    }
+    chosen = {name: value for name, value in given.items() if value is not None}
+    return AgentModel(**chosen) if chosen else None
 
 
 def _drop_sessions(sim: PbxSimulator) -> None:

@@ -94,6 +94,7 @@ class Timings:
     target_stays: float = 5.905  # transfer target answer -> its hangup
     long_lived_stays: float = 60.0  # the same for numbers ending in 99
     transfer_timeout: float = 30.0  # Dial(...,30) of the transfer leg
+    queue_retry: float = 5.0  # a queue member's ring unanswered -> the caller's next ring (retry)
     recording: float = 0.01  # answer -> MixMonitor starts
     atxfer_feature_gap: float = 0.156  # first feature-code digit -> second
     atxfer_hold: float = 0.1  # last feature-code digit -> Hold

@@ -7,7 +7,6 @@ the `;1`/`;2` pair.
 
 from __future__ import annotations
 
-import time
 from typing import TYPE_CHECKING
 
 from dialer.pbxsim import codes
@@ -16,16 +15,15 @@ from dialer.pbxsim.behaviour import (
     ANSWERS_AT_ONCE,
     Callee,
     callee_for,
-    parse_dial_string,
     user_event_fields,
 )
 from dialer.pbxsim.channels import Channel
 from dialer.pbxsim.dialplan import Role
 from dialer.pbxsim.engine import originate_target
 from dialer.pbxsim.ivr import Ivr
-from dialer.pbxsim.legs import Leg, dial, transfer_target
+from dialer.pbxsim.legs import dial, transfer_target
 from dialer.pbxsim.parties import FAR_END, Party
-from dialer.pbxsim.queues import STATUS_INUSE, STATUS_NOT_INUSE, Member, Queue
+from dialer.pbxsim.queue_callers import QueueCaller
 
 if TYPE_CHECKING:
     from dialer.pbxsim.engine import Engine, OriginateRequest
@@ -46,9 +44,7 @@ def originate(engine: Engine, request: OriginateRequest) -> None:
 def _placeable(engine: Engine, request: OriginateRequest) -> bool:
     target = request.target
     if target.tech not in ("Local", "PJSIP") or (
-        target.tech == "PJSIP"
-        and engine.config.endpoints is not None
-        and target.endpoint not in engine.config.endpoints
+        target.tech == "PJSIP" and not engine.endpoint_exists(target.endpoint)
     ):
         engine.fail_originate(request, codes.REASON_FAILED)
         return False
@@ -101,10 +97,9 @@ class Call(Party):
         self.dial_begun = False  # DialBegin sent: a dial loop is waiting for the callee
         self.answered_at: float | None = None
         self.ivr: Ivr | None = None
-        self.queue: Queue | None = None
-        self.queue_member: Member | None = None
-        self.queue_joined_at = 0.0
-        self.agent_connected_at: float | None = None
+        self.queued: QueueCaller | None = None
+        # The IVR put the callee in a queue: its end is reported (DialerTransferResult) once.
+        self.queue_report_due = False
 
     @property
     def custom_call_id(self) -> str:
@@ -327,7 +322,9 @@ class Call(Party):
             self.ivr.start()
         elif found.role is Role.QUEUE:
             self.dial_mode = "queue"
-            self._join_queue(exten)
+            self.near.at(2, "Queue", exten)
+            if not self.join_queue(exten):
+                self.hang_up(0)
         else:
             self.dial_mode = "redirect"
             dial(self, transfer_target(self, context, exten), self.t.transfer_timeout)
@@ -345,11 +342,16 @@ class Call(Party):
                 ),
             )
             self.hang_up()
-        elif self.dial_mode == "queue":
+        elif self.dial_mode in ("queue", "ivr-queue"):
+            # A member that did not answer leaves the caller waiting (QueueCaller.ended).
             if status == "ANSWER":
-                self._agent_complete("agent")
+                if self.queued is not None:
+                    self.queued.complete("agent")
+                if self.dial_mode == "ivr-queue":
+                    # Queue(...,c): the callee carries on in the dialplan to report the end.
+                    self.near.at(26)
+                    self.report_queue_result()
                 self.hang_up()
-            # A member that did not answer leaves the caller waiting in the queue.
         else:
             self.hang_up()
 
@@ -370,7 +372,10 @@ class Call(Party):
     def leave_dialplan(self) -> None:
         super().leave_dialplan()
         self.ivr = None
-        self._leave_queue(abandoned=False)
+        self.queue_report_due = False
+        if self.queued is not None:
+            self.queued.sent_elsewhere()
+            self.queued = None
 
     def ami_hangup(self, channel: Channel, cause: int | None) -> None:
         if self.phase == "dialing":
@@ -398,117 +403,42 @@ class Call(Party):
             self.engine.fail_originate(self.request, codes.REASON_FAILED)
 
     def hanging_up(self) -> None:
-        # app_queue: the caller hung up while waiting (QueueCallerAbandon, QueueCallerLeave),
-        # then the channel's Hangup.
-        self._leave_queue(abandoned=True)
+        # app_queue: the caller hung up while waiting (QueueCallerAbandon, QueueCallerLeave) or
+        # talking (AgentComplete), then the `h` extension reports, then the channel's Hangup.
+        if self.queued is not None:
+            self.queued.hanging_up()
+        if self.queue_report_due:
+            self.report_queue_result()
 
     def finish(self) -> None:
-        if self.agent_connected_at is not None:
-            self._agent_complete("caller")
-        self._leave_queue(abandoned=True)
+        if self.queued is not None:
+            self.queued.hanging_up()
+            self.queued = None
         self.phase = "ended"
         super().finish()
         self.engine.calls.discard(self)
 
     # -- queue ----------------------------------------------------------------------------------
 
-    def _join_queue(self, name: str) -> None:
+    def join_queue(self, name: str) -> bool:
+        """Queue(name): False, and nothing done, when there is no such queue."""
         queue = self.engine.queues.get(name)
         if queue is None:
-            self.hang_up(0)
-            return
-        self.queue = queue
-        self.near.at(2, "Queue", name)
-        queue.callers.append(self.near)
-        self.queue_joined_at = self.engine.now()
-        self.events.queue_channel(
-            "QueueCallerJoin",
+            return False
+        self.queued = QueueCaller(self, queue)
+        self.queued.join()
+        return True
+
+    def report_queue_result(self) -> None:
+        """The reference dialplan's DialerTransferResult after Queue(): QUEUESTATUS is empty
+        when an agent took the call or the callee hung up."""
+        self.queue_report_due = False
+        self.near.set_vars({"DIALER_TRANSFER": "reported"})
+        self.events.user_event(
             self.near,
-            f"Queue: {queue.name}\r\nPosition: {len(queue.callers)}\r\nCount: {len(queue.callers)}\r\n",
+            "DialerTransferResult",
+            _fields(("custom_call_id", self.custom_call_id), ("QUEUESTATUS", "")),
         )
-        member = queue.available_member()
-        if member is None:
-            return
-        target = parse_dial_string(member.interface)
-        if target is None:
-            return
-        self.queue_member = member
-        dial(self, target, self.t.transfer_timeout, _QueueHooks(self, queue, member))
-
-    def _leave_queue(self, *, abandoned: bool) -> None:
-        queue, near = self.queue, getattr(self, "near", None)
-        if queue is None or near is None or near not in queue.callers:
-            return
-        position = queue.callers.index(near) + 1
-        queue.callers.remove(near)
-        if abandoned:
-            queue.abandoned += 1
-            hold = self._simulated_seconds(self.queue_joined_at)
-            self.events.queue_channel(
-                "QueueCallerAbandon",
-                near,
-                f"Queue: {queue.name}\r\nPosition: {position}\r\n"
-                f"OriginalPosition: {position}\r\nHoldTime: {hold}\r\n",
-            )
-        self.events.queue_channel(
-            "QueueCallerLeave",
-            near,
-            f"Queue: {queue.name}\r\nPosition: {position}\r\nCount: {len(queue.callers)}\r\n",
-        )
-
-    def _simulated_seconds(self, since: float) -> int:
-        """Whole seconds since `since`, in the call's own (speed-scaled) time."""
-        return int((self.engine.now() - since) * self.engine.config.speed)
-
-    def _agent_complete(self, reason: str) -> None:
-        queue, member = self.queue, self.queue_member
-        if queue is None or member is None or self.agent_connected_at is None:
-            return
-        talk = self._simulated_seconds(self.agent_connected_at)
-        self.agent_connected_at = None
-        queue.completed += 1
-        queue.talk_time = talk
-        self.events.queue(
-            "AgentComplete",
-            f"Queue: {queue.name}\r\nInterface: {member.interface}\r\n"
-            f"MemberName: {member.name}\r\nHoldTime: 0\r\nTalkTime: {talk}\r\nReason: {reason}\r\n",
-        )
-        member.in_call = False
-        member.status = STATUS_NOT_INUSE
-        member.calls_taken += 1
-        member.last_call = int(time.time())
-        self.events.queue("QueueMemberStatus", member.event_body(queue.name))
-
-
-class _QueueHooks:
-    def __init__(self, call: Call, queue: Queue, member: Member) -> None:
-        self.call, self.queue, self.member = call, queue, member
-
-    def _agent_fields(self) -> str:
-        member = self.member
-        return f"Queue: {self.queue.name}\r\nInterface: {member.interface}\r\nMemberName: {member.name}\r\n"
-
-    def dial_started(self, leg: Leg) -> None:
-        near = self.call.near
-        self.call.events.queue(
-            "AgentCalled", near.block() + leg.near.block("Dest") + self._agent_fields()
-        )
-
-    def answered(self, leg: Leg) -> None:
-        call, queue, member = self.call, self.queue, self.member
-        member.in_call = True
-        member.status = STATUS_INUSE
-        call.events.queue("QueueMemberStatus", member.event_body(queue.name))
-        call._leave_queue(abandoned=False)
-        hold = call._simulated_seconds(call.queue_joined_at)
-        call.events.queue(
-            "AgentConnect",
-            call.near.block()
-            + leg.near.block("Dest")
-            + self._agent_fields()
-            + f"HoldTime: {hold}\r\nRingTime: 0\r\n",
-        )
-        call.agent_connected_at = call.engine.now()
 
 
 def _fields(*pairs: tuple[str, str]) -> list[tuple[str, str]]:

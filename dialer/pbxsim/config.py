@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from dialer.pbxsim.behaviour import Timings
 from dialer.pbxsim.capacity import DEFAULT_MAX_WAIT, check_limits
 from dialer.pbxsim.dialplan import Dialplan
+
+if TYPE_CHECKING:
+    from dialer.pbxsim.agents import AgentModel
 
 
 class ConfigError(ValueError):
@@ -44,6 +48,12 @@ class SimConfig:
     # manager.conf `tlsenable`: serve TLS with this certificate (PEM, the chain) and key.
     tls_cert: Path | None = None
     tls_key: Path | None = None
+    # How queue agents and waiting callees behave (dialer.pbxsim.agents); None: members behave
+    # by their number's last two digits and callees wait in a queue until they hang up.
+    agents: AgentModel | None = None
+    # Members PJSIP/agent1..N ("Agent 1"...) in every queue from the start; their endpoints
+    # exist even when `endpoints` lists the trunks.
+    agent_count: int = 0
 
     def __post_init__(self) -> None:
         if not self.speed > 0:
@@ -66,6 +76,10 @@ class SimConfig:
         for name, path in (("tls_cert", self.tls_cert), ("tls_key", self.tls_key)):
             if path is not None and not Path(path).is_file():
                 raise ConfigError(f"{name}: no file at {str(path)!r}")
+        if isinstance(self.agent_count, bool) or not isinstance(self.agent_count, int):
+            raise ConfigError(f"agent_count must be an integer, got {self.agent_count!r}")
+        if self.agent_count < 0:
+            raise ConfigError(f"agent_count must be 0 or more, got {self.agent_count}")
         if self.write is not None:
             unknown = {p for p in self.write if p != p.strip().lower() or not p.isalpha()}
             if unknown:

@@ -97,6 +97,11 @@ class Engine:
             max_wait=config.capacity_wait,
         )
         self.parties: set[Party] = set()  # everything with a timeline, transfer legs included
+        # Queue agents' draws (None: members behave by their number), and their endpoints.
+        self.agent_draws = config.agents.draws() if config.agents is not None else None
+        self.agent_endpoints = frozenset(f"agent{k}" for k in range(1, config.agent_count + 1))
+        # Set while every call is being hung up: queues take no new calls to their members.
+        self.closing = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._virtual_now: float | None = None
         self._ticks: dict[int, list[Timer]] = {}
@@ -157,6 +162,10 @@ class Engine:
             yield
         finally:
             self._virtual_now = previous
+
+    def endpoint_exists(self, endpoint: str) -> bool:
+        endpoints = self.config.endpoints
+        return endpoints is None or endpoint in endpoints or endpoint in self.agent_endpoints
 
     # -- channels -------------------------------------------------------------------------------
 
@@ -244,6 +253,7 @@ class Engine:
         """ast_softhangup_all, as `core restart now` does it: every channel is asked to hang up
         at once (SoftHangupRequest, cause 4), then each call hangs up where it is, its channels
         taken in the order they were created (a caller before the legs it dialled)."""
+        self.closing = True
         channels = list(self.registry)
         for channel in channels:
             self.events.soft_hangup_request(channel, codes.SOFTHANGUP_SHUTDOWN)
@@ -261,6 +271,7 @@ class Engine:
 
     def stop(self) -> None:
         """Drop every call without events: the PBX went away."""
+        self.closing = True
         for party in list(self.parties):
             party.abandon()
         self.parties.clear()
@@ -268,11 +279,13 @@ class Engine:
         self.capacity.clear()
         self._ticks.clear()
         self.registry.clear()
+        self.closing = False
 
     def reboot(self) -> None:
         """A new Asterisk process: no calls, and Uniqueids and channel names counted afresh."""
         self.stop()
         self.registry = ChannelRegistry()
+        self.closing = False
 
 
 def _timer_order(timer: Timer) -> tuple[float, int]:

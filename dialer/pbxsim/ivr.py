@@ -5,6 +5,12 @@ path for machines (DialerVoicemail) or the prompt and Read() (DialerDTMF), and f
 the transfer (DialerTransfer, Dial, DialerTransferResult). Every UserEvent carries
 `custom_call_id`, split on commas like the dialplan's UserEvent() arguments.
 
+With TRANSFER_QUEUE set (it wins over TRANSFER_NUMBER) the press key puts the callee in that
+queue instead, as the reference dialplan's `queue` branch does: DialerTransfer with
+TRANSFER_QUEUE, Queue(${TRANSFER_QUEUE},c), then DialerTransferResult with QUEUESTATUS when the
+agent hangs up, when the callee hangs up (the `h` extension), or at once for a queue that does
+not exist.
+
 The transfer dials TRANSFER_DIAL when the dialer sent it (the trunk's channel template), else
 what the dialplan builds, `PJSIP/${TRANSFER_PREFIX}${TRANSFER_NUMBER}@${TRUNK}`: an endpoint
 that does not exist fails the Dial() (CHANUNAVAIL). A Local call without TRANSFER_DIAL (a raw
@@ -120,8 +126,10 @@ class Ivr:
         call.near.set_vars({"DTMF_DIGIT": digit, "READSTATUS": status})
         call.near.at(20)
         self._user_event("DialerDTMF", ("DTMF", digit), ("READSTATUS", status))
-        number = self.var("TRANSFER_NUMBER")
-        if digit and digit == self.press_key and number:
+        queue, number = self.var("TRANSFER_QUEUE"), self.var("TRANSFER_NUMBER")
+        if digit and digit == self.press_key and queue:
+            call.after(STEP, self.t.after_dtmf, self._queue, queue)
+        elif digit and digit == self.press_key and number:
             call.after(STEP, self.t.after_dtmf, self._transfer, number)
         else:
             call.near.at(22, "Hangup", "")
@@ -148,6 +156,19 @@ class Ivr:
         call.near.at(25, "Dial", f"{channel},30,g")
         call.dial_mode = "ivr"
         dial(call, target, self.t.transfer_timeout)
+
+    def _queue(self, name: str) -> None:
+        call = self.call
+        call.near.at(24)
+        self._user_event("DialerTransfer", ("TRANSFER_QUEUE", name))
+        call.near.set_vars({"DIALER_TRANSFER": "queued"})
+        call.near.at(25, "Queue", f"{name},c")
+        call.dial_mode = "ivr-queue"
+        call.queue_report_due = True
+        if not call.join_queue(name):
+            call.near.at(26)
+            call.report_queue_result()
+            call.hang_up()
 
     def _voicemail(self) -> None:
         call = self.call

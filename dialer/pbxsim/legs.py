@@ -29,11 +29,26 @@ class LegHooks(Protocol):
 
     def answered(self, leg: Leg) -> None: ...
 
+    def ended(self, leg: Leg, status: str) -> None:
+        """The leg ended unanswered: NOANSWER, BUSY, CONGESTION, CHANUNAVAIL or CANCEL."""
 
-def dial(caller: Party, target: DialTarget, timeout: float, hooks: LegHooks | None = None) -> None:
-    """Dial(): `caller` rings `target`; the new leg is its `dialing` until it answers or fails."""
-    caller.dialing = Leg(caller.engine, caller, target, timeout, hooks)
-    caller.dialing.start()
+
+def dial(
+    caller: Party,
+    target: DialTarget,
+    timeout: float,
+    hooks: LegHooks | None = None,
+    *,
+    answer_after: float | None = None,
+    talk: float | None = None,
+) -> None:
+    """Dial(): `caller` rings `target`; the new leg is its `dialing` until it answers or fails.
+
+    With `answer_after` (a queue agent) the target rings that long, then stays `talk`, whatever
+    its number, and a PJSIP endpoint not in the configured list exists."""
+    leg = Leg(caller.engine, caller, target, timeout, hooks, answer_after=answer_after, talk=talk)
+    caller.dialing = leg
+    leg.start()
 
 
 class Leg(Party):
@@ -44,15 +59,21 @@ class Leg(Party):
         target: DialTarget,
         timeout: float,
         hooks: LegHooks | None = None,
+        *,
+        answer_after: float | None = None,
+        talk: float | None = None,
     ) -> None:
         super().__init__(engine)
         self.caller = caller
         self.target = target
         self.timeout = timeout
         self.hooks = hooks
+        self.answer_after = answer_after
+        self.talk = talk
         self.callee = callee_for(target.number)
         self.partner = None
         self.answered = False
+        self.reported = False  # hooks.ended called
 
     def start(self) -> None:
         engine, target = self.engine, self.target
@@ -88,7 +109,7 @@ class Leg(Party):
                 self.after("unroutable", self.t.setup, self._unroutable)
                 return
         elif target.tech == "PJSIP" and (
-            engine.config.endpoints is None or target.endpoint in engine.config.endpoints
+            self.answer_after is not None or engine.endpoint_exists(target.endpoint)
         ):
             self.near = engine.new_channel(
                 name=f"PJSIP/{target.endpoint}-{registry.next_suffix('PJSIP')}",
@@ -110,7 +131,13 @@ class Leg(Party):
         if self.hooks is not None:
             self.hooks.dial_started(self)
         callee = self.callee
-        if callee is Callee.BUSY:
+        if self.answer_after is not None:
+            self._ringing()
+            if self.answer_after >= self.timeout:
+                self.after("dial", self.timeout, self._no_answer)
+            else:
+                self.after("dial", self.answer_after, self._answer)
+        elif callee is Callee.BUSY:
             self.after("dial", self.t.reject, self._rejected, "BUSY", codes.CAUSE_USER_BUSY)
         elif callee is Callee.CONGESTION:
             self.after("dial", self.t.reject, self._rejected, "CONGESTION", codes.CAUSE_CONGESTION)
@@ -129,8 +156,14 @@ class Leg(Party):
             self.partner.connected_num = presented
             self.partner.changed()
 
+    def _unanswered(self, status: str) -> None:
+        if self.hooks is not None and not self.reported:
+            self.reported = True
+            self.hooks.ended(self, status)
+
     def _return(self, status: str) -> None:
         self.finish()
+        self._unanswered(status)
         caller = self.caller
         if caller.dialing is self:
             caller.dialing = None
@@ -188,17 +221,22 @@ class Leg(Party):
         enter(self.engine, bridge, self.near)
         enter(self.engine, bridge, caller)
         self.caller.dial_answered(self)
-        stays = {
-            Callee.ANSWERS_THEN_HANGS_UP: self.t.callee_hangup,
-            Callee.LONG_LIVED: self.t.long_lived_stays,
-        }.get(self.callee, self.t.target_stays)
+        stays = self.talk
+        if stays is None:
+            stays = {
+                Callee.ANSWERS_THEN_HANGS_UP: self.t.callee_hangup,
+                Callee.LONG_LIVED: self.t.long_lived_stays,
+            }.get(self.callee, self.t.target_stays)
         self.after(FAR_END, stays, self.remote_hang_up)
 
     def shut_down(self) -> None:
         """Still ringing: the caller's Dial() gives up on it (DialEnd CANCEL) first."""
-        if not self.ended and not self.answered:
+        unanswered = not self.ended and not self.answered
+        if unanswered:
             self.events.dial_end(self.caller.near, self.near, "CANCEL")
         super().shut_down()
+        if unanswered:
+            self._unanswered("CANCEL")
 
     def cancel_dial(self) -> None:
         """The caller gave up while this leg was still ringing."""
@@ -207,6 +245,7 @@ class Leg(Party):
         self.events.dial_end(self.caller.near, self.near, "CANCEL")
         self.engine.hangup_from(self.near, self.partner, 0)
         self.finish()
+        self._unanswered("CANCEL")
 
     def enter(self, context: str, exten: str) -> None:
         """Continue in dialplan `context`,`exten` (Redirect, transfer): a dialled leg can only

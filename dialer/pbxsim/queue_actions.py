@@ -1,11 +1,12 @@
-"""QueueAdd, QueueRemove, QueueStatus, QueueSummary with app_queue's messages."""
+"""QueueAdd, QueueRemove, QueuePause, QueueStatus, QueueSummary with app_queue's messages."""
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING
 
 from dialer.pbxsim import codes
-from dialer.pbxsim.queues import STATUS_NOT_INUSE, Member
+from dialer.pbxsim.queue_callers import longest_hold, serve_soon
 from dialer.pbxsim.wire import (
     Message,
     ack,
@@ -39,19 +40,20 @@ def queue_add(session: AmiSession, message: Message) -> None:
         return
     penalty = int_prefix(get("Penalty")) or 0
     wrapuptime = int_prefix(get("Wrapuptime")) or 0
-    member = Member(
+    paused = codes.is_true(get("Paused"))
+    member = session.sim.queues.add_member(
+        queue,
         interface=interface,
         name=get("MemberName") or interface,
         state_interface=get("StateInterface") or interface,
         penalty=max(0, penalty),
-        paused=codes.is_true(get("Paused")),
-        paused_reason=get("Reason") if codes.is_true(get("Paused")) else "",
+        paused=paused,
+        paused_reason=get("Reason") if paused else "",
         wrapuptime=max(0, wrapuptime),
-        status=STATUS_NOT_INUSE,
     )
-    queue.members[interface] = member
     session.send(ack(message, "Added interface to queue"))
     session.sim.events.queue("QueueMemberAdded", member.event_body(queue.name))
+    serve_soon(session.sim.engine, queue)
 
 
 def queue_remove(session: AmiSession, message: Message) -> None:
@@ -69,6 +71,34 @@ def queue_remove(session: AmiSession, message: Message) -> None:
         return
     session.send(ack(message, "Removed interface from queue"))
     session.sim.events.queue("QueueMemberRemoved", member.event_body(queue.name))
+
+
+def queue_pause(session: AmiSession, message: Message) -> None:
+    """manager_pause_queue_member: the interface in the named queue, or in every queue it is in."""
+    get = message.get
+    interface, paused_text = get("Interface"), get("Paused")
+    if not interface or not paused_text:
+        session.send(error(message, "Need 'Interface' and 'Paused' parameters."))
+        return
+    paused, name, reason = codes.is_true(paused_text), get("Queue"), get("Reason")
+    queues = session.sim.queues
+    found = [
+        (queue, member)
+        for queue, member in queues.memberships(interface)
+        if not name or queue.name.lower() == name.lower()
+    ]
+    if not found:
+        session.send(error(message, "Interface not found"))
+        return
+    state = "paused" if paused else "unpaused"
+    session.send(ack(message, f"Interface {state} successfully"))
+    for queue, member in found:
+        member.paused = paused
+        member.paused_reason = reason
+        member.last_pause = int(time.time())
+        session.sim.events.queue("QueueMemberPause", member.event_body(queue.name))
+        if not paused:
+            serve_soon(session.sim.engine, queue)
 
 
 def queue_status(session: AmiSession, message: Message) -> None:
@@ -95,14 +125,13 @@ def queue_summary(session: AmiSession, message: Message) -> None:
     id_line = action_id_line(message)
     queues = session.sim.queues.matching(message.get("Queue"))
     for queue in queues:
-        logged_in = len(queue.members)
-        available = sum(1 for m in queue.members.values() if not m.paused and not m.in_call)
+        longest = longest_hold(session.sim.engine, queue)
         session.send(
             (
-                f"Event: QueueSummary\r\nQueue: {queue.name}\r\nLoggedIn: {logged_in}\r\n"
-                f"Available: {available}\r\nCallers: {len(queue.callers)}\r\n"
+                f"Event: QueueSummary\r\nQueue: {queue.name}\r\nLoggedIn: {len(queue.members)}\r\n"
+                f"Available: {queue.available()}\r\nCallers: {len(queue.callers)}\r\n"
                 f"HoldTime: {queue.hold_time}\r\nTalkTime: {queue.talk_time}\r\n"
-                f"LongestHoldTime: 0\r\n{id_line}\r\n"
+                f"LongestHoldTime: {longest}\r\n{id_line}\r\n"
             ).encode()
         )
     session.send(list_complete(message, "QueueSummaryComplete", len(queues)))
@@ -111,6 +140,7 @@ def queue_summary(session: AmiSession, message: Message) -> None:
 ACTIONS: dict[str, tuple[Handler, str, str]] = {
     "QueueAdd": (queue_add, "Add interface to queue.", "agent,all"),
     "QueueRemove": (queue_remove, "Remove interface from queue.", "agent,all"),
+    "QueuePause": (queue_pause, "Makes a queue member temporarily unavailable.", "agent,all"),
     "QueueStatus": (queue_status, "Show queue status.", "<none>"),
     "QueueSummary": (queue_summary, "Show queue summary.", "<none>"),
 }

@@ -3,14 +3,47 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from dialer.pbxsim.channels import Channel
 
+# Device states (ast_device_state) as QueueMemberStatus reports them.
 STATUS_NOT_INUSE = 1
 STATUS_INUSE = 2
+STATUS_RINGING = 6
+
+
+@dataclass
+class Device:
+    """An agent's phone, shared by its memberships in every queue (ringinuse=no,
+    shared_lastcall): rung, talking or wrapping up for one queue, it takes no call from another."""
+
+    interface: str
+    ringing: bool = False
+    in_call: bool = False
+    wrapping_up: bool = False
+    idle_since: float | None = None  # loop time its last call ended; None: never called
+    status: int = STATUS_NOT_INUSE  # as last reported
+    wrapup_timer: Any = field(default=None, repr=False)  # the engine timer ending the wrap-up
+
+    @property
+    def busy(self) -> bool:
+        return self.ringing or self.in_call or self.wrapping_up
+
+    def state(self) -> int:
+        if self.in_call:
+            return STATUS_INUSE
+        return STATUS_RINGING if self.ringing else STATUS_NOT_INUSE
+
+    def reset(self) -> None:
+        if self.wrapup_timer is not None:
+            self.wrapup_timer.cancel()
+            self.wrapup_timer = None
+        self.ringing = self.in_call = self.wrapping_up = False
+        self.status = STATUS_NOT_INUSE
 
 
 @dataclass
@@ -18,6 +51,7 @@ class Member:
     interface: str
     name: str
     state_interface: str
+    device: Device = field(repr=False)
     penalty: int = 0
     paused: bool = False
     paused_reason: str = ""
@@ -26,8 +60,19 @@ class Member:
     last_call: int = 0
     last_pause: int = 0
     login_time: int = field(default_factory=lambda: int(time.time()))
-    in_call: bool = False
-    status: int = STATUS_NOT_INUSE
+
+    @property
+    def in_call(self) -> bool:
+        return self.device.in_call
+
+    @property
+    def status(self) -> int:
+        return self.device.status
+
+    @property
+    def free(self) -> bool:
+        """Can take a call now: not paused, not ringing, not in a call, not wrapping up."""
+        return not self.paused and not self.device.busy
 
     def fields(self, *, name_key: str = "MemberName", location_key: str = "Interface") -> str:
         return (
@@ -60,6 +105,15 @@ class Queue:
     abandoned: int = 0
     talk_time: int = 0
     hold_time: int = 0
+    serve_due: bool = False  # a pass over the waiting callers is scheduled
+
+    def record_hold(self, seconds: int) -> None:
+        """app_queue recalc_holdtime: a running average weighted 3:1 to the past."""
+        self.hold_time = (self.hold_time * 3 + seconds) // 4
+
+    def record_talk(self, seconds: int) -> None:
+        self.completed += 1
+        self.talk_time = (self.talk_time * 3 + seconds) // 4
 
     def params(self, id_text: str) -> str:
         perf = 100.0 if self.completed else 0.0
@@ -89,16 +143,44 @@ class Queue:
             f"Wait: {int(time.monotonic() - channel.created)}\r\nPriority: 0\r\n{id_text}\r\n"
         )
 
-    def available_member(self) -> Member | None:
-        for member in self.members.values():
-            if not member.paused and not member.in_call:
-                return member
-        return None
+    def available(self) -> int:
+        return sum(1 for member in self.members.values() if member.free)
+
+    def idlest_free(self) -> Member | None:
+        """The free member whose last call ended longest ago (never called: idlest of all)."""
+        free = [member for member in self.members.values() if member.free]
+        if not free:
+            return None
+        return min(free, key=lambda m: (m.device.idle_since is not None, m.device.idle_since or 0))
 
 
 class Queues:
-    def __init__(self, names: tuple[str, ...]) -> None:
+    def __init__(
+        self, names: tuple[str, ...], agents: Sequence[tuple[str, str]] = (), wrapuptime: int = 0
+    ) -> None:
         self._queues = {name: Queue(name) for name in names}
+        self._devices: dict[str, Device] = {}
+        for queue in self._queues.values():
+            for interface, name in agents:
+                self.add_member(
+                    queue, interface=interface, name=name, state_interface=interface,
+                    wrapuptime=wrapuptime,
+                )  # fmt: skip
+
+    def add_member(self, queue: Queue, **fields: Any) -> Member:
+        """A new member of `queue`, sharing the device of the interface's other memberships."""
+        interface = fields["interface"]
+        device = self._devices.setdefault(interface, Device(interface))
+        member = Member(device=device, **fields)
+        queue.members[interface] = member
+        return member
+
+    def memberships(self, interface: str) -> list[tuple[Queue, Member]]:
+        return [
+            (queue, queue.members[interface])
+            for queue in self._queues.values()
+            if interface in queue.members
+        ]
 
     def names(self) -> frozenset[str]:
         return frozenset(self._queues)
@@ -115,6 +197,6 @@ class Queues:
     def reset_calls(self) -> None:
         for queue in self._queues.values():
             queue.callers.clear()
-            for member in queue.members.values():
-                member.in_call = False
-                member.status = STATUS_NOT_INUSE
+            queue.serve_due = False
+        for device in self._devices.values():
+            device.reset()

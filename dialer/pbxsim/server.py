@@ -26,6 +26,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from dialer.pbxsim.agents import agent_interfaces
 from dialer.pbxsim.capacity import KEEP
 from dialer.pbxsim.config import ConfigError, SimConfig
 from dialer.pbxsim.engine import Engine
@@ -42,7 +43,14 @@ class PbxSimulator:
         self.config = config or SimConfig()
         self.bus = EventBus()
         self.events = Events(self.bus)
-        self.queues = Queues(self.config.queues)
+        # The agents it starts with have the model's mean wrap-up as their queues.conf
+        # wrapuptime: what the PBX reports, the drawn wrap-up being at least that.
+        model = self.config.agents
+        self.queues = Queues(
+            self.config.queues,
+            agent_interfaces(self.config.agent_count),
+            wrapuptime=round(model.wrapup) if model is not None else 0,
+        )
         self.engine = Engine(self.config, self.events, self.queues)
         self.globals: dict[str, str] = {}
         self.sessions: set[AmiSession] = set()

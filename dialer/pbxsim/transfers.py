@@ -182,6 +182,9 @@ class _MoveToSecondBridge:
     def dial_started(self, leg: object) -> None:
         return None
 
+    def ended(self, leg: object, status: str) -> None:
+        return None
+
     def answered(self, leg: object) -> None:
         transfer = self.transfer
         original = transfer.original
