@@ -70,8 +70,9 @@ def test_a_cautious_start_dials_less_than_a_measured_campaign() -> None:
     fresh = decide(agents, Flow(), target=0.03)
     measured = decide(agents, MEASURED, target=0.03)
     assert 0 < fresh.calls < measured.calls
-    # The priors overstate transfers per call: 0.6 x 0.5.
-    assert fresh.transfers_per_call == pytest.approx(PRIOR_ANSWER_RATE * PRIOR_PRESS_RATE)
+    # The priors take every call for a transfer: one call per free agent.
+    assert fresh.transfers_per_call == pytest.approx(PRIOR_ANSWER_RATE * PRIOR_PRESS_RATE) == 1
+    assert fresh.calls == 10
 
 
 @pytest.mark.parametrize(
@@ -128,7 +129,7 @@ def test_supply(agents: Agents, horizon: float, handle: float, expected: float) 
 
 @pytest.mark.parametrize(
     ("measured", "trials", "prior", "expected"),
-    [(0, 0, 0.6, 0.6), (40, 100, 0.6, (40 + 12) / 120), (4000, 10_000, 0.6, 0.4)],
+    [(0, 0, 1.0, 1.0), (40, 100, 1.0, (40 + 10) / 110), (4000, 10_000, 1.0, 0.4)],
 )
 def test_learned_rates_move_from_the_prior(
     measured: int, trials: int, prior: float, expected: float

@@ -14,8 +14,9 @@ expected free by then.
 - Calls to start: (k x supply - demand) / (answer rate x press rate), rounded down.
 
 Rates are learned as the campaign runs, from a cautious start: each is a weighted mix of a
-prior that overstates transfers (fewer calls) and what was measured, the prior weighing as
-`PRIOR_WEIGHT` calls. `k` is the feedback: over `MIN_QUEUED` transfers, the worse of the
+prior and what was measured, the prior weighing as `PRIOR_WEIGHT` calls. The priors assume
+every call answered and every callee pressing (one call per free agent), a short time to the
+press and a long handle time: the first calls are few, whatever the campaign's callees do. `k` is the feedback: over `MIN_QUEUED` transfers, the worse of the
 campaign's and the rolling window's abandon rates against the target sets it, from
 `K_MIN` (abandons well over target) to `K_MAX` (none), so occupancy rises while abandons stay
 under target and falls back as soon as they do not. No agent logged in (or all paused):
@@ -27,14 +28,14 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-# Cautious priors: more transfers per call, a shorter horizon, a longer handle time than
-# campaigns see, so the first calls are few.
-PRIOR_ANSWER_RATE = 0.6
-PRIOR_PRESS_RATE = 0.5
-PRIOR_WEIGHT = 20.0
-PRIOR_PRESS_DELAY_S = 8.0
+# Cautious priors: a transfer per call, a short horizon, a long handle time.
+PRIOR_ANSWER_RATE = 1.0
+PRIOR_PRESS_RATE = 1.0
+PRIOR_WEIGHT = 10.0
+PRIOR_PRESS_DELAY_S = 5.0
 PRIOR_HANDLE_S = 120.0
-PRIOR_PRESS_WINDOW_S = 15.0
+# Means (time to press, handle time) are each measured per call: their priors weigh less.
+PRIOR_MEAN_WEIGHT = 5.0
 # Feedback on the abandon rate: the supply multiplier's range and how many transfers must have
 # gone into the queue before the rates count.
 K_MIN = 0.5
@@ -145,7 +146,7 @@ def decide(agents: Agents, flow: Flow, *, target: float) -> Decision:
 
 
 def _mix(measured: float | None, samples: int, prior: float) -> float:
-    """A measured mean pulled towards `prior` as if it had PRIOR_WEIGHT samples."""
+    """A measured mean pulled towards `prior` as if it had PRIOR_MEAN_WEIGHT samples."""
     if measured is None or samples <= 0:
         return prior
-    return (measured * samples + prior * PRIOR_WEIGHT) / (samples + PRIOR_WEIGHT)
+    return (measured * samples + prior * PRIOR_MEAN_WEIGHT) / (samples + PRIOR_MEAN_WEIGHT)
