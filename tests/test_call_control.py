@@ -851,6 +851,26 @@ def test_queue_membership_commands(dialer, sim: PbxSim) -> None:
     assert len(sent(sim, "QueueAdd")) == 3 and len(sent(sim, "QueueRemove")) == 2
 
 
+def test_queue_pause_commands(dialer, sim: PbxSim) -> None:
+    member = "PJSIP/agent7"
+    dialer("queue", "add", "support", member, "--wrapuptime", "15")
+    [add] = sent(sim, "QueueAdd")
+    assert add["Wrapuptime"] == "15"
+    paused = dialer("queue", "pause", member, "--reason", "lunch")
+    assert paused.output.strip() == f"paused {member} in its queues"
+    [pause] = sent(sim, "QueuePause")
+    assert (pause["Interface"], pause["Paused"], pause["Reason"]) == (member, "true", "lunch")
+    assert "Queue" not in pause
+    [queue] = json.loads(dialer("queue", "status", "support", "--json").output)
+    assert [m["paused"] for m in queue["members"]] == [True]
+    back = dialer("queue", "pause", member, "--queue", "support", "--unpause", "--json").output
+    assert json.loads(back)["paused"] is False
+    assert sent(sim, "QueuePause")[-1]["Queue"] == "support"
+    missing = dialer("queue", "pause", "PJSIP/nobody", code=1)
+    assert "PJSIP/nobody is not a member of any queue" in missing.output
+    assert "CR, LF or NUL" in dialer("queue", "pause", member, "--reason", "a\nb", code=2).output
+
+
 def test_a_queue_transfer_reaches_a_member(dialer, calls: Calls, engine: Engine) -> None:
     dialer("queue", "add", "support", f"PJSIP/{TARGET}@MC", "--member-name", "agent99")
     attempt = calls.place(IN_IVR)

@@ -26,6 +26,7 @@ def queue() -> None:
     Example:
         dialer queue status support
         dialer queue add support PJSIP/agent1 --member-name "Agent 1"
+        dialer queue pause PJSIP/agent1 --reason lunch
     """
     quiet_adapter()
 
@@ -80,6 +81,11 @@ def _print_queue(found: dict[str, Any]) -> None:
     "--penalty", type=click.IntRange(0), default=0, show_default=True, help="Member penalty."
 )
 @click.option("--paused", is_flag=True, help="Add the member paused.")
+@click.option(
+    "--wrapuptime",
+    type=click.IntRange(0),
+    help="Seconds after each call before the member is rung again [default: the queue's].",
+)
 @pbx_option
 @json_option
 def add(
@@ -88,6 +94,7 @@ def add(
     member_name: str | None,
     penalty: int,
     paused: bool,
+    wrapuptime: int | None,
     pbx: str,
     as_json: bool,
 ) -> None:
@@ -100,8 +107,9 @@ def add(
     with control_errors():
         queue_name, member = cc.queue_name(name), cc.interface_name(interface)
         headers = cc.queue_add_headers(
-            queue_name, member, member_name=member_name, penalty=penalty, paused=paused
-        )
+            queue_name, member, member_name=member_name, penalty=penalty, paused=paused,
+            wrapuptime=wrapuptime,
+        )  # fmt: skip
         server = get_settings().ami_for(pbx)
         message = asyncio.run(
             live.queue_member(server, headers, queue=queue_name, interface=member)
@@ -141,3 +149,38 @@ def remove(name: str, interface: str, pbx: str, as_json: bool) -> None:
         click.echo(live.to_json(data))
     else:
         click.echo(f"removed {member} from queue {queue_name}")
+
+
+@queue.command()
+@click.argument("interface")
+@click.option("--queue", "name", help="Only in this queue [default: every queue of INTERFACE].")
+@click.option("--unpause", is_flag=True, help="Take calls again.")
+@click.option("--reason", help="Why (shown in queue status and the QueueMemberPause event).")
+@pbx_option
+@json_option
+def pause(
+    interface: str, name: str | None, unpause: bool, reason: str | None, pbx: str, as_json: bool
+) -> None:
+    """Pause member INTERFACE: it finishes its call and takes no new one until unpaused.
+    Queue-paced campaigns count it out at once.
+
+    \b
+    Example:
+        dialer queue pause PJSIP/agent1 --reason lunch
+        dialer queue pause PJSIP/agent1 --unpause
+        dialer queue pause PJSIP/agent1 --queue sales
+    """
+    with control_errors():
+        queue_name = cc.queue_name(name) if name is not None else None
+        member = cc.interface_name(interface)
+        headers = cc.queue_pause_headers(queue_name, member, paused=not unpause, reason=reason)
+        server = get_settings().ami_for(pbx)
+        message = asyncio.run(
+            live.queue_member(server, headers, queue=queue_name or "any queue", interface=member)
+        )
+    data = {"interface": member, "queue": queue_name, "paused": not unpause, "message": message}
+    if as_json:
+        click.echo(live.to_json(data))
+    else:
+        where = f"in queue {queue_name}" if queue_name else "in its queues"
+        click.echo(f"{'unpaused' if unpause else 'paused'} {member} {where}")

@@ -807,13 +807,15 @@ _QUEUE_ERRORS = {
     "Unable to remove interface from queue: No such queue": "no such queue: {queue}",
     "Unable to add interface: Already there": "{interface} is already a member of {queue}",
     "Unable to remove interface: Not there": "{interface} is not a member of {queue}",
+    "Interface not found": "{interface} is not a member of {queue}",
 }
 
 
 async def queue_member(
     server: AmiServer, headers: Sequence[tuple[str, str]], *, queue: str, interface: str
 ) -> str:
-    """QueueAdd or QueueRemove; Asterisk's answer, or `ControlError` with its reason."""
+    """QueueAdd, QueueRemove or QueuePause; Asterisk's answer, or `ControlError` with its
+    reason."""
     async with ControlSession(server) as session:
         response = await session.send(headers)
     message = response.get("Message", "")

@@ -121,6 +121,7 @@ ACTION_PRIVILEGES: dict[str, tuple[str, ...]] = {
     "StopMixMonitor": ("system", "call"),
     "QueueAdd": ("agent",),
     "QueueRemove": ("agent",),
+    "QueuePause": ("agent",),
     "QueueStatus": (),
 }
 PERMISSION_DENIED = "Permission denied"
@@ -918,7 +919,13 @@ def interface_name(text: str) -> str:
 
 
 def queue_add_headers(
-    queue: str, interface: str, *, member_name: str | None, penalty: int, paused: bool
+    queue: str,
+    interface: str,
+    *,
+    member_name: str | None,
+    penalty: int,
+    paused: bool,
+    wrapuptime: int | None = None,
 ) -> list[tuple[str, str]]:
     if penalty < 0:
         raise InputError("--penalty", "must be 0 or more")
@@ -926,11 +933,28 @@ def queue_add_headers(
     if member_name is not None:
         headers.append(("MemberName", checked(member_name, "--member-name", max_length=80)))
     headers += [("Penalty", str(penalty)), ("Paused", "true" if paused else "false")]
+    if wrapuptime is not None:
+        if wrapuptime < 0:
+            raise InputError("--wrapuptime", "must be 0 or more")
+        headers.append(("Wrapuptime", str(wrapuptime)))
     return headers
 
 
 def queue_remove_headers(queue: str, interface: str) -> list[tuple[str, str]]:
     return [("Action", "QueueRemove"), ("Queue", queue), ("Interface", interface)]
+
+
+def queue_pause_headers(
+    queue: str | None, interface: str, *, paused: bool, reason: str | None
+) -> list[tuple[str, str]]:
+    """QueuePause: in `queue`, or in every queue of the interface (None)."""
+    headers = [("Action", "QueuePause"), ("Interface", interface)]
+    headers.append(("Paused", "true" if paused else "false"))
+    if queue is not None:
+        headers.append(("Queue", queue))
+    if reason:
+        headers.append(("Reason", checked(reason, "--reason", max_length=80)))
+    return headers
 
 
 MEMBER_STATUS = {
