@@ -12,7 +12,14 @@ from dialer.dialing.agent_pacing import Agents, Flow, decide
 from dialer.dialing.dispatch import run_tick
 from dialer.outcomes import queue_store
 from dialer.outcomes.queue_board import QueueBoard
-from tests.support_celery import add_campaign, add_contacts, add_trunk, scalar, simulator_numbers
+from tests.support_celery import (
+    add_campaign,
+    add_contacts,
+    add_pbx,
+    add_trunk,
+    scalar,
+    simulator_numbers,
+)
 
 
 def _tick(session_factory):
@@ -37,6 +44,7 @@ def _member(name: str, **fields: object) -> dict:
 @pytest.fixture
 def paced(session_factory, engine):
     trunk = add_trunk(session_factory, cps=1000, max_channels=1000)
+    add_pbx(session_factory, "default", state="up")  # its listener follows it
     campaign = add_campaign(
         session_factory, trunk, transfer_queue="sales", pace_by_queue=True, abandon_target=0.03
     )
@@ -101,6 +109,16 @@ def test_agents_removed_stop_the_calls(session_factory, paced) -> None:
     report(_member("agent2"))
     # One agent, many callees waiting already: no new call.
     assert _tick(session_factory).queued == []
+
+
+def test_members_of_a_pbx_nobody_follows_are_not_counted(session_factory, paced) -> None:
+    campaign, report = paced
+    report(_member("agent1"), _member("agent2"))
+    add_pbx(session_factory, "default", state="unknown")  # its listener stopped
+    decision = _tick(session_factory).queue_paced["campaign"]
+    assert (decision.calls, decision.reason) == (0, "no agent logged in (or all paused)")
+    add_pbx(session_factory, "default", state="up")
+    assert len(_tick(session_factory).queued) > 0
 
 
 def test_an_unpaced_campaign_reads_no_queue(session_factory) -> None:

@@ -2,7 +2,8 @@
 `dialer.dialing.agent_pacing`).
 
 The queue's members come from `queue_members`, which each PBX's listener keeps from app_queue's
-events; the campaign's calls in flight and its measured rates from its recent attempts (the
+events, counted only while that listener follows its PBX (state `up`, or `refusing` calls for a
+while): no word from a queue, no calls; the campaign's calls in flight and its measured rates from its recent attempts (the
 `LEARN_WINDOW` of attempts queued, through the campaign's index), its abandon rate over the
 whole campaign from `campaign_attempt_stats`. A few milliseconds per queue-paced campaign
 per tick; other campaigns read nothing.
@@ -36,6 +37,7 @@ _MEMBERS = text(
            extract(epoch FROM last_call_at + make_interval(secs => wrapup_s) - :now) AS wrapup_left
       FROM queue_members
      WHERE queue = :queue AND pbx = ANY(:pbxs)
+       AND pbx IN (SELECT name FROM pbxs WHERE state IN ('up', 'refusing'))
     """
 )
 _FLOW = text(
