@@ -6,7 +6,8 @@ in the text of the message, and as a field of its own in JSON. Nothing logged ho
 URLs go through `settings.redact_url`, AMI secrets are never put in a message.
 
 Celery beat says "Sending due task" at INFO for every dispatch tick, once a second: that line is
-kept for DEBUG (`quiet_beat`).
+kept for DEBUG (`quiet_beat`). So is the worker's "Discarding revoked task" for a tick that
+expired before a busy worker took it: the next tick comes a second later.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ FORMATS = ("text", "json")
 # Record attributes written as JSON fields when a log call sets them (`extra=`).
 FIELDS = ("custom_call_id", "attempt_id", "pbx", "campaign")
 _BEAT_SENDING = "Scheduler: Sending due task"
+_DISCARDING = "Discarding revoked task"
 
 
 class JsonFormatter(logging.Formatter):
@@ -86,3 +88,30 @@ def quiet_beat() -> None:
     beat = logging.getLogger("celery.beat")
     if not any(isinstance(f, _BeatSendingAtDebug) for f in beat.filters):
         beat.addFilter(_BeatSendingAtDebug())
+
+
+class _ExpiredTaskAtDebug(logging.Filter):
+    def __init__(self, task_name: str) -> None:
+        super().__init__()
+        self.task_name = task_name
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args if isinstance(record.args, tuple) else ()
+        if (
+            isinstance(record.msg, str)
+            and record.msg.startswith(_DISCARDING)
+            and args[:1] == (self.task_name,)
+        ):
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            return logging.getLogger("celery.worker.request").isEnabledFor(logging.DEBUG)
+        return True
+
+
+def quiet_expired(task_name: str) -> None:
+    """The worker's "Discarding revoked task" line for `task_name` at DEBUG (idempotent): a
+    periodic task that expired waiting is replaced by its next run."""
+    request = logging.getLogger("celery.worker.request")
+    if not any(
+        isinstance(f, _ExpiredTaskAtDebug) and f.task_name == task_name for f in request.filters
+    ):
+        request.addFilter(_ExpiredTaskAtDebug(task_name))

@@ -84,6 +84,30 @@ def test_beats_line_per_tick_is_kept_for_debug(level: int, shown: list[str]) -> 
     assert "INFO beat: Starting..." in lines
 
 
+@pytest.mark.parametrize("level, shown", [(logging.INFO, []), (logging.DEBUG, ["DEBUG"])])
+def test_an_expired_tick_is_discarded_quietly(level: int, shown: list[str]) -> None:
+    """A tick that expired waiting for a busy worker: the next one comes a second later."""
+    request = logging.getLogger("celery.worker.request")
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+    request.addHandler(handler)
+    before = request.level
+    request.setLevel(level)
+    try:
+        logs.quiet_expired("dialer.dispatch_tick")
+        logs.quiet_expired("dialer.dispatch_tick")  # once is enough
+        request.info("Discarding revoked task: %s[%s]", "dialer.dispatch_tick", "t-1")
+        request.info("Discarding revoked task: %s[%s]", "dialer.originate_call", "t-2")
+    finally:
+        request.removeHandler(handler)
+        request.setLevel(before)
+    lines = stream.getvalue().splitlines()
+    assert [line.split()[0] for line in lines if "dispatch_tick" in line] == shown
+    # Any other task discarded is still said at INFO.
+    assert "INFO Discarding revoked task: dialer.originate_call[t-2]" in lines
+
+
 class Clock:
     def __init__(self) -> None:
         self.now = 0.0

@@ -377,6 +377,7 @@ def _quiet_per_task_logs(
         for name in ("celery.worker.strategy", "celery.app.trace"):
             logging.getLogger(name).setLevel(logging.WARNING)
     logs.quiet_beat()
+    logs.quiet_expired(DISPATCH_TASK)
     if logger is not None:
         logs.use_format(logger, _log_format())
 
