@@ -74,6 +74,13 @@ AMI_CONNECTED = Gauge(
 AMI_RECONNECTS = Counter(
     "dialer_ami_connects_total", "AMI connections the listener made to the PBX", ["pbx"]
 )
+QUEUE_MEMBERS = Gauge(
+    "dialer_queue_members",
+    "Members of the PBX's queues as its listener follows them: free, busy (ringing, in a call"
+    " or wrapping up), paused, or unreachable",
+    ["pbx", "queue", "state"],
+    multiprocess_mode="liveall",
+)
 
 
 def serve(

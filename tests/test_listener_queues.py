@@ -7,6 +7,7 @@ import asyncio
 import time
 from typing import Any
 
+from prometheus_client import REGISTRY
 from sqlalchemy import Engine
 
 from dialer.outcomes.listener import Listener
@@ -28,6 +29,11 @@ async def until(predicate: Any, timeout: float = 10.0, what: str = "") -> Any:
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what or predicate}")
         await asyncio.sleep(0.05)
+
+
+def gauge(state: str) -> float | None:
+    labels = {"pbx": "default", "queue": "support", "state": state}
+    return REGISTRY.get_sample_value("dialer_queue_members", labels)
 
 
 def status_reads(pbx_sim: Any) -> int:
@@ -56,8 +62,12 @@ def test_members_follow_the_pbx_and_a_reconnect_rereads_them(engine: Engine, pbx
         assert added["PJSIP/agent1"].member_name == "Agent 1"
         assert added["PJSIP/agent1"].wrapup_s == 7
         assert added["PJSIP/agent1"].pbx == "default"
+        await until(lambda: gauge("free") == 2, what="the gauge of free members")
+        ami.action("QueuePause", ("Interface", "PJSIP/agent2"), ("Paused", "true"))
+        await until(lambda: gauge("paused") == 1 and gauge("free") == 1, what="one paused")
         ami.action("QueueRemove", ("Queue", "support"), ("Interface", "PJSIP/agent2"))
         await until(lambda: set(members(engine)) == {"PJSIP/agent1"}, what="agent2 removed")
+        await until(lambda: gauge("paused") == 0, what="no member paused")
         ami.close()
 
         # The PBX restarts: its queues come back empty, and no event says agent1 left.

@@ -283,6 +283,7 @@ class Listener:
         # The PBX's queue members, for queue-paced campaigns (written by `_queue_loop`).
         self.board = queue_board.QueueBoard(self.pbx)
         self._queue_write_failed = False
+        self._queue_gauges: set[tuple[str, str]] = set()
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -630,6 +631,14 @@ class Listener:
                 metrics.EVENTS.labels(self.pbx, name).inc(delta)
             counted[name] = value
 
+    def _set_queue_gauges(self, now: float) -> None:
+        counts = self.board.counts(now)
+        for queue, state in self._queue_gauges - set(counts):
+            metrics.QUEUE_MEMBERS.labels(self.pbx, queue, state).set(0)
+        for (queue, state), n in counts.items():
+            metrics.QUEUE_MEMBERS.labels(self.pbx, queue, state).set(n)
+        self._queue_gauges |= set(counts)
+
     # -- (re)connect and reconciliation ---------------------------------------------------------
 
     async def _on_connected(self, client: AmiClient) -> None:
@@ -661,7 +670,9 @@ class Listener:
 
     async def write_queues(self) -> None:
         """Write the board's changes; kept for the next try when the database is away."""
-        changes = self.board.take_changes(time.time())
+        now = time.time()
+        self._set_queue_gauges(now)
+        changes = self.board.take_changes(now)
         if not changes:
             return
         try:

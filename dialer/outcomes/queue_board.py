@@ -158,6 +158,19 @@ class QueueBoard:
                 self._dirty.discard(key)
         self._snapshot_queues = (self._snapshot_queues or set()) | queues
 
+    def counts(self, now: float) -> dict[tuple[str, str], int]:
+        """Members per (queue, state): free, busy, paused or unreachable."""
+        found: dict[tuple[str, str], int] = {}
+        for member in self.members.values():
+            if member.paused:
+                state = "paused"
+            elif member.status in UNREACHABLE:
+                state = "unreachable"
+            else:
+                state = "busy" if member.busy(now) else "free"
+            found[(member.queue, state)] = found.get((member.queue, state), 0) + 1
+        return found
+
     # -- time and writing -----------------------------------------------------------------------
 
     def take_changes(self, now: float) -> Changes:
