@@ -327,11 +327,18 @@ def print_run(args: argparse.Namespace, name: str, f: dict[str, Any]) -> None:
         f"({pct(f['abandon_rate'])}), agent occupancy {pct(f['occupancy'])}, mean queue wait "
         f"{wait}; {f['real_seconds']:.0f} s real at speed {args.speed:g}"
     )
-    for n, (queued, abandoned) in enumerate(f.get("after_drop", [])):
+    after = f.get("after_drop", [])
+    for n, (queued, abandoned) in enumerate(after):
         rate = abandoned / queued if queued else None
         print(
             f"  {5 * n}-{5 * n + 5} min after {args.agents} -> {args.drop_to} agents: "
             f"{queued} transfers, {abandoned} abandoned ({pct(rate)})"
+        )
+    if after:
+        queued, abandoned = sum(q for q, _ in after), sum(a for _, a in after)
+        print(
+            f"  after the drop, all: {queued} transfers, {abandoned} abandoned "
+            f"({pct(abandoned / queued if queued else None)})"
         )
 
 

@@ -40,7 +40,7 @@ PRIOR_MEAN_WEIGHT = 5.0
 # gone into the queue before the rates count.
 K_MIN = 0.5
 K_NEUTRAL = 1.0
-K_MAX = 1.6
+K_MAX = 1.3
 MIN_QUEUED = 20
 # A busy agent's remaining handle time is taken as at least this share of the average.
 MIN_REMAINING_SHARE = 1 / 3
