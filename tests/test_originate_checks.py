@@ -14,6 +14,7 @@ import time
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import psycopg
 import pytest
 from sqlalchemy import text
 
@@ -330,3 +331,29 @@ def test_an_alternate_number_listed_while_its_call_waits_for_the_slot_waits_for_
     [added_at] = [r.added_at for r in rows(session_factory, "SELECT added_at FROM dnc_numbers")]
     assert waited > 0.3, "the listing did not wait for the call being sent"
     assert sent["wall"] < added_at.timestamp()
+
+
+def test_the_hot_path_statements_outlive_a_rollback(pg_connection) -> None:
+    """psycopg prepares a statement it runs often itself, and on a ROLLBACK (after a deadlock in
+    the send transaction, say) drops every prepared statement of the connection with DEALLOCATE
+    ALL: the hot path's own went with them, and every later claim on that connection failed."""
+    conn = pg_connection
+    originate_module._prepare(conn)
+    for n in range(10):  # often enough for psycopg to prepare it (prepare_threshold)
+        conn.execute("SELECT %s::int", [n])
+    conn.execute("BEGIN")
+    conn.execute("ROLLBACK")
+    names = conn.execute(
+        "SELECT name FROM pg_prepared_statements WHERE name LIKE 'dialer%' ORDER BY name"
+    ).fetchall()
+    assert [name for (name,) in names] == sorted(originate_module._PREPARED)
+
+
+def test_statements_gone_from_the_server_are_prepared_again(pg_connection) -> None:
+    conn = pg_connection
+    history = originate_module._call("dialer_number_history", 0, dt.datetime.now(dt.UTC))
+    originate_module._run(conn, history)
+    conn.execute("DEALLOCATE ALL")
+    with pytest.raises(psycopg.errors.InvalidSqlStatementName):
+        originate_module._run(conn, history)
+    assert originate_module._run(conn, history) == [[]]

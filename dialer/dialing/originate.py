@@ -1011,7 +1011,13 @@ def _run(conn: psycopg.Connection[Any], *statements: str) -> list[list[Any]]:
     if conn not in _READY:
         _prepare(conn)
     with conn.cursor(row_factory=namedtuple_row) as cursor:
-        cursor.execute("; ".join(statements))
+        try:
+            cursor.execute("; ".join(statements))
+        except psycopg.errors.InvalidSqlStatementName:
+            # Gone from the server (a DEALLOCATE ALL): prepared again for the next task on
+            # this connection; this one fails as any database error fails it.
+            _READY.discard(conn)
+            raise
         results = []
         while True:
             results.append(cursor.fetchall() if cursor.description is not None else None)
@@ -1022,6 +1028,9 @@ def _run(conn: psycopg.Connection[Any], *statements: str) -> list[list[Any]]:
 
 
 def _prepare(conn: psycopg.Connection[Any]) -> None:
+    # psycopg must not prepare statements of its own here: on a ROLLBACK it drops them all
+    # with DEALLOCATE ALL, and ours with them.
+    conn.prepare_threshold = None
     conn.execute(
         "; ".join(f"PREPARE {name}({types}) AS {text}" for name, (types, text) in _PREPARED.items())
     )
