@@ -101,6 +101,17 @@ def test_feedback_from_the_abandon_rates(
     assert feedback(flow, 0.03) == pytest.approx(expected)
 
 
+def test_leaning_in_shrinks_with_the_agents() -> None:
+    calm = Flow(**{**MEASURED.__dict__, "queued_total": 100, "abandoned_total": 0})
+    many = decide(Agents(staffed=10, free=10), calm, target=0.03)
+    few = decide(Agents(staffed=4, free=4), calm, target=0.03)
+    assert many.k == pytest.approx(K_MAX)
+    assert few.k == pytest.approx(K_NEUTRAL + (K_MAX - K_NEUTRAL) * (4 / 10) ** 0.5)
+    # Backing off is not scaled.
+    over = Flow(**{**MEASURED.__dict__, "queued_total": 100, "abandoned_total": 6})
+    assert decide(Agents(staffed=4, free=4), over, target=0.03).k == pytest.approx(K_MIN)
+
+
 def test_abandons_over_target_start_fewer_calls() -> None:
     agents = Agents(staffed=10, free=3, busy_for=(30.0,) * 7)
     calm = decide(agents, MEASURED, target=0.03)

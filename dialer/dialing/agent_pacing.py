@@ -19,7 +19,8 @@ every call answered and every callee pressing (one call per free agent), a short
 press and a long handle time: the first calls are few, whatever the campaign's callees do. `k` is the feedback: over `MIN_QUEUED` transfers, the worse of the
 campaign's and the rolling window's abandon rates against the target sets it, from
 `K_MIN` (abandons well over target) to `K_MAX` (none), so occupancy rises while abandons stay
-under target and falls back as soon as they do not. No agent logged in (or all paused):
+under target and falls back as soon as they do not; leaning in is smaller with fewer agents
+(`LEAN_AGENTS`). No agent logged in (or all paused):
 no call.
 """
 
@@ -44,6 +45,10 @@ K_MAX = 1.3
 MIN_QUEUED = 20
 # A busy agent's remaining handle time is taken as at least this share of the average.
 MIN_REMAINING_SHARE = 1 / 3
+# Leaning in is scaled by sqrt(staffed / this), at most 1: transfers arrive at random, and the
+# fewer the agents the larger a burst is against them (a queue of 4 fills with a burst 10
+# agents would absorb).
+LEAN_AGENTS = 10
 
 
 @dataclass(frozen=True)
@@ -137,6 +142,8 @@ def decide(agents: Agents, flow: Flow, *, target: float) -> Decision:
     horizon = _mix(flow.press_delay_s, flow.pressed, PRIOR_PRESS_DELAY_S)
     handle = _mix(flow.handle_s, flow.queued_total, PRIOR_HANDLE_S)
     k = feedback(flow, target)
+    if k > K_NEUTRAL:
+        k = K_NEUTRAL + (k - K_NEUTRAL) * min(1.0, math.sqrt(agents.staffed / LEAN_AGENTS))
     free_soon = supply(agents, horizon, handle)
     demand = flow.waiting + flow.ringing * per_call + flow.in_ivr * press_rate
     room = k * free_soon - demand
