@@ -26,6 +26,7 @@ from dialer.dialing.dispatch import run_tick
 from dialer.dialing.originate import SLOT_TOLERANCE_S, Result, originate_attempt
 from dialer.dialing.pacing import take_slot
 from dialer.outcomes.callstore import CallStore
+from dialer.outcomes.facts import CloseReason, CloseRequest, close_attempts
 from dialer.outcomes.listener import observe
 from tests.support_celery import (
     add_campaign,
@@ -357,3 +358,59 @@ def test_statements_gone_from_the_server_are_prepared_again(pg_connection) -> No
     with pytest.raises(psycopg.errors.InvalidSqlStatementName):
         originate_module._run(conn, history)
     assert originate_module._run(conn, history) == [[]]
+
+
+def test_a_close_while_the_call_is_being_sent_waits_for_the_send_instead_of_deadlocking(
+    session_factory, engine, pg_connection
+) -> None:
+    """A callee busy at once: the listener closes the attempt while its send transaction is
+    still open. The close locks the attempt, then settles the contact; the send holds the
+    contact and writes the attempt's sent time last. In that order the two deadlocked (seen
+    at 40 calls/s): the close failed, or the send's commit did, and the close then counted the
+    call as not sent. The send locks its attempt before the contact, so the close waits for
+    it and sees the sent time."""
+    trunk, campaign_id, _, attempt_id = one_queued_attempt(session_factory)
+    with engine.begin() as conn:
+        conn.execute(
+            text("UPDATE call_attempts SET status = 'originating' WHERE id = :id"),
+            {"id": attempt_id},
+        )
+    conn = pg_connection
+    originate_module.take_slot_and_check(conn, attempt_id, trunk, 0.0, sleep=lambda s: None)
+    closing: list[Any] = []
+
+    def close() -> None:
+        now = dt.datetime.now(dt.UTC)
+        try:
+            with engine.begin() as db:
+                request = CloseRequest(attempt_id, CloseReason.ORIGINATE_FAILED, now)
+                closing.append(close_attempts(db, [request], now))
+        except Exception as exc:  # the deadlock, on the close's side
+            closing.append(exc)
+
+    closer = threading.Thread(target=close)
+    closer.start()
+    wait_until(
+        lambda: rows(
+            session_factory,
+            "SELECT 1 FROM pg_stat_activity WHERE datname = current_database()"
+            " AND wait_event_type = 'Lock'",
+        ),
+        5,
+        message="the close to wait for the send transaction",
+    )
+    sent = originate_module._Send(sent_at=dt.datetime.now(dt.UTC))
+    originate_module._end_transaction(conn, attempt_id, sent)
+    closer.join(10)
+
+    assert sent.recorded, "the send transaction did not commit"
+    [closing_result] = closing
+    assert not isinstance(closing_result, Exception), f"the close failed: {closing_result}"
+    closed, _ = closing_result
+    assert [c.attempt_id for c in closed] == [attempt_id]
+    [counted] = rows(
+        session_factory,
+        "SELECT sum(sent) AS sent FROM campaign_attempt_stats WHERE campaign_id = :c",
+        c=campaign_id,
+    )
+    assert counted.sent == 1

@@ -188,9 +188,14 @@ _STATE = f"""
      WHERE a.id = %(id)s
 """
 
-# The last checks, in the transaction that sends. The lock comes first and alone: under READ
-# COMMITTED the next statement's snapshot is taken after the wait, so it sees a do-not-call
-# entry committed by the transaction the lock waited for.
+# The last checks, in the transaction that sends. The attempt is locked before anything else:
+# the listener's close locks attempts, then settles their contacts; a send holding the contact
+# that wrote its attempt's sent time only at its end deadlocked with it.
+_LOCK_ATTEMPT = """
+    SELECT a.id FROM call_attempts a WHERE a.id = $1 FOR NO KEY UPDATE
+"""
+# Then the contact, alone: under READ COMMITTED the next statement's snapshot is taken after
+# the wait, so it sees a do-not-call entry committed by the transaction the lock waited for.
 _LOCK_CONTACT = """
     SELECT k.id FROM contacts k
      WHERE k.id = (SELECT a.contact_id FROM call_attempts a WHERE a.id = $1)
@@ -271,6 +276,7 @@ _PREPARED = {
     "dialer_lock_trunk": ("bigint", LOCK_TRUNK_PREPARED),
     "dialer_take_slots": ("bigint, float8, float8, bigint", TAKE_SLOTS_PREPARED),
     "dialer_take_slot": ("bigint, float8, float8", TAKE_SLOT_PREPARED),
+    "dialer_lock_attempt": ("bigint", _LOCK_ATTEMPT),
     "dialer_lock_contact": ("bigint", _LOCK_CONTACT),
     "dialer_send_check": ("bigint", _SEND_CHECK),
     "dialer_lock_number": ("bigint", _LOCK_NUMBER),
@@ -677,14 +683,18 @@ class _Check:
 
 
 def _check_statements(attempt_id: int, clock: Callable[[], float]) -> list[str]:
-    """Open the send transaction, lock the contact and the number dialled, and read the checks;
-    with frequency rules in force, the number's history too (all in the same round trip).
+    """Open the send transaction, lock the attempt, its contact and the number dialled, and read
+    the checks; with frequency rules in force, the number's history too (one round trip).
 
     The number itself is locked when frequency rules are in force, or when it is an alternate
     of the contact: do-not-call entries for it take that lock (`dnc.lock_numbers`) where the
     contact's row lock covers only its first number. Both locks come before the check, whose
     snapshot then sees an entry committed by the transaction a lock waited for."""
-    statements = ["BEGIN", _call("dialer_lock_contact", attempt_id)]
+    statements = [
+        "BEGIN",
+        _call("dialer_lock_attempt", attempt_id),
+        _call("dialer_lock_contact", attempt_id),
+    ]
     if _rules.frequency:
         return statements + [
             _call("dialer_lock_number", attempt_id),
@@ -709,7 +719,7 @@ def _read_check(
     """The check from the rows of `_check_statements`; the rules read again if they changed
     (and the number locked and its history read, if that was not done with the rules held)."""
     global _rules
-    _, _, check_rows, *number = results
+    _, _, _, check_rows, *number = results  # the attempt's, contact's and number's locks
     if not check_rows:
         return None
     row = check_rows[0]
