@@ -112,6 +112,21 @@ def test_a_failed_write_is_given_back_whole() -> None:
     assert again.minutes[("sales", T0)] == pytest.approx([10.0, 0.0])
 
 
+def test_agent_time_is_kept_until_it_is_taken() -> None:
+    """The listener writes members every quarter second and agent time every few seconds: a
+    take without minutes leaves them to the next, and an unchanged queue has nothing to write."""
+    board = QueueBoard("default")
+    board.apply(member_event("QueueMemberAdded"), T0)
+    first = board.take_changes(T0 + 10, minutes=False)
+    assert [r["interface"] for r in first.upsert] == ["PJSIP/agent1"]
+    assert first.minutes == {}
+    assert not board.take_changes(T0 + 20, minutes=False)
+    board.give_back(board.take_changes(T0 + 25))  # a failed write gives its minutes back
+    taken = board.take_changes(T0 + 30)
+    assert taken.minutes == {("sales", T0): pytest.approx([30.0, 0.0])}
+    assert board.take_changes(T0 + 30).minutes == {}
+
+
 def test_odd_events_change_nothing() -> None:
     board = QueueBoard("default")
     board.apply({"Event": "QueueMemberStatus", "Queue": "", "Interface": "x"}, T0)

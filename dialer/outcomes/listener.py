@@ -113,8 +113,10 @@ class ListenerOptions:
     closed_calls_kept: int = 20_000
     # The listener's beat in the PBX's row: how every host knows it is alive (connected or not).
     heartbeat_interval: float = pbxs.HEARTBEAT_INTERVAL_S
-    # The queues' members and agent time are written this often (what queue pacing reads).
+    # The queues' members are written this often (what queue pacing reads); their agent time
+    # (for reports) every `queue_minutes_interval`, and when the listener stops.
     queue_interval: float = 0.25
+    queue_minutes_interval: float = 5.0
 
 
 @dataclass
@@ -283,6 +285,7 @@ class Listener:
         # The PBX's queue members, for queue-paced campaigns (written by `_queue_loop`).
         self.board = queue_board.QueueBoard(self.pbx)
         self._queue_write_failed = False
+        self._minutes_due_at = 0.0
         self._queue_gauges: set[tuple[str, str]] = set()
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -322,6 +325,7 @@ class Listener:
             await asyncio.gather(*background, *self._tasks, return_exceptions=True)
             await client.close()
             await self.flush(final=True)
+            await self.write_queues(final=True)
             await self._stop_reporting(reporter)
             log.info("listener %s stopped: %s", self.pbx, self.stats.summary())
 
@@ -668,11 +672,14 @@ class Listener:
             await asyncio.sleep(self.options.queue_interval)
             await self.write_queues()
 
-    async def write_queues(self) -> None:
-        """Write the board's changes; kept for the next try when the database is away."""
+    async def write_queues(self, *, final: bool = False) -> None:
+        """Write the board's changes; kept for the next try when the database is away. Agent
+        time goes with them when it is due (`queue_minutes_interval`) or `final`: a queue whose
+        members change nothing costs no write."""
         now = time.time()
         self._set_queue_gauges(now)
-        changes = self.board.take_changes(now)
+        minutes = final or now >= self._minutes_due_at
+        changes = self.board.take_changes(now, minutes=minutes)
         if not changes:
             return
         try:
@@ -686,6 +693,8 @@ class Listener:
             if self._queue_write_failed:
                 log.info("listener %s: queue members written again", self.pbx)
             self._queue_write_failed = False
+            if minutes:
+                self._minutes_due_at = now + self.options.queue_minutes_interval
 
     async def _install_filters(self, client: AmiClient) -> None:
         # Sent back to back, not one per round trip: once the first include filter is in place

@@ -173,8 +173,9 @@ class QueueBoard:
 
     # -- time and writing -----------------------------------------------------------------------
 
-    def take_changes(self, now: float) -> Changes:
-        """Everything to write since the last call; agent time counted up to `now`."""
+    def take_changes(self, now: float, *, minutes: bool = True) -> Changes:
+        """Everything to write since the last call; agent time counted up to `now`, and taken
+        only with `minutes` (kept for a later call otherwise)."""
         for member in self.members.values():
             self._account(member, now)
         changes = Changes(
@@ -185,9 +186,11 @@ class QueueBoard:
             snapshot_queues=sorted(self._snapshot_queues)
             if self._snapshot_queues is not None
             else None,
-            minutes=self._minutes,
+            minutes=self._minutes if minutes else {},
         )
-        self._dirty, self._removed, self._minutes = set(), set(), {}
+        self._dirty, self._removed = set(), set()
+        if minutes:
+            self._minutes = {}
         self._snapshot_queues = None
         return changes
 
