@@ -82,8 +82,8 @@ def test_three_rounds_of_ended_sessions_cost_seconds_not_a_minute(
 ) -> None:
     """Three rounds of every session of the database ended mid-campaign: no task fails, the
     dialing resumes within 5 s of each round (not after the tick's one-minute requeue), the
-    campaign completes with every call sent once and ended, and the worker holds no more
-    Postgres connections than before."""
+    campaign completes with every call sent once and ended, and the database sees no session of
+    the worker but those it holds: one per thread and its engine's pool."""
     caplog.set_level(logging.ERROR)
     server = AmiServer("default", pbx_sim.host, pbx_sim.port, pbx_sim.username, pbx_sim.secret)
     app_settings = Settings(
@@ -121,6 +121,8 @@ def test_three_rounds_of_ended_sessions_cost_seconds_not_a_minute(
             time.sleep(1.0)
             after = len(sessions_of_this_database(admin, DB_ROLE))
             held = len(app.runtime._connections)
+            pool = app.runtime.engine.pool
+            pooled = pool.checkedin() + pool.checkedout()
     finally:
         task_failure.disconnect(failed)
         admin.dispose()
@@ -136,9 +138,11 @@ def test_three_rounds_of_ended_sessions_cost_seconds_not_a_minute(
     assert {a.status for a in attempts} <= {"ended", "not_sent"}
     assert all(a.outcome for a in attempts if a.status == "ended")
     assert scalar(session_factory, "SELECT count(*) FROM contacts WHERE status = 'dialing'") == 0
-    # No connection leaked: the worker keeps one per thread, and the database sees no more
-    # sessions than before the rounds.
-    assert held <= 4 and 0 < after <= before, (held, before, after)
+    # No connection leaked: the worker keeps one per thread for the hot path, and the database
+    # sees no session of the worker but those and its engine's pool (which may have grown
+    # since `before`, up to its size, when tasks needed it at once).
+    assert held <= 4 and pooled <= 4, (held, pooled)
+    assert 0 < after <= held + pooled, (held, pooled, before, after)
     assert failures == []  # no task raised
     unexpected = [r for r in caplog.records if "raised unexpected" in r.getMessage()]
     assert unexpected == [], [r.getMessage() for r in unexpected]
