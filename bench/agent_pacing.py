@@ -46,6 +46,7 @@ from sqlalchemy.engine import make_url
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from dial_throughput import free_port, spawn, stop, wait_for_port, wait_for_text  # noqa: E402
+from stopping import exit_on_sigterm  # noqa: E402
 
 from dialer import migrate  # noqa: E402
 from dialer.db import make_engine  # noqa: E402
@@ -343,4 +344,5 @@ def print_run(args: argparse.Namespace, name: str, f: dict[str, Any]) -> None:
 
 
 if __name__ == "__main__":
+    exit_on_sigterm()
     main()

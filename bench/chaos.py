@@ -71,6 +71,7 @@ from dial_throughput import rss_kb  # noqa: E402
 from psycopg import sql  # noqa: E402
 from sqlalchemy import Engine, insert, text  # noqa: E402
 from sqlalchemy.engine import make_url  # noqa: E402
+from stopping import exit_on_sigterm  # noqa: E402
 
 from dialer import migrate  # noqa: E402
 from dialer.campaigns import calling_window  # noqa: E402
@@ -1227,4 +1228,5 @@ def pick_by_rate(i: int, rates: list[float]) -> int:
 
 
 if __name__ == "__main__":
+    exit_on_sigterm()
     main()

@@ -55,6 +55,7 @@ from kombu import Connection
 from psycopg import sql
 from sqlalchemy import insert, text
 from sqlalchemy.engine import make_url
+from stopping import exit_on_sigterm  # noqa: E402
 
 from dialer import migrate
 from dialer.campaigns.caller_ids import where_is
@@ -569,4 +570,5 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
 
 
 if __name__ == "__main__":
+    exit_on_sigterm()
     main()

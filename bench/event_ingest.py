@@ -41,6 +41,7 @@ import psycopg
 from psycopg import sql
 from sqlalchemy import Engine, insert, text
 from sqlalchemy.engine import make_url
+from stopping import exit_on_sigterm  # noqa: E402
 
 from dialer import migrate
 from dialer.ami.client import AmiClient
@@ -462,5 +463,6 @@ def check(engine: Engine, calls: int) -> None:
 
 
 if __name__ == "__main__":
+    exit_on_sigterm()
     with contextlib.suppress(KeyboardInterrupt):
         main()

@@ -36,6 +36,7 @@ import psycopg
 from psycopg import sql
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
+from stopping import exit_on_sigterm  # noqa: E402
 
 from dialer import migrate
 from dialer.campaigns import service as campaigns
@@ -224,4 +225,5 @@ def main() -> int:
 
 
 if __name__ == "__main__":
+    exit_on_sigterm()
     sys.exit(main())

@@ -27,6 +27,7 @@ import psycopg
 from psycopg import sql
 from sqlalchemy import Connection
 from sqlalchemy.engine import make_url
+from stopping import exit_on_sigterm  # noqa: E402
 
 from dialer import migrate
 from dialer.db import make_engine
@@ -452,4 +453,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    exit_on_sigterm()
     main()

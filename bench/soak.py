@@ -46,6 +46,7 @@ from dial_throughput import (  # noqa: E402
     wait_for_port,
     wait_for_text,
 )
+from stopping import exit_on_sigterm  # noqa: E402
 from trace_memory import growth  # noqa: E402
 
 from dialer import migrate  # noqa: E402
@@ -273,4 +274,5 @@ def report(
 
 
 if __name__ == "__main__":
+    exit_on_sigterm()
     main()
