@@ -294,6 +294,9 @@ def in_process_worker(
     import dialer.dialing.tasks  # noqa: F401  (registers the tasks on every app)
 
     app.loader.import_default_modules()
+    # Celery's worker would replace the root logger's handlers with its own, and with them
+    # pytest's capture: a test's caplog would then see nothing the worker logs.
+    app.conf.worker_hijack_root_logger = False
     beat_service = None
     with contextlib.ExitStack() as stack:
         begin_waking = stack.enter_context(_woken_while_stopping(app))
