@@ -103,6 +103,7 @@ def test_a_black_holed_postgres_is_cut_and_the_campaign_dials_on(
     deadline instead of hanging, dialing resumes within 5 s of the path's return, and the
     campaign completes with every call sent once and ended; no task fails."""
     caplog.set_level(logging.WARNING)
+    caplog.set_level(logging.DEBUG, logger="dialer.outcomes.listener")
     target = make_url(settings.database_url)
     proxy = BlackHoleProxy(target.host or "127.0.0.1", target.port or 5432).start()
     via_proxy = target.set(host=proxy.host, port=proxy.port).render_as_string(hide_password=False)
@@ -161,3 +162,12 @@ def test_a_black_holed_postgres_is_cut_and_the_campaign_dials_on(
     assert failures == []
     unexpected = [r for r in caplog.records if "raised unexpected" in r.getMessage()]
     assert unexpected == [], [r.getMessage() for r in unexpected]
+    # The listener's batches failed while the path was cut: one line per writer, no traceback,
+    # the later tries at DEBUG, and a line when they go through again.
+    not_written = [r for r in caplog.records if "events not written" in r.getMessage()]
+    assert not_written, "the listener wrote nothing during the partition"
+    assert [r.exc_info for r in not_written] == [None] * len(not_written)
+    warned = [r for r in not_written if r.levelno >= logging.WARNING]
+    assert 1 <= len(warned) <= 2, [r.getMessage() for r in warned]  # its two writers
+    assert any("written again" in r.getMessage() for r in caplog.records)
+    print(f"listener: {len(not_written)} failed batches, {len(warned)} warnings")

@@ -67,6 +67,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import psycopg
+import sqlalchemy.exc
 from sqlalchemy import Engine
 
 from dialer import logs, metrics
@@ -544,12 +546,15 @@ class Listener:
                 else:
                     self._requeue(writer, batch, due, now)
                 raise
-            except Exception:
+            except Exception as exc:
                 writer.failures += 1
                 self.stats.write_errors += 1
-                log.exception("listener %s: batch of %d events not written", self.pbx, len(batch))
                 self._requeue(writer, batch, due, now)
+                self._log_write_error(writer, exc, len(batch))
                 return
+            if writer.failures:
+                log.info("listener %s: batches written again after %d failed tries", self.pbx,
+                         writer.failures)  # fmt: skip
             writer.failures = 0
             self._account(batch, result)
             self._room.set()
@@ -587,6 +592,20 @@ class Listener:
         wall = time.time()
         at = dt.datetime.fromtimestamp(wall, dt.UTC)
         self._writer_of(call_id).buffer.append(Observation.of(call_id, event, facts, at, wall))
+
+    def _log_write_error(self, writer: _Writer, exc: Exception, events: int) -> None:
+        """The database away, a deadlock or a timeout: one line at the first failed try (the
+        batch is kept and tried again), the later tries at DEBUG. Anything else with its
+        traceback, every time."""
+        if not isinstance(exc, sqlalchemy.exc.OperationalError | psycopg.OperationalError):
+            log.exception("listener %s: batch of %d events not written", self.pbx, events)
+            return
+        cause = exc.orig if isinstance(exc, sqlalchemy.exc.DBAPIError) else exc
+        # The first line: the server's message without the statement and its values.
+        reason = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
+        level = logging.WARNING if writer.failures == 1 else logging.DEBUG
+        log.log(level, "listener %s: batch of %d events not written, kept to try again: %s",
+                self.pbx, events, reason)  # fmt: skip
 
     def _requeue(
         self, writer: _Writer, batch: list[Observation], due: list[HeldClose], now: float
