@@ -365,8 +365,7 @@ def export_calls(
     """
     safe = not raw_csv
     if out == "-":
-        with _connection() as conn:
-            stdout = click.get_binary_stream("stdout")
+        with _connection() as conn, click.open_file("-", "wb") as stdout:
             reports.export_calls(conn, campaign, stdout, since=since, spreadsheet_safe=safe)
         return
     partial = f"{out}.partial"
