@@ -34,6 +34,8 @@ from dialer.ami.client import CONNECTED_EVENT, DISCONNECTED_EVENT, AmiClient, pa
 from dialer.ami.events import (
     DIALER_USER_EVENTS,
     FACT_NAMES,
+    QUEUE_CALLER_EVENTS,
+    QUEUE_MEMBER_EVENTS,
     USED_EVENTS,
     CallFacts,
     Correlator,
@@ -71,7 +73,7 @@ FUZZ_SOCKET = settings(
 AT = dt.datetime(2026, 3, 2, 10, 0, tzinfo=dt.UTC)
 CALL_ID = "1704067200000_42"
 INT4 = (-(2**31), 2**31 - 1)
-INT_FACTS = frozenset({"originate_reason", "hangup_cause"})
+INT_FACTS = frozenset({"originate_reason", "hangup_cause", "queue_wait_s"})
 TIME_FACTS = frozenset(name for name in FACT_NAMES if name.endswith("_at"))
 
 # -- frames that look like AMI ------------------------------------------------------------------
@@ -105,6 +107,11 @@ HEADER_NAMES = [
     "custom_call_id",
     "Timestamp",
     "Output",
+    "HoldTime",
+    "Queue",
+    "Interface",
+    "MemberName",
+    "QUEUESTATUS",
     "EventList",
     "content",
     "Content",
@@ -122,6 +129,10 @@ HEADER_VALUES = [
     "DialerTransfer",
     "DialerTransferResult",
     "DialerRecording",
+    "QueueCallerJoin",
+    "QueueCallerAbandon",
+    "AgentConnect",
+    "AgentComplete",
     "Success",
     "Failure",
     "Follows",
@@ -196,6 +207,11 @@ def call_event_frames(draw: st.DrawFn) -> bytes:
         lines.append(("Cause", draw(int_texts)))
     elif name == "DialEnd":
         lines.append(("DialStatus", draw(st.sampled_from(["ANSWER", "BUSY", "NOANSWER", ""]))))
+    elif name in QUEUE_CALLER_EVENTS or name in QUEUE_MEMBER_EVENTS:
+        lines += [("Queue", draw(values)), ("HoldTime", draw(int_texts))]
+        for header in ("MemberName", "Interface", "Channel"):
+            if draw(st.booleans()):
+                lines.append((header, draw(values)))
     else:
         lines.append(("UserEvent", draw(st.sampled_from(sorted(DIALER_USER_EVENTS)))))
         for header in ("AMDSTATUS", "DTMF", "DIALSTATUS", "RECORDING_FILE"):
