@@ -27,7 +27,6 @@ Example:
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime as dt
 import os
 import random
@@ -39,24 +38,15 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import psycopg
-from psycopg import sql
 from sqlalchemy import insert, text
-from sqlalchemy.engine import make_url
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from dial_throughput import free_port, spawn, stop, wait_for_port, wait_for_text  # noqa: E402
+from stack import Processes, broker_namespace, dialer, dialer_env, throwaway_database  # noqa: E402
 from stopping import exit_on_sigterm  # noqa: E402
 
-from dialer import migrate  # noqa: E402
 from dialer.db import make_engine  # noqa: E402
-from dialer.dialing.broker import delete_namespace  # noqa: E402
 from dialer.models import Campaign, Contact, Trunk, TrunkRoute  # noqa: E402
 
-SERVER_URL = os.environ.get(
-    "DIALER_BENCH_SERVER_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-)
-BROKER_URL = os.environ.get("DIALER_BENCH_BROKER_URL", "redis://127.0.0.1:6379/0")
 QUEUE = "sales"
 WINDOW_S = 300.0  # the rolling window, simulated seconds
 
@@ -96,47 +86,24 @@ def main() -> None:
 
 def run(args: argparse.Namespace, name: str, fixed_cps: float | None) -> dict[str, Any]:
     run_id = uuid.uuid4().hex[:8]
-    db_name = f"dialer_pacing_{run_id}"
-    prefix = f"dialer-pacing-{run_id}"
     work = Path(tempfile.mkdtemp(prefix=f"dialer-pacing-{name}-"))
-    admin = make_url(SERVER_URL).set(drivername="postgresql").render_as_string(hide_password=False)
-    database_url = make_url(SERVER_URL).set(database=db_name).render_as_string(hide_password=False)
-    processes: list[subprocess.Popen[bytes]] = []
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(db_name)))
-    try:
-        migrate.upgrade(database_url)
+    with (
+        broker_namespace(f"dialer-pacing-{run_id}") as prefix,
+        throwaway_database(f"dialer_pacing_{run_id}") as database_url,
+        Processes() as processes,
+    ):
         engine = make_engine(database_url)
         load(engine, args, paced=fixed_cps is None, cps=fixed_cps or 200.0)
-        port = free_port()
-        sim = spawn(
-            [sys.executable, "-m", "dialer", "pbx-sim", "--host", "127.0.0.1", "--port",
-             str(port), "--speed", str(args.speed), "--queue", QUEUE,
-             "--agents", str(args.agents), "--agent-answer", str(args.answer),
-             "--agent-talk", str(args.talk), "--agent-wrapup", str(args.wrapup),
-             "--caller-patience", str(args.patience), "--agent-seed", str(args.seed)],
-            work / "pbx-sim.log", {"DIALER_LOG_LEVEL": "WARNING"},
+        port, _ = processes.simulator(
+            work / "pbx-sim.log",
+            "--speed", str(args.speed), "--queue", QUEUE,
+            "--agents", str(args.agents), "--agent-answer", str(args.answer),
+            "--agent-talk", str(args.talk), "--agent-wrapup", str(args.wrapup),
+            "--caller-patience", str(args.patience), "--agent-seed", str(args.seed),
         )  # fmt: skip
-        processes.append(sim)
-        wait_for_port(port, sim)
-        env = {
-            "DIALER_DATABASE_URL": database_url,
-            "DIALER_BROKER_URL": BROKER_URL,
-            "DIALER_BROKER_PREFIX": prefix,
-            "DIALER_AMI_HOST": "127.0.0.1",
-            "DIALER_AMI_PORT": str(port),
-            "DIALER_LOG_LEVEL": "WARNING",
-        }
-        listener = spawn([sys.executable, "-m", "dialer", "listen"], work / "listener.log", env)
-        processes.append(listener)
-        worker_log = work / "worker.log"
-        worker = spawn(
-            [sys.executable, "-m", "dialer", "worker"],
-            worker_log,
-            {**env, "DIALER_LOG_LEVEL": "INFO"},
-        )
-        processes.append(worker)
-        wait_for_text(worker_log, "ready.", worker)
+        env = dialer_env(database_url, prefix, ami_port=port)
+        processes.start(dialer("listen"), work / "listener.log", env)
+        processes.dialer_worker(work / "worker.log", env)
         wait_members(engine, args.agents)
         with engine.begin() as conn:
             conn.execute(text("UPDATE campaigns SET status = 'running'"))
@@ -149,9 +116,7 @@ def run(args: argparse.Namespace, name: str, fixed_cps: float | None) -> dict[st
                 dropped_at = time.time()
             if done.finished >= args.contacts:
                 break
-            for proc in processes:
-                if proc.poll() is not None:
-                    raise SystemExit(f"{proc.args!r} exited with {proc.returncode}; see {work}")
+            processes.check_running(logs=work)
             time.sleep(1.0)
         elapsed = time.monotonic() - started
         with engine.connect() as conn:
@@ -161,15 +126,6 @@ def run(args: argparse.Namespace, name: str, fixed_cps: float | None) -> dict[st
         figures["real_seconds"] = elapsed
         engine.dispose()
         return figures
-    finally:
-        for proc in reversed(processes):
-            with contextlib.suppress(Exception):
-                stop(proc)
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(db_name))
-            )
-        delete_namespace(BROKER_URL, prefix)
 
 
 def load(engine: Any, args: argparse.Namespace, *, paced: bool, cps: float) -> None:

@@ -27,7 +27,6 @@ Example:
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime as dt
 import json
 import os
@@ -39,35 +38,19 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import psycopg
-from psycopg import sql
 from sqlalchemy import insert, text
-from sqlalchemy.engine import make_url
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from dial_throughput import (  # noqa: E402
-    free_port,
-    process_cpu,
-    read_records,
-    spawn,
-    stop,
-    wait_for_port,
-    wait_for_text,
-)
+from dial_throughput import process_cpu, read_records, wait_for_text  # noqa: E402
+from stack import Processes, broker_namespace, dialer, dialer_env, throwaway_database  # noqa: E402
 from stopping import exit_on_sigterm  # noqa: E402
 
-from dialer import migrate  # noqa: E402
 from dialer.campaigns.pbxs import effective_state_sql  # noqa: E402
 from dialer.db import make_engine, make_sessionmaker  # noqa: E402
-from dialer.dialing.broker import delete_namespace  # noqa: E402
 from dialer.dialing.pacing import max_in_window  # noqa: E402
 from dialer.dialing.pbxcontrol import close_calls_on_dead_pbxs  # noqa: E402
 from dialer.models import Campaign, Contact, Pbx, Trunk, TrunkRoute  # noqa: E402
 
-SERVER_URL = os.environ.get(
-    "DIALER_BENCH_SERVER_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-)
-BROKER_URL = os.environ.get("DIALER_BENCH_BROKER_URL", "redis://127.0.0.1:6379/0")
 PBXS = ("alpha", "bravo", "charlie")
 DEGRADED, KILLED = "bravo", "charlie"
 
@@ -89,58 +72,43 @@ def main() -> None:
 
 def run(args: argparse.Namespace) -> None:
     run_id = uuid.uuid4().hex[:8]
-    db_name = f"dialer_bench_{run_id}"
-    prefix = f"dialer-bench:{run_id}:"
     work = Path(tempfile.mkdtemp(prefix="pbx-cluster-"))
-    admin = make_url(SERVER_URL).set(drivername="postgresql").render_as_string(hide_password=False)
-    database_url = make_url(SERVER_URL).set(database=db_name).render_as_string(hide_password=False)
-    processes: list[Any] = []
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(db_name)))
-    try:
-        migrate.upgrade(database_url)
+    with (
+        broker_namespace(f"dialer-bench:{run_id}") as prefix,
+        throwaway_database(f"dialer_bench_{run_id}", keep=args.keep_database) as database_url,
+        Processes() as processes,
+    ):
         engine = make_engine(database_url)
         sims: dict[str, Any] = {}
-        env = {
-            "DIALER_DATABASE_URL": database_url,
-            "DIALER_BROKER_URL": BROKER_URL,
-            "DIALER_BROKER_PREFIX": prefix.rstrip(":"),
-            "DIALER_LOG_LEVEL": "WARNING",
-            "DIALER_PBXS": ",".join(PBXS),
-        }
         for name in PBXS:
-            port = free_port()
             capacity = work / f"{name}.capacity.json"
             capacity.write_text(json.dumps({"cps": args.capacity}))
             record = work / f"{name}.jsonl"
-            proc = spawn(
-                [sys.executable, "-m", "dialer", "pbx-sim", "--host", "127.0.0.1", "--port",
-                 str(port), "--speed", str(args.speed), "--record", str(record),
-                 "--capacity-file", str(capacity)],
-                work / f"{name}.log", {"DIALER_LOG_LEVEL": "WARNING"},
+            port, proc = processes.simulator(
+                work / f"{name}.log",
+                "--speed", str(args.speed), "--record", str(record),
+                "--capacity-file", str(capacity),
             )  # fmt: skip
-            processes.append(proc)
-            wait_for_port(port, proc)
             sims[name] = {"proc": proc, "port": port, "record": record, "capacity": capacity}
+        # The default PBX (DIALER_AMI_*) is one of them too: nothing else listens here.
+        env = dialer_env(database_url, prefix, ami_port=sims[PBXS[0]]["port"])
+        env["DIALER_PBXS"] = ",".join(PBXS)
+        for name, sim in sims.items():
             upper = name.upper()
             env |= {
                 f"DIALER_PBX_{upper}_HOST": "127.0.0.1",
-                f"DIALER_PBX_{upper}_PORT": str(port),
+                f"DIALER_PBX_{upper}_PORT": str(sim["port"]),
                 f"DIALER_PBX_{upper}_USERNAME": "dialer",
                 f"DIALER_PBX_{upper}_SECRET": "dialerpass",
             }
-        # The default PBX (DIALER_AMI_*) is one of them too: nothing else listens here.
-        env |= {"DIALER_AMI_HOST": "127.0.0.1", "DIALER_AMI_PORT": str(sims[PBXS[0]]["port"])}
         total = int(args.cps * args.phase_seconds * 3.5)
         load(engine, args, total)
 
-        listener_log = work / "listener.log"
-        listener = spawn(
-            [sys.executable, "-m", "dialer", "listen", *(a for n in PBXS for a in ("--pbx", n))],
-            listener_log,
+        processes.start(
+            dialer("listen", *(a for n in PBXS for a in ("--pbx", n))),
+            work / "listener.log",
             {**env, "DIALER_LOG_LEVEL": "INFO"},
         )
-        processes.append(listener)
         wait_until(engine, "SELECT count(*) FROM pbxs WHERE state = 'up'", len(PBXS), 30)
         workers = []
         for n in range(args.workers):
@@ -149,8 +117,7 @@ def run(args: argparse.Namespace) -> None:
                     "solo", "-l", "INFO", "--without-gossip", "--without-mingle",
                     "--without-heartbeat", "-n", f"cluster{n}-{run_id}@%h",
                     *(["-B"] if n == 0 else [])]  # fmt: skip
-            worker = spawn(argv, log, env)
-            processes.append(worker)
+            worker = processes.start(argv, log, env)
             workers.append(worker)
             wait_for_text(log, "ready.", worker)
         time.sleep(1.0)
@@ -184,20 +151,6 @@ def run(args: argparse.Namespace) -> None:
             left = open_attempts(engine)
         report(args, engine, sims, marks, rates, cpu_s, left)
         engine.dispose()
-    finally:
-        for proc in reversed(processes):
-            with contextlib.suppress(Exception):
-                stop(proc)
-        if args.keep_database:
-            print(f"database kept: {database_url}")
-        else:
-            with psycopg.connect(admin, autocommit=True) as conn:
-                conn.execute(
-                    sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-                        sql.Identifier(db_name)
-                    )
-                )
-        delete_namespace(BROKER_URL, prefix.rstrip(":"))
 
 
 def load(engine: Any, args: argparse.Namespace, total: int) -> None:

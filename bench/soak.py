@@ -21,9 +21,7 @@ Example:
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime as dt
-import os
 import sys
 import tempfile
 import time
@@ -32,32 +30,24 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from psycopg import sql
 from sqlalchemy import insert, text
-from sqlalchemy.engine import make_url
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from dial_throughput import (  # noqa: E402
-    descendants,
-    free_port,
-    rss_kb,
-    spawn,
-    stop,
-    wait_for_port,
-    wait_for_text,
+from dial_throughput import descendants, rss_kb  # noqa: E402
+from stack import (  # noqa: E402
+    ADMIN_URL,
+    Processes,
+    broker_namespace,
+    dialer,
+    dialer_env,
+    throwaway_database,
 )
 from stopping import exit_on_sigterm  # noqa: E402
 from trace_memory import growth  # noqa: E402
 
-from dialer import migrate  # noqa: E402
 from dialer.db import make_engine  # noqa: E402
-from dialer.dialing.broker import delete_namespace  # noqa: E402
 from dialer.models import Campaign, Contact, Trunk, TrunkRoute  # noqa: E402
 
-SERVER_URL = os.environ.get(
-    "DIALER_BENCH_SERVER_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-)
-BROKER_URL = os.environ.get("DIALER_BENCH_BROKER_URL", "redis://127.0.0.1:6379/0")
 # Callee behaviours of the simulator, by the number's last two digits (README, "pbx-sim").
 TAILS = ("01", "02", "03", "04", "05", "06", "07", "08", "09", "11", "37")
 
@@ -82,48 +72,26 @@ def main() -> None:
 def run(args: argparse.Namespace) -> None:
     run_id = uuid.uuid4().hex[:8]
     db_name = f"dialer_soak_{run_id}"
-    prefix = f"dialer-soak-{run_id}"
     work = Path(tempfile.mkdtemp(prefix="dialer-soak-"))
-    admin = make_url(SERVER_URL).set(drivername="postgresql").render_as_string(hide_password=False)
-    database_url = make_url(SERVER_URL).set(database=db_name).render_as_string(hide_password=False)
-    processes: list[Any] = []
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(db_name)))
-    try:
-        migrate.upgrade(database_url)
+    with (
+        broker_namespace(f"dialer-soak-{run_id}") as prefix,
+        throwaway_database(db_name) as database_url,
+        Processes() as processes,
+    ):
         engine = make_engine(database_url)
         seconds = args.minutes * 60
         load(engine, args.cps, int(args.cps * (seconds + 60)))
-        port = free_port()
-        sim = spawn(
-            [sys.executable, "-m", "dialer", "pbx-sim", "--host", "127.0.0.1", "--port",
-             str(port), "--speed", str(args.speed)],
-            work / "pbx-sim.log", {"DIALER_LOG_LEVEL": "WARNING"},
-        )  # fmt: skip
-        processes.append(sim)
-        wait_for_port(port, sim)
-        env = {
-            "DIALER_DATABASE_URL": database_url,
-            "DIALER_BROKER_URL": BROKER_URL,
-            "DIALER_BROKER_PREFIX": prefix,
-            "DIALER_AMI_HOST": "127.0.0.1",
-            "DIALER_AMI_PORT": str(port),
-            "DIALER_LOG_LEVEL": "WARNING",
-        }
+        port, _ = processes.simulator(work / "pbx-sim.log", "--speed", str(args.speed))
+        env = dialer_env(database_url, prefix, ami_port=port)
         snapshots = work / "listener-snapshots"
-        listen = [sys.executable, "-m", "dialer", "listen"]
+        listen = dialer("listen")
         if args.trace_listener:
             listen = [
                 sys.executable, str(Path(__file__).with_name("trace_memory.py")), "run",
                 "--every", str(args.warmup / 2), "--out", str(snapshots), "--", "listen",
             ]  # fmt: skip
-        listener = spawn(listen, work / "listener.log", env)
-        processes.append(listener)
-        worker_log = work / "worker.log"
-        worker_env = {**env, "DIALER_LOG_LEVEL": "INFO"}
-        worker = spawn([sys.executable, "-m", "dialer", "worker"], worker_log, worker_env)
-        processes.append(worker)
-        wait_for_text(worker_log, "ready.", worker)
+        listener = processes.start(listen, work / "listener.log", env)
+        worker = processes.dialer_worker(work / "worker.log", env)
         with engine.begin() as conn:
             conn.execute(text("UPDATE campaigns SET status = 'running'"))
         started = time.monotonic()
@@ -138,10 +106,8 @@ def run(args: argparse.Namespace) -> None:
                 mb = sum(rss_kb(p) for p in pids) / 1024
                 if mb:
                     samples.setdefault(role, []).append((at, mb))
-            sessions.append(run_sessions(admin, db_name))
-            for proc in processes:
-                if proc.poll() is not None:
-                    raise SystemExit(f"{proc.args!r} exited with {proc.returncode}")
+            sessions.append(run_sessions(ADMIN_URL, db_name))
+            processes.check_running()
             time.sleep(args.sample_every)
         with engine.connect() as conn:
             counts = conn.execute(
@@ -158,15 +124,6 @@ def run(args: argparse.Namespace) -> None:
             # The first snapshot after warm-up (every warmup/2 s: the second) against the last.
             print("listener allocations grown after warm-up (tracemalloc):")
             print("\n".join(growth(taken[1], taken[-1])))
-    finally:
-        for proc in reversed(processes):
-            with contextlib.suppress(Exception):
-                stop(proc)
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(db_name))
-            )
-        delete_namespace(BROKER_URL, prefix)
 
 
 def load(engine: Any, cps: float, total: int) -> None:
