@@ -468,11 +468,14 @@ def worker_processes(
             )
         worker = WorkerProcess(proc, log_path)
         started.append(worker)
-        wait_until(
-            lambda: worker.log().count("ready.") >= ready or proc.poll() is not None,
-            timeout=30,
-            message="worker start",
-        )
+        try:
+            wait_until(
+                lambda: worker.log().count("ready.") >= ready or proc.poll() is not None,
+                timeout=30,
+                message="worker start",
+            )
+        except AssertionError as exc:  # what the worker said so far is the diagnosis
+            raise AssertionError(f"{exc}; its log:\n{worker.log()[-4000:]}") from None
         if proc.poll() is not None:
             raise AssertionError(f"worker exited at start:\n{worker.log()}")
         return worker
