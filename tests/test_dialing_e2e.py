@@ -600,9 +600,20 @@ def test_dialer_worker_dials_and_stops_gracefully(
     assert worker.stop(timeout=30) == 0, worker.log()  # SIGTERM: warm shutdown of every process
     stopped_at = sent_count(session_factory)
     assert stopped_at < 60, "the shutdown came too late to test anything"
-    # Nothing half-done: every attempt is either sent or still queued for the next worker.
+    # Nothing half-done: every attempt is either sent or still queued for the next worker. On
+    # a loaded machine one may also have been given back unsent because its process woke up
+    # too late for each of its pacing slots (the contact is due again): that is pacing, not
+    # the shutdown. Given back for any other reason is a shutdown that cut a task short.
     states = dict(rows(session_factory, "SELECT status, count(*) FROM call_attempts GROUP BY 1"))
-    assert set(states) <= {"originating", "queued"}
+    given_back = [
+        r.send_error
+        for r in rows(
+            session_factory, "SELECT send_error FROM call_attempts WHERE status = 'not_sent'"
+        )
+    ]
+    late = [e for e in given_back if e and e.startswith("not sent: no send within its pacing slot")]
+    assert given_back == late, given_back
+    assert set(states) - {"not_sent"} <= {"originating", "queued"}
     assert states.get("originating", 0) == stopped_at
 
     again = worker_processes(ami=pbx_sim.server, env=env, command=command, ready=processes)
