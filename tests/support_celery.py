@@ -446,6 +446,9 @@ def worker_processes(
             "DIALER_AMI_SECRET": server.secret,
             "DIALER_LOG_LEVEL": "INFO",
             "DIALER_TEST_BROKER_PREFIX": broker_prefix,
+            # `dialer worker` reads this one: without it the worker used the broker's shared
+            # names (on RabbitMQ the `dialer0@host` remote-control queue of any other worker).
+            "DIALER_BROKER_PREFIX": broker_prefix,
             "PYTHONPATH": str(REPO),
             **(env or {}),
         }
