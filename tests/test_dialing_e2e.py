@@ -74,6 +74,15 @@ def sent_count(session_factory) -> int:
     return scalar(session_factory, "SELECT count(*) FROM call_attempts WHERE sent_at IS NOT NULL")
 
 
+# Why an attempt is given back unsent when its process woke up too late for each of its
+# pacing slots (a loaded machine): the contact is due again, with a new attempt.
+MISSED_SLOTS = "not sent: no send within its pacing slot"
+
+
+def given_back_for_missed_slots(row: Any) -> bool:
+    return row.status == "not_sent" and (row.send_error or "").startswith(MISSED_SLOTS)
+
+
 def seed_payload(call_id: str, to: str) -> dict[str, Any]:
     """The specification's scenario 2 (no transfer number) for another callee and call id."""
     section = SEED_SPEC.read_text().split("### Scenario 2", 1)[1]
@@ -250,10 +259,17 @@ def test_overlapping_ticks_through_celery_never_double_dial(
                 app.send_task(DISPATCH_TASK)
             time.sleep(0.1)
         wait_until(lambda: sent_count(session_factory) == 120, 30, message="120 sends")
-    per_contact = rows(
-        session_factory, "SELECT count(*) AS n FROM call_attempts GROUP BY contact_id"
+    # One attempt per contact; or, on a loaded machine, one given back for missed slots and
+    # the next one sent (never two sent).
+    attempts = rows(
+        session_factory, "SELECT contact_id, status, send_error, sent_at FROM call_attempts"
     )
-    assert len(per_contact) == 120 and {r.n for r in per_contact} == {1}
+    per_contact: dict[int, list[Any]] = collections.defaultdict(list)
+    for attempt in attempts:
+        if not given_back_for_missed_slots(attempt):
+            per_contact[attempt.contact_id].append(attempt.sent_at)
+    assert len(per_contact) == 120, len(per_contact)
+    assert all(len(sent) == 1 and sent[0] is not None for sent in per_contact.values())
     counts = sends_per_call(pbx_sim)
     assert len(counts) == 120 and set(counts.values()) == {1}
 
@@ -601,19 +617,11 @@ def test_dialer_worker_dials_and_stops_gracefully(
     stopped_at = sent_count(session_factory)
     assert stopped_at < 60, "the shutdown came too late to test anything"
     # Nothing half-done: every attempt is either sent or still queued for the next worker. On
-    # a loaded machine one may also have been given back unsent because its process woke up
-    # too late for each of its pacing slots (the contact is due again): that is pacing, not
-    # the shutdown. Given back for any other reason is a shutdown that cut a task short.
-    states = dict(rows(session_factory, "SELECT status, count(*) FROM call_attempts GROUP BY 1"))
-    given_back = [
-        r.send_error
-        for r in rows(
-            session_factory, "SELECT send_error FROM call_attempts WHERE status = 'not_sent'"
-        )
-    ]
-    late = [e for e in given_back if e and e.startswith("not sent: no send within its pacing slot")]
-    assert given_back == late, given_back
-    assert set(states) - {"not_sent"} <= {"originating", "queued"}
+    # a loaded machine one may also have been given back for missed slots: that is pacing,
+    # not the shutdown. Given back for any other reason is a shutdown that cut a task short.
+    attempts = rows(session_factory, "SELECT status, send_error FROM call_attempts")
+    states = collections.Counter(a.status for a in attempts if not given_back_for_missed_slots(a))
+    assert set(states) <= {"originating", "queued"}, [tuple(a) for a in attempts]
     assert states.get("originating", 0) == stopped_at
 
     again = worker_processes(ami=pbx_sim.server, env=env, command=command, ready=processes)
@@ -676,7 +684,13 @@ def test_dialer_worker_restarts_a_worker_process_that_dies(
     worker.proc.send_signal(signal.SIGINT)  # Ctrl-C
     assert worker.proc.wait(30) == 0, worker.log()
     assert not [pid for pid in children if Path(f"/proc/{pid}").exists()]
-    unsent = rows(session_factory, "SELECT status FROM call_attempts WHERE sent_at IS NULL")
-    assert len(unsent) <= 1 and {a.status for a in unsent} <= {"originating", "queued"}
+    unsent = [
+        a
+        for a in rows(
+            session_factory, "SELECT status, send_error FROM call_attempts WHERE sent_at IS NULL"
+        )
+        if not given_back_for_missed_slots(a)
+    ]
+    assert len(unsent) <= 1 and {a.status for a in unsent} <= {"originating", "queued"}, unsent
     counts = sends_per_call(pbx_sim)
     assert len(counts) == sent_count(session_factory) and set(counts.values()) == {1}
