@@ -30,20 +30,16 @@ import datetime as dt
 import heapq
 import json
 import multiprocessing as mp
-import os
 import socket
 import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
-import psycopg
-from psycopg import sql
 from sqlalchemy import Engine, insert, text
-from sqlalchemy.engine import make_url
+from stack import throwaway_database
 from stopping import exit_on_sigterm  # noqa: E402
 
-from dialer import migrate
 from dialer.ami.client import AmiClient
 from dialer.ami.events import EVENT_FILTERS, Correlator, extract, parse_frame
 from dialer.db import make_engine
@@ -54,9 +50,6 @@ from dialer.outcomes.reconcile import ReconcileOptions
 from dialer.pbxsim import start_in_thread
 from dialer.settings import AmiServer
 
-SERVER_URL = os.environ.get(
-    "DIALER_BENCH_SERVER_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-)
 BEHAVIOURS = ("01", "02", "03", "04", "05", "06", "07", "08", "09", "11")
 TEMPLATE_EPOCH = "1000000000000"
 RECORD_SPEED = 50.0
@@ -92,13 +85,7 @@ def main() -> None:
     )
     paced_calls = int(args.rate * args.paced_seconds)
     run = uuid.uuid4().hex[:8]
-    db_name = f"dialer_bench_ingest_{run}"
-    admin = make_url(SERVER_URL).set(drivername="postgresql").render_as_string(hide_password=False)
-    database_url = make_url(SERVER_URL).set(database=db_name).render_as_string(hide_password=False)
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(db_name)))
-    try:
-        migrate.upgrade(database_url)
+    with throwaway_database(f"dialer_bench_ingest_{run}") as database_url:
         engine = make_engine(database_url)
         call_ids = load_attempts(engine, args.calls + paced_calls)
         burst_ids, paced_ids = call_ids[: args.calls], call_ids[args.calls :]
@@ -128,11 +115,6 @@ def main() -> None:
             )
         )
         engine.dispose()
-    finally:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(db_name))
-            )
 
 
 # -- 1. record ------------------------------------------------------------------------------------
