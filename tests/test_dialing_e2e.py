@@ -32,7 +32,7 @@ from dialer.ami import wire as amiwire
 from dialer.ami.blocking import SyncAmiClient
 from dialer.dialing.celery_app import DISPATCH_TASK, ORIGINATE_TASK, enqueue_originates
 from dialer.dialing.dispatch import DISPATCH_LOCK_KEY, TickOptions, run_tick
-from dialer.dialing.originate import Result, originate_attempt
+from dialer.dialing.originate import MISSED_SLOTS_REASON, Result, originate_attempt
 from dialer.dialing.pacing import max_in_window
 from dialer.settings import AmiServer, Settings
 from tests.support_celery import (
@@ -74,13 +74,10 @@ def sent_count(session_factory) -> int:
     return scalar(session_factory, "SELECT count(*) FROM call_attempts WHERE sent_at IS NOT NULL")
 
 
-# Why an attempt is given back unsent when its process woke up too late for each of its
-# pacing slots (a loaded machine): the contact is due again, with a new attempt.
-MISSED_SLOTS = "not sent: no send within its pacing slot"
-
-
 def given_back_for_missed_slots(row: Any) -> bool:
-    return row.status == "not_sent" and (row.send_error or "").startswith(MISSED_SLOTS)
+    """Given back unsent because its process woke up too late for each of its pacing slots (a
+    loaded machine): the contact is due again, with a new attempt."""
+    return row.status == "not_sent" and (row.send_error or "").startswith(MISSED_SLOTS_REASON)
 
 
 def seed_payload(call_id: str, to: str) -> dict[str, Any]:

@@ -9,6 +9,7 @@ it, over the trunk's rate.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import threading
 import time
 from typing import Any
@@ -23,7 +24,14 @@ from dialer.contacts import dnc
 from dialer.db import transaction
 from dialer.dialing import originate as originate_module
 from dialer.dialing.dispatch import run_tick
-from dialer.dialing.originate import SLOT_TOLERANCE_S, Result, originate_attempt
+from dialer.dialing.originate import (
+    MISSED_SLOTS_REASON,
+    SLOT_TOLERANCE_S,
+    SLOT_TURNS,
+    UNREACHABLE_RETRY_S,
+    Result,
+    originate_attempt,
+)
 from dialer.dialing.pacing import take_slot
 from dialer.outcomes.callstore import CallStore
 from dialer.outcomes.facts import CloseReason, CloseRequest, close_attempts
@@ -219,6 +227,45 @@ def test_a_late_wake_up_drops_the_slot_instead_of_sending_late(
         session_factory, "SELECT extract(epoch FROM sent_at) AS sent FROM call_attempts"
     )
     assert -0.001 <= float(attempt.sent) - slots[1] < SLOT_TOLERANCE_S + 0.005
+
+
+def test_a_host_that_wakes_up_late_for_every_slot_gives_the_attempt_back_unsent(
+    session_factory, pg_connection, pbx_sim, client, slots, caplog
+) -> None:
+    """SLOT_TURNS slots missed: nothing is sent late, the contact waits UNREACHABLE_RETRY_S
+    (a busy host is not given more to do at once), and one warning names the call."""
+    trunk, _, _, attempt_id = one_queued_attempt(session_factory)
+    take_slot(pg_connection, trunk)  # the attempt's slot is half a second away
+
+    def oversleep(seconds: float) -> None:
+        time.sleep(seconds + 0.05)
+
+    with caplog.at_level(logging.INFO, logger=originate_module.__name__):
+        result = originate_attempt(pg_connection, attempt_id, lambda pbx: client, sleep=oversleep)
+
+    assert result is Result.NOT_SENT
+    assert originates(pbx_sim) == []
+    assert len(slots) == SLOT_TURNS
+    [attempt] = rows(
+        session_factory, "SELECT custom_call_id, status, sent_at, send_error FROM call_attempts"
+    )
+    assert (attempt.status, attempt.sent_at) == ("not_sent", None)
+    assert attempt.send_error.startswith(MISSED_SLOTS_REASON + " (woke up ")
+    [contact] = rows(
+        session_factory,
+        "SELECT status, attempts, extract(epoch FROM next_attempt_at - now()) AS due_in"
+        " FROM contacts",
+    )
+    assert (contact.status, contact.attempts) == ("pending", 0)
+    assert UNREACHABLE_RETRY_S - 5 < float(contact.due_in) <= UNREACHABLE_RETRY_S
+    dropped = [
+        r for r in caplog.records if "slot" in r.getMessage() and "dropped" in r.getMessage()
+    ]
+    assert len(dropped) == SLOT_TURNS
+    [given_back] = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert "given back" in given_back.getMessage()
+    assert attempt.custom_call_id in given_back.getMessage()
+    assert given_back.custom_call_id == attempt.custom_call_id
 
 
 def test_a_connection_lost_just_before_the_slot_is_not_made_up_for_by_a_late_call(

@@ -117,6 +117,8 @@ MAX_SLOT_LEAD_S = 0.5
 TRUNK_LEAD_S = 0.02
 # Slots dropped (late, or the connection lost) before the attempt is given back unsent.
 SLOT_TURNS = 3
+# How such an attempt's send_error begins (the last slot's reason follows in brackets).
+MISSED_SLOTS_REASON = "not sent: no send within its pacing slot"
 # No call is started this close to the end of its calling window: it must reach the PBX
 # while the window is open, and a loaded PBX reads its socket late.
 WINDOW_MARGIN_S = 2.0
@@ -432,10 +434,14 @@ def _originate(
             lead = min(MAX_SLOT_LEAD_S, max(lead, 2 * sent.late))
             continue
         return _record_send(conn, attempt_id, call_id, pbx, sent, reconnect)
-    _give_back(
-        conn, attempt_id, "originating",
-        f"not sent: no send within its pacing slot ({missed})", UNREACHABLE_RETRY_S,
+    # A host too busy to keep its slots: the contact waits rather than add to the load.
+    log.warning(
+        "attempt %s: not sent, given back: %d pacing slots missed (%s); due again in %.0f s",
+        call_id, SLOT_TURNS, missed, UNREACHABLE_RETRY_S, extra=logs.call_fields(call_id),
     )  # fmt: skip
+    _give_back(
+        conn, attempt_id, "originating", f"{MISSED_SLOTS_REASON} ({missed})", UNREACHABLE_RETRY_S
+    )
     return Result.NOT_SENT
 
 
