@@ -435,13 +435,13 @@ def _originate(
             continue
         return _record_send(conn, attempt_id, call_id, pbx, sent, reconnect)
     # A host too busy to keep its slots: the contact waits rather than add to the load.
+    _give_back(
+        conn, attempt_id, "originating", f"{MISSED_SLOTS_REASON} ({missed})", UNREACHABLE_RETRY_S
+    )
     log.warning(
         "attempt %s: not sent, given back: %d pacing slots missed (%s); due again in %.0f s",
         call_id, SLOT_TURNS, missed, UNREACHABLE_RETRY_S, extra=logs.call_fields(call_id),
     )  # fmt: skip
-    _give_back(
-        conn, attempt_id, "originating", f"{MISSED_SLOTS_REASON} ({missed})", UNREACHABLE_RETRY_S
-    )
     return Result.NOT_SENT
 
 
